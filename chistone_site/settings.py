@@ -1,0 +1,151 @@
+"""The one settings module: every deployment difference comes from the environment.
+
+Variables (all optional for a local try-out):
+  CHISTONE_SECRET_KEY   secret key; a development default is used when unset (check chistone.W002)
+  CHISTONE_DEBUG        "1" to enable DEBUG
+  CHISTONE_ALLOWED_HOSTS  comma-separated hosts for the control plane (default: localhost,127.0.0.1,[::1])
+  DATABASE_URL          e.g. postgres://user@127.0.0.1:5432/chistone; default: SQLite file under CHISTONE_VAR_DIR
+  CHISTONE_VAR_DIR      writable directory for the SQLite file and local state (default: ./var)
+  CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
+  CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEV_SECRET_KEY = "chistone-insecure-development-key-do-not-use-in-production"
+SECRET_KEY = os.environ.get("CHISTONE_SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = _env_bool("CHISTONE_DEBUG")
+# The control plane is reached by operators; tenant traffic never reaches Django at all.
+ALLOWED_HOSTS = _env_list("CHISTONE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = _env_list("CHISTONE_CSRF_TRUSTED_ORIGINS")
+
+VAR_DIR = Path(os.environ.get("CHISTONE_VAR_DIR", BASE_DIR / "var"))
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_ace",
+    "tenants",
+    "luascripts",
+    "routing",
+    "chistone_site",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "chistone_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+ASGI_APPLICATION = "chistone_site.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chistone.sqlite3'}"),
+        conn_max_age=int(os.environ.get("CHISTONE_DB_CONN_MAX_AGE", "0")),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    if DATABASES["default"]["NAME"] != ":memory:":
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # Several gateway workers may share one SQLite file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "chistone control-plane API",
+    "DESCRIPTION": "Tenants, backends and versioned Lua route scripts for the chistone gateway.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Gateway settings: one namespaced dict; chistone_site.conf reads it with defaults.
+CHISTONE = {
+    "HOST": os.environ.get("CHISTONE_HOST", "127.0.0.1"),
+    "DATA_PORT": int(os.environ.get("CHISTONE_DATA_PORT", "8000")),
+    "CONTROL_PORT": int(os.environ.get("CHISTONE_CONTROL_PORT", "8001")),
+    "TRUSTED_PROXIES": _env_list("CHISTONE_TRUSTED_PROXIES"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("CHISTONE_LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

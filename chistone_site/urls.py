@@ -1,0 +1,8 @@
+"""Control-plane URLs. The data plane never reaches Django (see chistone_site/planes.py)."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -149,7 +149,7 @@ def update_tenant(*, actor: Actor, tenant: Tenant, **changes: Any) -> Tenant:
 def delete_tenant(*, actor: Actor, tenant: Tenant) -> None:
     with transaction.atomic():
         slug = tenant.slug
-        record(actor=actor, action="tenant.delete", obj=tenant, tenant=None,
+        record(actor=actor, action="tenant.delete", obj=tenant, tenant=tenant,
                detail={"slug": slug, "name": tenant.name})
         # Versions point at the tenant and the tenant at its active version (PROTECT).
         Tenant.objects.filter(pk=tenant.pk).update(active_version=None)

@@ -1,0 +1,53 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError, SystemCheckError
+
+from chistone_site import checks
+from chistone_site.settings import DEV_SECRET_KEY
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_daphne_missing_is_an_error(settings):
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "daphne"]
+    assert ids(checks.check_installed_apps(None)) == ["chistone.E001"]
+
+
+def test_daphne_not_first_is_a_warning(settings):
+    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS[1:], "daphne"]
+    assert ids(checks.check_installed_apps(None)) == ["chistone.W001"]
+
+
+def test_the_default_configuration_is_clean():
+    assert checks.check_installed_apps(None) == []
+    assert checks.check_listeners(None) == []
+
+
+def test_shared_ports_and_bad_trusted_proxies(settings):
+    settings.CHISTONE = {**settings.CHISTONE, "DATA_PORT": 9000, "CONTROL_PORT": 9000,
+                         "TRUSTED_PROXIES": ["10.0.0.0/8", "not-a-net"]}
+    assert ids(checks.check_listeners(None)) == ["chistone.E003", "chistone.E004"]
+
+
+def test_debug_with_the_development_secret_key(settings):
+    settings.SECRET_KEY = DEV_SECRET_KEY
+    settings.DEBUG = True
+    assert ids(checks.check_secret_key(None)) == ["chistone.E002"]
+    settings.DEBUG = False
+    assert ids(checks.check_secret_key(None)) == ["chistone.W002"]
+    settings.SECRET_KEY = "x" * 60
+    assert checks.check_secret_key(None) == []
+
+
+def test_check_deploy_fails_on_debug_with_default_key(settings):
+    settings.SECRET_KEY = DEV_SECRET_KEY
+    settings.DEBUG = True
+    with pytest.raises(SystemCheckError, match="chistone.E002"):
+        call_command("check", "--deploy", "--fail-level", "ERROR")
+
+
+def test_serve_refuses_one_port_for_both_planes():
+    with pytest.raises(CommandError, match="must differ"):
+        call_command("serve", "--data-port", "8100", "--control-port", "8100")

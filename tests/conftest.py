@@ -1,0 +1,21 @@
+import pytest
+
+from tenants.audit import Actor
+
+
+@pytest.fixture
+def actor():
+    return Actor(name="tester")
+
+
+@pytest.fixture
+def tenant_factory(db, actor):
+    from tenants import services
+
+    def make(slug="acme", **kwargs):
+        kwargs.setdefault("name", slug.title())
+        if "domains" not in kwargs and "path_prefix" not in kwargs:
+            kwargs["domains"] = [f"{slug}.example.com"]
+        return services.create_tenant(actor=actor, slug=slug, **kwargs)
+
+    return make

@@ -139,6 +139,10 @@ CHISTONE = {
     "DATA_PORT": int(os.environ.get("CHISTONE_DATA_PORT", "8000")),
     "CONTROL_PORT": int(os.environ.get("CHISTONE_CONTROL_PORT", "8001")),
     "TRUSTED_PROXIES": _env_list("CHISTONE_TRUSTED_PROXIES"),
+    # One worker until told otherwise; production sets CHISTONE_WORKERS to the core count.
+    "WORKERS": int(os.environ.get("CHISTONE_WORKERS", "1")),
+    "SERVER": os.environ.get("CHISTONE_SERVER", "daphne"),
+    "WATCHDOG_SECONDS": float(os.environ.get("CHISTONE_WATCHDOG_SECONDS", "5")),
 }
 
 LOGGING = {

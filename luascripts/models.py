@@ -56,3 +56,17 @@ class ScriptVersion(models.Model):
         if not self.valid:
             return "draft"
         return "active" if self.tenant.active_version_id == self.pk else "valid"
+
+
+class ScriptFault(models.Model):
+    """A version the worker watchdog caught blocking a worker; the data plane stops running it.
+
+    Kept apart from ScriptVersion because versions are immutable; a fault is a later fact.
+    """
+
+    version = models.OneToOneField(ScriptVersion, on_delete=models.CASCADE, related_name="fault")
+    detected_at = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=500)
+
+    def __str__(self) -> str:
+        return f"fault in {self.version}"

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from luascripts.engine import Limits, ValidationResult, validate
-from luascripts.models import ScriptVersion
+from luascripts.models import ScriptFault, ScriptVersion
 from tenants.audit import Actor, record
 from tenants.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from tenants.events import config_changed
@@ -115,6 +115,11 @@ def activate_version(*, actor: Actor, tenant: Tenant, version: ScriptVersion) ->
     """Point the tenant at `version`. Rolling back is activating an older version."""
     if version.tenant_id != tenant.pk:
         raise NotFound(f"Tenant {tenant.slug!r} has no script version {version.number}.")
+    if ScriptFault.objects.filter(version=version).exists():
+        raise Conflict(
+            f"Version {version.number} blocked a gateway worker and was disabled; "
+            "publish a fixed version instead.",
+        )
     if not version.valid:
         raise Conflict(
             f"Version {version.number} is a draft with errors and cannot be activated; "
@@ -157,3 +162,22 @@ def deactivate_script(*, actor: Actor, tenant: Tenant) -> Tenant:
                detail={"previous": previous.number if previous else None})
         config_changed([locked.slug])
     return locked
+
+
+def mark_version_faulty(*, actor: Actor, version_id: int, reason: str) -> ScriptFault | None:
+    """Record that a version blocked a worker; every gateway process stops running it.
+
+    The tenant then answers 503 with a message naming the version until an operator
+    activates another one (activation of a faulty version is refused).
+    """
+    with transaction.atomic():
+        version = ScriptVersion.objects.select_related("tenant").filter(pk=version_id).first()
+        if version is None:
+            return None
+        fault, created = ScriptFault.objects.get_or_create(
+            version=version, defaults={"reason": reason[:500]})
+        if created:
+            record(actor=actor, action="script.fault", obj=version, tenant=version.tenant,
+                   detail={"version": version.number, "reason": fault.reason})
+            config_changed([version.tenant.slug])
+    return fault

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from tenants.models import ConfigState
 
 log = logging.getLogger(__name__)
 
+NOTIFY_CHANNEL = "chistone_config"
 ConfigListener = Callable[[int, frozenset[str]], None]
 _listeners: list[ConfigListener] = []
 
@@ -45,6 +46,11 @@ def config_changed(tenant_slugs: Iterable[str]) -> int:
         ConfigState.objects.filter(pk=1).update(generation=F("generation") + 1)
     generation = ConfigState.objects.only("generation").get(pk=1).generation
     slugs = frozenset(tenant_slugs)
+    if connection.vendor == "postgresql":
+        # Delivered by PostgreSQL only if and when the transaction commits: every gateway node
+        # listening on the channel wakes up at once instead of at its next poll.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, %s)", [NOTIFY_CHANNEL, str(generation)])
     transaction.on_commit(lambda: _notify(generation, slugs))
     return generation
 

@@ -1,6 +1,7 @@
-"""`manage.py serve`: run the data plane and the control plane under daphne.
+"""`manage.py serve`: run the data plane and the control plane.
 
-One daphne process listens on both ports; chistone_site.planes sends each connection to its
+The listening sockets are opened once here and handed to N worker processes (daphne by
+default, uvicorn with `--server uvicorn`); chistone_site.planes sends each connection to its
 plane by the port it arrived on, so tenant traffic can never reach the admin or the API.
 """
 
@@ -13,9 +14,22 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chistone_site.workers.supervisor import Supervisor, open_listener
+
+
+def _mark_faulty(tenant: str, version_id: int, pid: int) -> None:
+    from luascripts.services import mark_version_faulty
+    from tenants.audit import Actor
+
+    mark_version_faulty(
+        actor=Actor.system("watchdog"),
+        version_id=version_id,
+        reason=f"blocked worker pid {pid} past the watchdog bound (tenant {tenant})",
+    )
+
 
 class Command(BaseCommand):
-    help = "Serve tenant traffic (data plane) and the admin/API (control plane) with daphne."
+    help = "Serve tenant traffic (data plane) and the admin/API (control plane)."
 
     def add_arguments(self, parser):
         conf = settings.CHISTONE
@@ -25,44 +39,53 @@ class Command(BaseCommand):
                             help="Port for tenant traffic (env CHISTONE_DATA_PORT).")
         parser.add_argument("--control-port", type=int, default=conf["CONTROL_PORT"],
                             help="Port for the admin and API (env CHISTONE_CONTROL_PORT).")
+        parser.add_argument("--workers", type=int, default=conf["WORKERS"],
+                            help="Worker processes sharing the listeners (env CHISTONE_WORKERS).")
+        parser.add_argument("--server", choices=("daphne", "uvicorn"), default=conf["SERVER"],
+                            help="ASGI server run by each worker (env CHISTONE_SERVER).")
+        parser.add_argument("--hang-timeout", type=float, default=conf["WATCHDOG_SECONDS"],
+                            help="Seconds a worker's event loop may stop answering before the "
+                                 "watchdog replaces it (env CHISTONE_WATCHDOG_SECONDS).")
         parser.add_argument("--demo-backends", action="store_true",
                             help="Also start the demo backends used by `manage.py load_demo`.")
 
-    def handle(self, *args, host, data_port, control_port, demo_backends, **options):
+    def handle(self, *args, host, data_port, control_port, workers, server, hang_timeout,
+               demo_backends, **options):
         if data_port == control_port:
             raise CommandError("--data-port and --control-port must differ.")
         for port in (data_port, control_port):
             if not 0 < port < 65536:
                 raise CommandError(f"Port {port} is out of range (1-65535).")
-        # The plane router reads these; set them for this process and any child.
-        settings.CHISTONE["DATA_PORT"] = data_port
-        settings.CHISTONE["CONTROL_PORT"] = control_port
-        os.environ["CHISTONE_DATA_PORT"] = str(data_port)
-        os.environ["CHISTONE_CONTROL_PORT"] = str(control_port)
-        os.environ["CHISTONE_HOST"] = host
-
+        if not 1 <= workers <= 64:
+            raise CommandError("--workers must be between 1 and 64.")
+        if hang_timeout <= 0:
+            raise CommandError("--hang-timeout must be positive.")
+        try:
+            sockets = [open_listener(host, data_port), open_listener(host, control_port)]
+        except OSError as exc:
+            raise CommandError(f"Cannot listen on {host}: {exc.strerror or exc}.") from exc
+        # The workers' plane router tells the planes apart by these ports.
+        env = {
+            "CHISTONE_DATA_PORT": str(data_port),
+            "CHISTONE_CONTROL_PORT": str(control_port),
+            "CHISTONE_HOST": host,
+        }
         demo = None
         if demo_backends:
             demo = subprocess.Popen([sys.executable, "-m", "chistone_site.demo.backends"])
-
-        interface = host.strip("[]")
-        iface = interface.replace(":", r"\:")
-        argv = [
-            "-e", f"tcp:port={data_port}:interface={iface}",
-            "-e", f"tcp:port={control_port}:interface={iface}",
-            # The gateway writes its own structured access log; daphne's proxy-header
-            # handling stays off (it trusts the leftmost X-Forwarded-For of any peer).
-            "--access-log", os.devnull,
-            "--no-server-name",
-            "chistone_site.asgi:application",
-        ]
-        self.stdout.write(f"chistone data plane    http://{host}:{data_port}/")
-        self.stdout.write(f"chistone control plane http://{host}:{control_port}/admin/")
+        self.stdout.write(
+            f"chistone: {workers} {server} worker(s)\n"
+            f"  data plane    http://{host}:{data_port}/\n"
+            f"  control plane http://{host}:{control_port}/admin/  (API: /api/v1/)"
+        )
         self.stdout.flush()
-        from daphne.cli import CommandLineInterface
-
+        supervisor = Supervisor(sockets=sockets, workers=workers, server=server,
+                                hang_timeout=hang_timeout, on_fault=_mark_faulty,
+                                env={**env, "PYTHONUNBUFFERED": "1",
+                                     "DJANGO_SETTINGS_MODULE": os.environ.get(
+                                         "DJANGO_SETTINGS_MODULE", "chistone_site.settings")})
         try:
-            CommandLineInterface().run(argv)
+            supervisor.run()
         finally:
             if demo is not None:
                 demo.terminate()

@@ -1,0 +1,1 @@
+"""Multi-process serving: a supervisor (`manage.py serve`) and its worker processes."""

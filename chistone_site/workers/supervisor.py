@@ -1,0 +1,176 @@
+"""The supervisor: opens the listening sockets once and keeps N workers serving on them.
+
+- A worker that exits is replaced; the others keep serving (they share the sockets, the
+  kernel spreads connections among them).
+- Watchdog: a worker whose heartbeat is older than `hang_timeout` has a blocked event loop; it
+  is killed and replaced, and if it was inside a tenant script at the time, `on_fault` is told
+  which script version blocked it (the serve command marks that version faulty).
+- SIGTERM/SIGINT: every worker drains (stops accepting, finishes in-flight requests), then the
+  supervisor exits. SIGHUP: workers are replaced one by one, each new one started before the
+  old one drains, so the listeners never go quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from chistone_site.workers import heartbeat
+
+log = logging.getLogger("chistone.supervisor")
+
+FaultHandler = Callable[[str, int, int], None]  # (tenant slug, version id, worker pid)
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Worker:
+    index: int
+    process: subprocess.Popen
+    slot: heartbeat.Slot
+    started: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        *,
+        sockets: list[socket.socket],
+        workers: int,
+        server: str = "daphne",
+        hang_timeout: float = 5.0,
+        startup_grace: float = 30.0,
+        on_fault: FaultHandler | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.sockets = sockets
+        self.count = workers
+        self.server = server
+        self.hang_timeout = hang_timeout
+        self.startup_grace = startup_grace
+        self.on_fault = on_fault
+        self.env = {**os.environ, **(env or {})}
+        self.workers: dict[int, Worker] = {}
+        self.slot_dir = tempfile.mkdtemp(prefix="chistone-slots-")
+        self._stopping = False
+        self._reload = False
+
+    # -- processes -------------------------------------------------------------------------
+    def _spawn(self, index: int) -> Worker:
+        path = os.path.join(self.slot_dir, f"worker-{index}-{time.monotonic_ns()}")
+        slot = heartbeat.Slot(path, create=True)
+        slot.beat()  # a fresh worker gets the startup grace, measured from now
+        fds = ",".join(str(s.fileno()) for s in self.sockets)
+        env = {**self.env, heartbeat.ENV_VAR: path}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chistone_site.workers.worker", "--server", self.server,
+             "--fds", fds],
+            pass_fds=[s.fileno() for s in self.sockets],
+            env=env,
+        )
+        log.info("started worker %d (pid %d, %s)", index, process.pid, self.server)
+        worker = Worker(index=index, process=process, slot=slot)
+        self.workers[index] = worker
+        return worker
+
+    def _retire(self, worker: Worker, *, sig: int = signal.SIGTERM, wait: float = 25.0) -> None:
+        if worker.process.poll() is None:
+            worker.process.send_signal(sig)
+            try:
+                worker.process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+        worker.slot.close()
+        try:
+            os.unlink(worker.slot.path)
+        except FileNotFoundError:
+            pass
+
+    # -- the watchdog ------------------------------------------------------------------------
+    def check(self) -> None:
+        """One supervision round: replace dead workers and kill hung ones."""
+        now = time.monotonic()
+        for index, worker in list(self.workers.items()):
+            code = worker.process.poll()
+            if code is not None:
+                log.warning("worker %d (pid %d) exited with %s; replacing it",
+                            index, worker.process.pid, code)
+                self._retire(worker)
+                self._spawn(index)
+                continue
+            state = worker.slot.read()
+            grace = self.startup_grace if now - worker.started < self.startup_grace else 0.0
+            if now - state.heartbeat > self.hang_timeout + grace:
+                log.error("worker %d (pid %d) stopped answering for %.1fs%s; killing it",
+                          index, worker.process.pid, now - state.heartbeat,
+                          f" inside tenant {state.tenant!r}" if state.busy_since else "")
+                worker.process.kill()
+                worker.process.wait()
+                if state.busy_since and state.version_id and self.on_fault:
+                    try:
+                        self.on_fault(state.tenant, state.version_id, worker.process.pid)
+                    except Exception:
+                        log.exception("could not record the faulty script version")
+                self._retire(worker)
+                self._spawn(index)
+
+    def rolling_restart(self) -> None:
+        for index in sorted(self.workers):
+            old = self.workers[index]
+            self._spawn(index)
+            time.sleep(1.0)  # let the new worker start accepting before the old one drains
+            self._retire(old)
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        def stop(*_):
+            self._stopping = True
+
+        def reload(*_):
+            self._reload = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+        for index in range(self.count):
+            self._spawn(index)
+        try:
+            while not self._stopping:
+                if self._reload:
+                    self._reload = False
+                    log.info("SIGHUP: restarting workers one by one")
+                    self.rolling_restart()
+                self.check()
+                time.sleep(0.2)
+        finally:
+            log.info("stopping: draining %d workers", len(self.workers))
+            for worker in self.workers.values():
+                if worker.process.poll() is None:
+                    worker.process.send_signal(signal.SIGTERM)
+            for worker in self.workers.values():
+                self._retire(worker)
+            for sock in self.sockets:
+                sock.close()
+            try:
+                os.rmdir(self.slot_dir)
+            except OSError:
+                pass
+        return 0

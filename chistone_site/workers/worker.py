@@ -1,0 +1,151 @@
+"""One worker process: serve the ASGI application on listening sockets it inherited.
+
+Started by the supervisor as `python -m chistone_site.workers.worker --server daphne
+--fds 3,4`. SIGTERM drains: stop accepting, let in-flight requests finish (bounded), exit.
+The worker beats its heartbeat slot from its event loop, so a blocked loop is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+from chistone_site.workers import heartbeat
+
+log = logging.getLogger("chistone.worker")
+HEARTBEAT_INTERVAL = 0.25
+DRAIN_TIMEOUT = float(os.environ.get("CHISTONE_DRAIN_TIMEOUT", "20"))
+
+
+class InflightCounter:
+    """ASGI wrapper counting requests in progress, so a drain knows when it is done."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.inflight = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+
+def _load_application():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
+    from chistone_site.asgi import application
+
+    return InflightCounter(application)
+
+
+async def _beat_forever() -> None:
+    slot = heartbeat.current()
+    while slot is not None:
+        slot.beat()
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+
+def run_daphne(fds: list[int]) -> None:
+    from daphne.server import Server
+    from twisted.internet import reactor
+
+    app = _load_application()
+    server = Server(
+        app,
+        endpoints=[f"fd:fileno={fd}:domain=INET" for fd in fds],
+        signal_handlers=False,
+        verbosity=0,
+        server_name="chistone",
+    )
+    ports = []
+
+    def started(port):
+        ports.append(port)
+        return port
+
+    def drain(*_):
+        log.info("worker %s draining", os.getpid())
+        for port in ports:
+            port.stopListening()
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+
+        def check():
+            if app.inflight <= 0 or time.monotonic() > deadline:
+                reactor.stop()
+            else:
+                reactor.callLater(0.05, check)
+
+        check()
+
+    original_listen_success = server.listen_success
+
+    def listen_success(port):
+        started(port)
+        return original_listen_success(port)
+
+    server.listen_success = listen_success
+    reactor.callWhenRunning(
+        lambda: asyncio.ensure_future(_beat_forever(), loop=reactor._asyncioEventloop)
+    )
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
+    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(drain))
+    server.run()
+
+
+def run_uvicorn(fds: list[int]) -> None:
+    import uvicorn
+
+    app = _load_application()
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        log_level="warning",
+        timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        beat = asyncio.ensure_future(_beat_forever())
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            beat.cancel()
+
+    from uvicorn._compat import asyncio_run
+
+    # uvicorn installs its own SIGTERM/SIGINT handlers: stop accepting, finish in-flight.
+    asyncio_run(main(), loop_factory=config.get_loop_factory())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+    parser.add_argument("--fds", required=True, help="comma-separated inherited socket fds")
+    args = parser.parse_args(argv)
+    fds = [int(fd) for fd in args.fds.split(",")]
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.server == "uvicorn":
+        run_uvicorn(fds)
+    else:
+        run_daphne(fds)
+
+
+if __name__ == "__main__":
+    main()

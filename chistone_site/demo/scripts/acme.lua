@@ -1,0 +1,27 @@
+-- acme: version-based routing, an auth check on writes, and a legacy mount.
+-- Backends: users-v1, users-v2, legacy.
+
+local function require_token(req, next)
+  if req.method ~= "GET" and req.headers["authorization"] ~= "Bearer demo-token" then
+    return reject(401, "missing or wrong bearer token (try: Authorization: Bearer demo-token)")
+  end
+  return next(req)
+end
+
+chi.use(require_token)
+
+chi.get("/", function(req)
+  return respond(200, json.encode({tenant = req.tenant, try = {"/api/v1/v1/users",
+    "/api/v1/v2/users", "/legacy/anything"}}), {["content-type"] = "application/json"})
+end)
+
+chi.route("/api/v1/{version:v[12]}", function(r)
+  r.get("/users", function(req)
+    return proxy("users-" .. req.params.version, {path = "/users"})
+  end)
+  r.get("/users/{id:[0-9]+}", function(req)
+    return proxy("users-" .. req.params.version, {path = "/users/" .. req.params.id})
+  end)
+end)
+
+chi.mount("/legacy", "legacy")

@@ -8,11 +8,13 @@ Variables (all optional for a local try-out):
   CHISTONE_VAR_DIR      writable directory for the SQLite file and local state (default: ./var)
   CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
   CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
+  CHISTONE_LOGIN_FAILURE_LIMIT, CHISTONE_LOGIN_COOLOFF_MINUTES  admin login throttling (5, 15)
 """
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -52,20 +54,32 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_ace",
+    "axes",
     "tenants",
     "luascripts",
     "routing",
     "chistone_site",
+    "chistone_site.api",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The admin's own static files (its CSS, the ace editor) from this process: no CDN.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into its lockout response.
+    "axes.middleware.AxesMiddleware",
+]
+
+# Login throttling (django-axes) first, then the ordinary user database.
+AUTHENTICATION_BACKENDS = [
+    "tenants.admin_security.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "chistone_site.urls"
@@ -115,12 +129,33 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+# Served by WhiteNoise from the apps' static folders, so `serve` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
 
 SESSION_COOKIE_HTTPONLY = True
+
+# Admin login throttling: after AXES_FAILURE_LIMIT failed logins from one client IP (computed
+# like the gateway does, see tenants.admin_security), that IP is refused until the cool-off ends.
+AXES_ENABLED = _env_bool("CHISTONE_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = int(os.environ.get("CHISTONE_LOGIN_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CHISTONE_LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_CLIENT_IP_CALLABLE = "tenants.admin_security.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
+AXES_VERBOSE = False
 CSRF_COOKIE_HTTPONLY = False
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # API keys and staff sessions only: never Basic (see chistone_site/api/authentication.py).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "chistone_site.api.authentication.ApiKeyAuthentication",
+        "chistone_site.api.authentication.StaffSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["chistone_site.api.permissions.HasScopes"],
+    "EXCEPTION_HANDLER": "chistone_site.api.exceptions.exception_handler",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {

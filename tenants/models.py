@@ -123,3 +123,24 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_repr}"
+
+
+class OperatorAccess(models.Model):
+    """The tenants a staff account (not a superuser) may see and change in the admin.
+
+    Superusers see every tenant; any other staff account sees only the tenants listed here, and
+    none at all without a row (fail closed). Changed through tenants.access, which audits it.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="operator_access"
+    )
+    tenants = models.ManyToManyField(Tenant, blank=True, related_name="operators")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "operator access"
+        verbose_name_plural = "operator access"
+
+    def __str__(self) -> str:
+        return f"access of {self.user}"

@@ -62,7 +62,8 @@ def run_daphne(fds: list[int]) -> None:
     app = _load_application()
     server = Server(
         app,
-        endpoints=[f"fd:fileno={fd}:domain=INET" for fd in fds],
+        # The "fd" endpoint adopts an inherited AF_INET listening socket.
+        endpoints=[f"fd:fileno={fd}" for fd in fds],
         signal_handlers=False,
         verbosity=0,
         server_name="chistone",

@@ -1,0 +1,66 @@
+"""Seed the benchmark tenant through the project's services (scenarios 6 to 8).
+
+One tenant answering for the bench domain, one backend pointing at the bench backend, and an
+active script: one middleware and ROUTES routes (`GET /api/v1/svc<i>/items/{id}`), each proxying
+to that backend. Run against an already migrated database:
+
+    DJANGO_SETTINGS_MODULE=chistone_site.settings DATABASE_URL=sqlite:////tmp/x/bench.sqlite3 \\
+        .venv/bin/python bench/seed.py --backend-url http://127.0.0.1:8080 --domain bench.local
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def script_source(routes: int, backend: str = "backend") -> str:
+    lines = [
+        "-- Benchmark script: one middleware, then the routes, matched by the gateway.",
+        "chi.use(function(req, next)",
+        "  return next(req)",
+        "end)",
+        "",
+    ]
+    for i in range(routes):
+        lines.append(f'chi.get("/api/v1/svc{i}/items/{{id}}", function(req) '
+                     f'return proxy("{backend}") end)')
+    return "\n".join(lines) + "\n"
+
+
+def seed(*, backend_url: str, domain: str, routes: int, slug: str = "bench") -> str:
+    import django
+
+    django.setup()
+    from luascripts.services import activate_version, publish_version
+    from tenants import services
+    from tenants.audit import Actor
+
+    actor = Actor.system("bench")
+    tenant = services.create_tenant(actor=actor, slug=slug, name="Benchmark", domains=[domain])
+    services.create_backend(actor=actor, tenant=tenant, name="backend", url=backend_url)
+    version, _created = publish_version(actor=actor, tenant=tenant,
+                                        source=script_source(routes), message="benchmark")
+    if not version.valid:
+        raise SystemExit(f"the benchmark script is invalid: {version.errors}")
+    activate_version(actor=actor, tenant=tenant, version=version)
+    return f"tenant {slug} ({domain}) -> {backend_url}, script v{version.number}, {routes} routes"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Seed the chistone benchmark tenant.")
+    parser.add_argument("--backend-url", required=True)
+    parser.add_argument("--domain", default="bench.local")
+    parser.add_argument("--routes", type=int, default=50)
+    args = parser.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
+    sys.path.insert(0, str(ROOT))
+    print(seed(backend_url=args.backend_url, domain=args.domain, routes=args.routes))
+
+
+if __name__ == "__main__":
+    main()

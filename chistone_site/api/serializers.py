@@ -1,0 +1,354 @@
+"""Request and response shapes. Serializers check shape only: types, required keys, lengths.
+
+Values (slugs, hosts, URLs, ranges, scripts) are judged by the services, which answer with the
+same field-error format through the one exception handler.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from chistone_site.api.conf import get_conf
+from luascripts.models import ScriptVersion
+
+# -- tenants and backends ------------------------------------------------------------------
+
+
+class TenantSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=63)
+    name = serializers.CharField(max_length=200)
+    domains = serializers.ListField(child=serializers.CharField(max_length=253),
+                                    max_length=100, default=list)
+    path_prefix = serializers.CharField(max_length=200, allow_blank=True, default="",
+                                        trim_whitespace=False)
+    active = serializers.BooleanField(default=True)
+    active_version = serializers.IntegerField(source="active_version.number", read_only=True,
+                                              allow_null=True)
+    config_version = serializers.IntegerField(read_only=True)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+class BackendSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    url = serializers.CharField(max_length=500, trim_whitespace=False)
+    weight = serializers.IntegerField(default=1)
+    enabled = serializers.BooleanField(default=True)
+    health_check_path = serializers.CharField(max_length=200, allow_blank=True, default="",
+                                              trim_whitespace=False)
+    connect_timeout_ms = serializers.IntegerField(default=2000)
+    read_timeout_ms = serializers.IntegerField(default=30000)
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+
+
+# -- requests for simulate and script tests ------------------------------------------------
+
+
+@extend_schema_field({"oneOf": [{"type": "string"},
+                                {"type": "object", "additionalProperties": {"type": "string"}}]})
+class QueryField(serializers.Field):
+    """A raw query string (`a=1&b=2`) or an object of name -> value."""
+
+    default_error_messages = {"invalid": "query must be a string or an object of strings."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        if isinstance(data, dict) and all(
+                isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+            return data
+        self.fail("invalid")
+
+    def to_representation(self, value):
+        return value
+
+
+class SimRequestSerializer(serializers.Serializer):
+    method = serializers.CharField(max_length=32, default="GET")
+    path = serializers.CharField(max_length=8192, trim_whitespace=False)
+    host = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    headers = serializers.DictField(child=serializers.CharField(
+        max_length=8192, allow_blank=True, trim_whitespace=False), required=False)
+    query = QueryField(required=False)
+    client_ip = serializers.IPAddressField(required=False)
+    scheme = serializers.ChoiceField(choices=["http", "https"], required=False)
+    unhealthy = serializers.ListField(child=serializers.CharField(max_length=64),
+                                      required=False, max_length=100)
+
+
+class ExpectSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["proxy", "respond", "reject", "error"],
+                                   required=False)
+    status = serializers.IntegerField(required=False, allow_null=True)
+    backend = serializers.CharField(max_length=64, required=False, allow_null=True)
+    upstream_path = serializers.CharField(max_length=8192, required=False, allow_null=True,
+                                          trim_whitespace=False)
+    headers = serializers.DictField(child=serializers.CharField(
+        allow_null=True, allow_blank=True, trim_whitespace=False), required=False)
+    route_pattern = serializers.CharField(required=False, allow_null=True,
+                                          trim_whitespace=False)
+    params = serializers.DictField(child=serializers.CharField(allow_blank=True,
+                                                               trim_whitespace=False),
+                                   required=False)
+    body = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                 trim_whitespace=False)
+
+
+class ScriptTestSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    request = SimRequestSerializer()
+    expect = ExpectSerializer(required=False)
+
+
+class TestsField(serializers.ListField):
+    child = ScriptTestSerializer()
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("default", list)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and len(data) > get_conf().max_tests:
+            raise serializers.ValidationError(
+                f"At most {get_conf().max_tests} tests per request.")
+        return super().to_internal_value(data)
+
+
+class SourceField(serializers.CharField):
+    """Lua source, kept byte for byte (no trimming); the size limit is the service's (413)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(**kwargs)
+
+
+# -- scripts -------------------------------------------------------------------------------
+
+
+class DiagnosticSerializer(serializers.Serializer):
+    line = serializers.IntegerField(allow_null=True)
+    column = serializers.IntegerField(allow_null=True)
+    message = serializers.CharField()
+
+
+class RouteSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    pattern = serializers.CharField()
+    middleware = serializers.IntegerField()
+    target = serializers.CharField(allow_blank=True)
+
+
+class TestResultSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    passed = serializers.BooleanField()
+    detail = serializers.CharField(allow_blank=True)
+
+
+class ScriptVersionSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="number", read_only=True)
+    active = serializers.SerializerMethodField()
+    routes = RouteSerializer(many=True, read_only=True)
+    errors = DiagnosticSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = ScriptVersion
+        fields = ["version", "sha256", "active", "valid", "created_at", "author", "message",
+                  "routes", "errors"]
+        read_only_fields = fields
+
+    def get_active(self, obj) -> bool:
+        return obj.tenant.active_version_id == obj.pk
+
+
+class ScriptVersionDetailSerializer(ScriptVersionSerializer):
+    tests = ScriptTestSerializer(many=True, read_only=True)
+
+    class Meta(ScriptVersionSerializer.Meta):
+        fields = [*ScriptVersionSerializer.Meta.fields, "source", "tests"]
+        read_only_fields = fields
+
+
+class PublishSerializer(serializers.Serializer):
+    source = SourceField()
+    message = serializers.CharField(max_length=500, required=False, allow_blank=True,
+                                    default="")
+    activate = serializers.BooleanField(default=False)
+    tests = TestsField()
+
+
+class PublishResultSerializer(ScriptVersionSerializer):
+    created = serializers.SerializerMethodField()
+    test_results = serializers.SerializerMethodField()
+
+    class Meta(ScriptVersionSerializer.Meta):
+        fields = [*ScriptVersionSerializer.Meta.fields, "created", "test_results"]
+        read_only_fields = fields
+
+    def get_created(self, obj) -> bool:
+        return bool(self.context.get("created"))
+
+    @extend_schema_field(TestResultSerializer(many=True))
+    def get_test_results(self, obj):
+        return self.context.get("test_results", [])
+
+
+class ActivateSerializer(serializers.Serializer):
+    run_tests = serializers.BooleanField(default=True)
+
+
+class ValidateSerializer(serializers.Serializer):
+    source = SourceField()
+    tests = TestsField()
+
+
+class ValidateResultSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    errors = DiagnosticSerializer(many=True)
+    routes = RouteSerializer(many=True)
+    is_selector = serializers.BooleanField()
+    tests = TestResultSerializer(many=True)
+
+
+class DiffSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    against = serializers.IntegerField(allow_null=True)
+    diff = serializers.CharField(allow_blank=True)
+
+
+class DiffQuerySerializer(serializers.Serializer):
+    against = serializers.IntegerField(required=False, min_value=0,
+                                       help_text="Version to compare with (default: the active "
+                                                 "version; 0: an empty script).")
+
+
+# -- simulate ------------------------------------------------------------------------------
+
+
+class SimulateSerializer(SimRequestSerializer):
+    version = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    source = SourceField(required=False)
+
+
+class HeaderPairField(serializers.ListField):
+    child = serializers.CharField(allow_blank=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(min_length=2, max_length=2, **kwargs)
+
+
+class ActionSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["proxy", "respond", "reject", "error"])
+    status = serializers.IntegerField(allow_null=True)
+    backend = serializers.CharField(allow_null=True)
+    fallbacks = serializers.ListField(child=serializers.CharField())
+    method = serializers.CharField(allow_null=True)
+    upstream_path = serializers.CharField(allow_null=True)
+    upstream_url = serializers.CharField(allow_null=True)
+    upstream_headers = serializers.ListField(child=HeaderPairField(),
+                                             help_text="[name, value] pairs, as sent upstream.")
+    headers = serializers.ListField(child=HeaderPairField(),
+                                    help_text="[name, value] pairs of a direct answer.")
+    body = serializers.CharField(allow_null=True, allow_blank=True)
+    message = serializers.CharField(allow_null=True, allow_blank=True)
+    error = serializers.CharField(allow_null=True)
+
+
+class SimulationSerializer(serializers.Serializer):
+    tenant = serializers.CharField()
+    version = serializers.IntegerField(allow_null=True)
+    route_pattern = serializers.CharField(allow_null=True)
+    params = serializers.DictField(child=serializers.CharField(allow_blank=True))
+    middleware = serializers.ListField(child=serializers.CharField())
+    action = ActionSerializer(allow_null=True)
+    logs = serializers.ListField(child=HeaderPairField(), help_text="[level, message] pairs.")
+    error = serializers.CharField(allow_null=True)
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+# -- the declarative config document -------------------------------------------------------
+
+
+class DocTenantSerializer(serializers.Serializer):
+    slug = serializers.CharField(max_length=63, required=False)
+    name = serializers.CharField(max_length=200, required=False)
+    domains = serializers.ListField(child=serializers.CharField(max_length=253),
+                                    max_length=100, required=False)
+    path_prefix = serializers.CharField(max_length=200, allow_blank=True, required=False,
+                                        trim_whitespace=False)
+    active = serializers.BooleanField(required=False)
+
+
+class DocBackendSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    url = serializers.CharField(max_length=500, trim_whitespace=False)
+    weight = serializers.IntegerField(required=False)
+    enabled = serializers.BooleanField(required=False)
+    health_check_path = serializers.CharField(max_length=200, allow_blank=True,
+                                              required=False, trim_whitespace=False)
+    connect_timeout_ms = serializers.IntegerField(required=False)
+    read_timeout_ms = serializers.IntegerField(required=False)
+
+
+class DocScriptSerializer(serializers.Serializer):
+    source = SourceField()
+    message = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    tests = TestsField(required=False)
+    # Informational in a dump; ignored on apply (the source decides).
+    version = serializers.IntegerField(required=False, allow_null=True)
+    sha256 = serializers.CharField(required=False, allow_blank=True)
+
+
+class ConfigDocumentSerializer(serializers.Serializer):
+    tenant = DocTenantSerializer(required=False)
+    backends = DocBackendSerializer(many=True, required=False)
+    script = DocScriptSerializer(required=False, allow_null=True)
+    config_version = serializers.IntegerField(required=False,
+                                              help_text="Informational in a dump; use If-Match.")
+
+    def validate_backends(self, value):
+        names = [b["name"] for b in value]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise serializers.ValidationError(f"Backend names repeat: {', '.join(duplicates)}.")
+        return value
+
+
+class ConfigApplySerializer(serializers.Serializer):
+    document = ConfigDocumentSerializer()
+    dry_run = serializers.BooleanField(default=False)
+    prune = serializers.BooleanField(
+        default=False, help_text="Delete backends the document does not list, and deactivate "
+                                 "the script when the document's script is null.")
+
+
+class ChangeSerializer(serializers.Serializer):
+    kind = serializers.CharField(help_text="tenant, backend, script_version or script")
+    name = serializers.CharField()
+    fields = serializers.DictField(required=False, child=serializers.JSONField())
+
+
+class PlanSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    applied = serializers.BooleanField()
+    changed = serializers.BooleanField()
+    config_version = serializers.IntegerField()
+    created = ChangeSerializer(many=True)
+    updated = ChangeSerializer(many=True)
+    deleted = ChangeSerializer(many=True)
+    test_results = TestResultSerializer(many=True)
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    request_id = serializers.CharField()
+    fields = serializers.DictField(required=False, child=serializers.JSONField())
+    errors = DiagnosticSerializer(many=True, required=False)
+    test_results = TestResultSerializer(many=True, required=False)
+    version = serializers.IntegerField(required=False)

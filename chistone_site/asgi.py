@@ -1,0 +1,43 @@
+"""The ASGI entry point: `application` routes each request to its plane by listener port.
+
+Composition (see chistone_site/planes.py): Django's ASGI app for the control port, the raw
+ASGI gateway (routing.gateway) for everything else, health endpoints on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from django.conf import settings
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
+django_app = get_asgi_application()
+
+from chistone_site.planes import DataPlane, PlaneRouter  # noqa: E402
+from chistone_site.workers import heartbeat  # noqa: E402
+from routing.snapshot import holder  # noqa: E402
+
+# The watchdog learns which tenant script a blocked worker was running from these marks.
+_guard = (heartbeat.enter_script, heartbeat.leave_script) if heartbeat.current() else None
+
+data_plane = DataPlane(holder=holder, script_guard=_guard)
+application = PlaneRouter(
+    control_app=django_app,
+    data_plane=data_plane,
+    control_port=int(settings.CHISTONE["CONTROL_PORT"]),
+)
+
+
+def _start_with_reactor() -> None:
+    """daphne has no lifespan events: start the runtime as soon as its reactor runs."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if reactor is None or loop is None:
+        return
+    reactor.callWhenRunning(lambda: asyncio.ensure_future(data_plane.start(), loop=loop))
+
+
+_start_with_reactor()

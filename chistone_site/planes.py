@@ -1,0 +1,185 @@
+"""The plane router: which application answers a connection, decided by the port it came to.
+
+- Requests that arrive on the control port (`settings.CHISTONE["CONTROL_PORT"]`, compared
+  with `scope["server"][1]`) go to Django: the admin and the API.
+- Every other request goes to the data-plane gateway, whatever its Host or path: tenant
+  traffic can never reach Django, and control-plane requests never reach a tenant.
+- `/healthz` (alive) and `/readyz` (configuration loaded: 200, else 503) are answered here,
+  on both listeners, before either application; on the data plane these two paths are
+  reserved and never reach a tenant.
+- WebSocket connections are refused on both planes; lifespan events start and stop the data
+  plane's runtime (uvicorn sends them; under daphne, which has none, the runtime starts when
+  the reactor runs, or at the latest with the first request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from routing import respond
+from routing.conf import GatewayConf, get_conf
+from routing.gateway import Gateway, ScriptGuard
+from routing.health import ActiveChecker, HealthRegistry
+from routing.snapshot import SnapshotHolder
+from routing.stats import Stats
+from routing.types import ASGIApp, Receive, Scope, Send
+from routing.upstream import AiohttpTransport, Transport
+
+log = logging.getLogger("chistone.planes")
+
+
+class DataPlane:
+    """The per-process runtime of the data plane: snapshot, client, health, watcher, gateway."""
+
+    def __init__(self, *, holder: SnapshotHolder, transport: Transport | None = None,
+                 conf: GatewayConf | None = None, script_guard: ScriptGuard | None = None,
+                 watch_generation: bool = True) -> None:
+        self.conf = conf or get_conf()
+        self.holder = holder
+        self.transport = transport or AiohttpTransport(self.conf)
+        self.health = HealthRegistry(
+            failures=self.conf.passive_failures, cooldown=self.conf.passive_cooldown_s,
+            rise=self.conf.health_rise, fall=self.conf.health_fall)
+        self.stats = Stats()
+        self.gateway = Gateway(holder=holder, transport=self.transport, health=self.health,
+                               stats=self.stats, conf=self.conf, script_guard=script_guard)
+        self.checker = ActiveChecker(
+            self.health, lambda: self.holder.current, self._probe,
+            interval=self.conf.health_interval_s, timeout=self.conf.health_timeout_s)
+        self.watch_generation = watch_generation
+        self.started = False
+        self._starting: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def _probe(self, backend: Any, limit_s: float) -> bool:
+        url = f"{backend.origin}{backend.base_path}{backend.health_check_path}"
+        return await self.transport.probe(url, backend.host_header, limit_s)
+
+    @property
+    def ready(self) -> bool:
+        return self.holder.current is not None
+
+    async def start(self) -> None:
+        """Start once (concurrent callers wait for the same start)."""
+        if self.started:
+            return
+        if self._starting is None:
+            self._starting = asyncio.get_running_loop().create_task(self._start())
+        await asyncio.shield(self._starting)
+
+    async def _start(self) -> None:
+        from tenants import events
+
+        await self.transport.start()
+        self.holder.subscribe(self.health.prune)
+        events.add_listener(self.holder.on_config_change)
+        if self.holder.current is None:
+            await asyncio.to_thread(self.holder.rebuild)
+        self.checker.start()
+        if self.watch_generation:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self.started = True
+
+    async def _watch(self) -> None:
+        """Pick up changes committed by other processes (issue 7 extends this)."""
+        from tenants.watch import GenerationWatcher
+
+        watcher = GenerationWatcher(interval=0.5)
+        try:
+            while True:
+                current = self.holder.current
+                seen = current.generation if current is not None else -1
+                await watcher.wait_for_change(seen)
+                snapshot = await asyncio.to_thread(self.holder.rebuild)
+                if snapshot is None:
+                    await asyncio.sleep(1.0)
+        finally:
+            await watcher.close()
+
+    async def stop(self) -> None:
+        from tenants import events
+
+        events.remove_listener(self.holder.on_config_change)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            try:
+                await self._watcher
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._watcher = None
+        await self.checker.stop()
+        await self.transport.close()
+        self.started = False
+        self._starting = None
+
+
+async def _plain(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    await respond.send_response(send, status, [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store")], body)
+
+
+class PlaneRouter:
+    """`application`: sends each scope to the control plane (Django) or the data plane."""
+
+    def __init__(self, *, control_app: ASGIApp, data_plane: DataPlane, control_port: int) -> None:
+        self.control_app = control_app
+        self.data_plane = data_plane
+        self.control_port = control_port
+
+    def is_control(self, scope: Scope) -> bool:
+        server = scope.get("server")
+        return bool(server) and len(server) > 1 and server[1] == self.control_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        plane = self.data_plane
+        if kind == "http":
+            path = scope.get("path")
+            if path == "/healthz":
+                await _plain(send, 200, {"status": "alive"})
+                return
+            if path == "/readyz":
+                if not plane.started:
+                    asyncio.get_running_loop().create_task(plane.start())
+                ready = plane.ready
+                await _plain(send, 200 if ready else 503, {
+                    "status": "ready" if ready else "not ready",
+                    "generation": plane.holder.current.generation if ready else None,
+                    "last_error": plane.holder.last_error or None})
+                return
+            if not plane.started:
+                await plane.start()
+            if self.is_control(scope):
+                await self.control_app(scope, receive, send)
+            else:
+                await plane.gateway(scope, receive, send)
+            return
+        if kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.data_plane.start()
+                except Exception as exc:
+                    log.exception("data plane failed to start")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.data_plane.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -1,0 +1,256 @@
+"""From the records a script's registration left behind to compiled, matchable route views.
+
+Registration (router.lua) records every route, mount, not_found and method_not_allowed per
+mux with its script line. Here those records become:
+
+* diagnostics for every pattern chi would refuse, every unknown literal backend in a mount,
+  and mount cycles, each with its line;
+* one *view* per place a mux is reachable from the root (a mux mounted twice has two views,
+  since the middleware before it and the pattern prefix differ). A view owns a `Tree` whose
+  leaves are `Target`s carrying everything a request needs: the full pattern, the middleware
+  chain (as an id the Lua side knows) and what to do (handler, backend, sub-router);
+* the chains to define in Lua (middleware function ids + terminal) and the route table.
+
+Chains run mux middleware first, outermost mux first, then inline (`with`) middleware, as in
+chi. A fallback (404/405) of a view runs the middleware of every mux on the way, then the
+view's own or inherited not_found / method_not_allowed handler, or the router's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from luascripts.engine.patterns import PatternError, Token, parse_pattern
+from luascripts.engine.source import lua_text as _text
+from luascripts.engine.tree import Tree
+from luascripts.engine.types import Diagnostic, RouteInfo
+
+HANDLER, BACKEND, SUBROUTER = 1, 2, 3
+TERMINAL_ROUTER_DEFAULT = 0  # Lua terminal answering the router's own 404/405
+TERMINAL_MOUNT = -1  # Lua terminal proxying to a mounted backend
+NO_LUA = 0  # chain id meaning "nothing to run in Lua: answer in Python"
+MAX_ROUTES = 5000
+MAX_MOUNT_DEPTH = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    kind: int
+    pattern: str  # full pattern, mount prefixes included
+    chain: int  # Lua chain id, or NO_LUA
+    labels: tuple[str, ...]  # middleware labels, outermost first
+    backend: str = ""
+    view: View | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    chain: int
+    labels: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class View:
+    tree: Tree
+    not_found: Fallback
+    method_not_allowed: Fallback
+
+
+@dataclass(slots=True)
+class _Special:
+    handler: int
+    mws: tuple[int, ...]
+
+
+@dataclass(slots=True)
+class _Entry:
+    kind: str  # "route" | "mount"
+    line: int
+    mws: tuple[int, ...]
+    method: str = ""
+    pattern: str = ""
+    handler: int = 0
+    tokens: tuple[Token, ...] = ()
+    stubs: tuple[tuple[Token, ...], ...] = ()
+    target_kind: str = ""
+    target: str = ""
+
+
+@dataclass(slots=True)
+class _Mux:
+    id: int
+    mws: tuple[int, ...] = ()
+    entries: list[_Entry] = field(default_factory=list)
+    not_found: _Special | None = None
+    method_not_allowed: _Special | None = None
+
+
+@dataclass(slots=True)
+class CompiledRoutes:
+    root: View
+    routes: tuple[RouteInfo, ...]
+    chains: list[int]  # flat, for K.define_chains: len, ids..., len, ids...
+
+
+def _ids(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(",")) if text else ()
+
+
+class _Builder:
+    def __init__(self, flat: Sequence[object], backend_names: Collection[str] | None) -> None:
+        self.backends = None if backend_names is None else set(backend_names)
+        self.errors: list[Diagnostic] = []
+        self.muxes: dict[int, _Mux] = {}
+        self.labels: dict[int, str] = {}
+        self.chain_ids: dict[tuple[int, ...], int] = {}
+        self.chain_flat: list[int] = []
+        self.routes: list[RouteInfo] = []
+        self._read(flat)
+
+    # -- records --------------------------------------------------------------------------
+
+    def _mux(self, mux_id: int) -> _Mux:
+        mux = self.muxes.get(mux_id)
+        if mux is None:
+            mux = self.muxes[mux_id] = _Mux(mux_id)
+        return mux
+
+    def _read(self, flat: Sequence[object]) -> None:
+        for i in range(0, len(flat) - 6, 7):
+            kind, mux_id, a, b, c, mws, line = flat[i:i + 7]
+            assert isinstance(mux_id, int) and isinstance(line, int)
+            if kind == "mux":
+                self._mux(mux_id).mws = _ids(str(a))
+            elif kind == "label":
+                self.labels[mux_id] = _text(str(a))
+            elif kind == "route":
+                self._route(self._mux(mux_id), str(a), str(b), int(c), _ids(str(mws)), line)
+            elif kind == "mount":
+                self._mount(self._mux(mux_id), str(a), str(b), str(c), _ids(str(mws)), line)
+            elif kind in ("not_found", "method_not_allowed"):
+                special = _Special(int(a), _ids(str(mws)))  # type: ignore[arg-type]
+                setattr(self._mux(mux_id), kind, special)
+
+    def _parse(self, pattern: str, line: int) -> tuple[Token, ...] | None:
+        try:
+            return parse_pattern(pattern)
+        except PatternError as exc:
+            self.errors.append(Diagnostic(line or None, None, _text(str(exc))))
+            return None
+
+    def _route(self, mux: _Mux, method: str, pattern: str, handler: int,
+               mws: tuple[int, ...], line: int) -> None:
+        tokens = self._parse(pattern, line)
+        if tokens is not None:
+            mux.entries.append(_Entry("route", line, mws, method=method, pattern=pattern,
+                                      handler=handler, tokens=tokens))
+
+    def _mount(self, mux: _Mux, prefix: str, target_kind: str, target: str,
+               mws: tuple[int, ...], line: int) -> None:
+        if prefix.endswith("/"):
+            stub_patterns = [prefix + "*"]
+        else:
+            stub_patterns = [prefix + "/*", prefix, prefix + "/"]
+        stubs = []
+        for pattern in stub_patterns:
+            tokens = self._parse(pattern, line)
+            if tokens is None:
+                return
+            stubs.append(tokens)
+        if target_kind == "backend" and self.backends is not None \
+                and target not in self.backends:
+            known = ", ".join(sorted(self.backends)) or "no backends"
+            self.errors.append(Diagnostic(
+                line or None, None,
+                f"mount({prefix!r}, ...): unknown backend {_text(target)!r} "
+                f"(this tenant has: {known})"))
+            return
+        mux.entries.append(_Entry("mount", line, mws, pattern=prefix, stubs=tuple(stubs),
+                                  target_kind=target_kind, target=target))
+
+    # -- chains ---------------------------------------------------------------------------
+
+    def _chain(self, mws: tuple[int, ...], terminal: int) -> int:
+        key = (*mws, terminal)
+        chain_id = self.chain_ids.get(key)
+        if chain_id is None:
+            chain_id = self.chain_ids[key] = len(self.chain_ids) + 1
+            self.chain_flat.append(len(key))
+            self.chain_flat.extend(key)
+        return chain_id
+
+    def _labels(self, mws: tuple[int, ...]) -> tuple[str, ...]:
+        return tuple(self.labels.get(m, f"middleware#{m}") for m in mws)
+
+    def _fallback(self, mws: tuple[int, ...], special: _Special | None) -> Fallback:
+        if special is None:
+            if not mws:
+                return Fallback(NO_LUA, ())
+            return Fallback(self._chain(mws, TERMINAL_ROUTER_DEFAULT), self._labels(mws))
+        all_mws = mws + special.mws
+        return Fallback(self._chain(all_mws, special.handler), self._labels(all_mws))
+
+    # -- views ----------------------------------------------------------------------------
+
+    def view(self, mux_id: int, prefix: str, outer: tuple[int, ...],
+             not_found: _Special | None, method_not_allowed: _Special | None,
+             stack: tuple[int, ...]) -> View:
+        mux = self._mux(mux_id)
+        mws = outer + mux.mws
+        not_found = mux.not_found or not_found
+        method_not_allowed = mux.method_not_allowed or method_not_allowed
+        tree = Tree()
+        for entry in mux.entries:
+            if len(self.routes) > MAX_ROUTES:
+                self.errors.append(Diagnostic(None, None, f"more than {MAX_ROUTES} routes "
+                                              "once mounted routers are expanded"))
+                break
+            entry_mws = mws + entry.mws
+            if entry.kind == "route":
+                full = prefix + entry.pattern
+                target = Target(HANDLER, full, self._chain(entry_mws, entry.handler),
+                                self._labels(entry_mws))
+                tree.insert(entry.method, entry.tokens, target)
+                self.routes.append(RouteInfo(entry.method, _text(full), len(entry_mws)))
+                continue
+            base = prefix + entry.pattern.rstrip("/")
+            if entry.target_kind == "backend":
+                full = base + "/*"
+                chain = self._chain(entry_mws, TERMINAL_MOUNT) if entry_mws else NO_LUA
+                target = Target(BACKEND, full, chain, self._labels(entry_mws),
+                                backend=_text(entry.target))
+                self.routes.append(RouteInfo("*", _text(full), len(entry_mws),
+                                             f"backend:{_text(entry.target)}"))
+            else:
+                child_id = int(entry.target)
+                if child_id in stack or len(stack) >= MAX_MOUNT_DEPTH:
+                    self.errors.append(Diagnostic(
+                        entry.line or None, None,
+                        f"mount({entry.pattern!r}, ...): a router cannot be mounted inside "
+                        "itself"))
+                    continue
+                child = self.view(child_id, base, entry_mws, not_found, method_not_allowed,
+                                  (*stack, child_id))
+                target = Target(SUBROUTER, base + "/*", NO_LUA, (), view=child)
+            for tokens in entry.stubs:
+                tree.insert("*", tokens, target)
+        tree.seal()
+        return View(tree, self._fallback(mws, not_found),
+                    self._fallback(mws, method_not_allowed))
+
+
+def compile_routes(flat: Sequence[object], backend_names: Collection[str] | None,
+                   ) -> tuple[CompiledRoutes | None, list[Diagnostic]]:
+    """Build the root view from an export of records; (None, errors) when anything is wrong."""
+    builder = _Builder(flat, backend_names)
+    root = builder.view(1, "", (), None, None, (1,))
+    if builder.errors:
+        return None, builder.errors
+    return CompiledRoutes(root, tuple(builder.routes), builder.chain_flat), []
+
+
+def pattern_errors(flat: Sequence[object], backend_names: Collection[str] | None,
+                   ) -> list[Diagnostic]:
+    """Only the per-record problems (used after a registration that failed part-way)."""
+    return _Builder(flat, backend_names).errors

@@ -1,0 +1,169 @@
+"""One sandboxed Lua 5.4 state: bootstrap, memory budget, and protected calls into it.
+
+The sandbox itself is built in Lua (`sandbox.lua`, `caps.lua`, `helpers.lua`,
+`router.lua`, `dispatch.lua`, loaded in that order as trusted code); this module only drives
+it. Rules it keeps, from docs/lua-sandbox.md:
+
+* Lua 5.4 only; a deny-all attribute filter, no `python` global, no `debug`, no eval/builtins.
+* Every call that can run tenant code goes through the C function `xpcall` with the C
+  function `debug.traceback` as message handler, so no Lua instruction runs outside a
+  protected call (the sticky timeout hook raises on every instruction once it fires).
+* The memory cap is `baseline + limits.memory_bytes`, where the baseline is the sandbox's own
+  use. Values pushed from Python are allocated *outside* protection, where going over the
+  cap aborts the process, so before each call `ensure_headroom` makes sure the pushed bytes
+  fit (collecting garbage if needed) and callers cap input sizes first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Any
+
+import lupa.lua54 as lupa
+
+from luascripts.engine.types import Limits
+
+MODULES = ("sandbox", "caps", "helpers", "router", "dispatch")
+_SOURCES = {name: (Path(__file__).with_name(f"{name}.lua")).read_text("ascii")
+            for name in MODULES}
+# Dropped from the real globals once the trusted modules hold what they need, so nothing
+# dangerous stays reachable even from code that somehow got the real _G.
+_CLEANUP = """
+python, io, os, package, debug, require, dofile, loadfile, load, collectgarbage, print =
+  nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
+"""
+_LOADER = "function(src, name, K) return assert(load(src, '=' .. name, 't'))(K) end"
+PATTERN_STEPS_PER_MS = 200_000  # Lua's matcher does about 250k backtracking steps per ms
+HEADROOM_SLACK = 64 * 1024
+
+
+def _deny_attributes(obj: object, name: object, is_setting: bool) -> str:
+    raise AttributeError("Python objects are not accessible from scripts")
+
+
+def _sha256_hex(data: object) -> str | None:
+    # Called only by a Lua closure that has checked `data` is a bounded string.
+    if type(data) is not str:
+        return None
+    return hashlib.sha256(data.encode("latin-1")).hexdigest()
+
+
+def _hmac_sha256_hex(key: object, msg: object) -> str | None:
+    if type(key) is not str or type(msg) is not str:
+        return None
+    return hmac.new(key.encode("latin-1"), msg.encode("latin-1"), hashlib.sha256).hexdigest()
+
+
+class Runtime:
+    """A bootstrapped Lua state for one script. Not thread-safe: the caller serialises."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        # latin-1 maps every byte to one code point, so Lua strings and Python str convert
+        # losslessly both ways; the data plane uses latin-1 for header values as well.
+        lua = lupa.LuaRuntime(
+            encoding="latin-1", source_encoding="latin-1", register_eval=False,
+            register_builtins=False, attribute_filter=_deny_attributes,
+            unpack_returned_tuples=False, max_memory=0,
+        )
+        k = lua.table()
+        k["clock"] = time.perf_counter
+        k["py_now"] = time.time
+        k["py_sha256"] = _sha256_hex
+        k["py_hmac"] = _hmac_sha256_hex
+        loader = lua.eval(_LOADER)
+        for name in MODULES:
+            loader(_SOURCES[name], name, k)
+        lua.execute(_CLEANUP)
+        max_string = limits.max_string_bytes
+        k.configure_strings(max_string, max(1e6, limits.request_cpu_ms * PATTERN_STEPS_PER_MS))
+        k.configure_helpers(max_string, limits.max_log_lines, limits.max_log_line_bytes)
+        k.configure_actions(limits.max_body_bytes, limits.max_headers, limits.max_header_bytes,
+                            max_string)
+        k.sethook(k.hook, "", k.HOOK_COUNT)
+        self.lua = lua
+        self.k = k
+        self._xpcall = k.xpcall
+        self._traceback = k.traceback
+        self._run = k.run
+        self._run_selector = k.run_selector
+        self.baseline = lua.get_memory_used()
+        self.limit = self.baseline + limits.memory_bytes
+        lua.set_max_memory(self.limit)
+
+    # -- protected calls ------------------------------------------------------------------
+
+    def call(self, fn: Any, *args: Any) -> tuple[Any, ...]:
+        """xpcall(fn, debug.traceback, *args): (True, results...) or (False, error)."""
+        result = self._xpcall(fn, self._traceback, *args)
+        return result if isinstance(result, tuple) else (result,)
+
+    def run(self, *args: Any) -> tuple[Any, ...]:
+        return self._xpcall(self._run, self._traceback, *args)
+
+    def run_selector(self, *args: Any) -> tuple[Any, ...]:
+        return self._xpcall(self._run_selector, self._traceback, *args)
+
+    def recover(self) -> tuple[bool, int | None]:
+        """After a failed call: re-arm the hook (a C call, so the sticky hook cannot fire
+        first), then clear the timeout state. Returns (timed_out, script line)."""
+        k = self.k
+        k.sethook(k.hook, "", k.HOOK_COUNT)
+        was, line = k.reset()
+        return bool(was), int(line) if isinstance(line, int | float) else None
+
+    # -- memory ---------------------------------------------------------------------------
+
+    def memory_used(self) -> int:
+        return int(self.lua.get_memory_used())
+
+    def ensure_headroom(self, need: int) -> bool:
+        """True when `need` bytes can be pushed from Python without reaching the cap."""
+        lua = self.lua
+        need += HEADROOM_SLACK
+        if self.limit - lua.get_memory_used() >= need:
+            return True
+        lua.set_max_memory(0)  # the collector's own call must not fail unprotected
+        try:
+            self.k.collect("collect")
+        finally:
+            lua.set_max_memory(self.limit)
+        return self.limit - lua.get_memory_used() >= need
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register(self, source: bytes, tenant: str, backend_names: list[str] | None,
+                 deadline: float) -> tuple[Any, ...]:
+        lua, k = self.lua, self.k
+        lua.set_max_memory(0)
+        try:
+            # Pushed with the cap lifted; inputs are bounded by Limits.max_source_bytes.
+            k.stash(source)
+            if backend_names is None:
+                k.set_backends(False)
+            else:
+                k.set_backends(*backend_names)
+        finally:
+            lua.set_max_memory(self.limit)
+        return self.call(k.register, deadline)
+
+    def export(self) -> tuple[Any, ...]:
+        return self.call(self.k.export, self.k.globals or self.k.env)
+
+    def define_chains(self, flat: list[int]) -> None:
+        lua = self.lua
+        lua.set_max_memory(0)
+        try:
+            ok, *rest = self.call(self.k.define_chains, *flat)
+        finally:
+            lua.set_max_memory(self.limit)
+        if not ok:
+            raise RuntimeError(f"could not define middleware chains: {rest[0]!r}")
+
+    def close(self) -> None:
+        self.lua = None  # type: ignore[assignment]
+        self.k = None
+        self._run = self._run_selector = self._xpcall = self._traceback = None

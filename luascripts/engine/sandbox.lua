@@ -1,0 +1,255 @@
+-- sandbox.lua: trusted bootstrap, run once per runtime with the real _G.
+--
+-- Builds what tenant code may see and the CPU deadline that bounds it:
+--   * a count hook that stops tenant code once the deadline has passed, made sticky so
+--     error-swallowing pcalls, message handlers and coroutines cannot outlive it;
+--   * pcall/xpcall/coroutine wrappers that re-raise the timeout and hook every coroutine;
+--   * a setmetatable that refuses __gc (finalizers run with hooks disabled);
+--   * read-only library tables and a protected string metatable;
+--   * the allow-list environment and its freezing after registration.
+-- Everything tenant-facing is built from locals captured here, so nothing a tenant does
+-- to a library table can change how the sandbox itself behaves.
+
+local K = ...
+
+local type, next, select, error, tostring = type, next, select, error, tostring
+local rawget, rawequal, rawlen = rawget, rawequal, rawlen
+local setmetatable, getmetatable = setmetatable, getmetatable
+local pcall, xpcall, load = pcall, xpcall, load
+local huge = math.huge
+local sethook, getinfo = debug.sethook, debug.getinfo
+local debug_setmetatable = debug.setmetatable
+local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
+  coroutine.status, coroutine.close
+
+-- Python's time.perf_counter, handed over by the host; kept only as this upvalue.
+local clock = K.clock
+K.clock = nil
+
+local HOOK_COUNT = 10000 -- VM instructions between two deadline checks (a few microseconds)
+K.HOOK_COUNT = HOOK_COUNT
+
+local TIMEOUT = setmetatable({}, {
+  __metatable = false,
+  __tostring = function() return "CPU time limit exceeded" end,
+})
+K.TIMEOUT = TIMEOUT
+
+local deadline = huge
+local armed = false      -- true only while tenant code may be running
+local timed_out = false
+K.timeout_line = nil     -- where the script was when the deadline hit
+
+local hook
+hook = function()
+  if not armed then return end
+  if not timed_out then
+    if clock() <= deadline then return end
+    timed_out = true
+    local info = getinfo(2, "Sl")
+    if info and info.source == "=script" and info.currentline > 0 then
+      K.timeout_line = info.currentline
+    end
+  end
+  -- Sticky: fire again on the very next instruction of this thread until the call unwinds.
+  sethook(hook, "", 1)
+  error(TIMEOUT, 0)
+end
+K.hook = hook
+
+-- For C functions the hook cannot interrupt: caps.lua calls this before any call whose
+-- input is large, so a loop of expensive calls meets the deadline between two of them.
+function K.check_deadline()
+  if armed and (timed_out or clock() > deadline) then
+    timed_out = true
+    sethook(hook, "", 1)
+    error(TIMEOUT, 0)
+  end
+end
+
+function K.arm(d)
+  deadline = d
+  timed_out = false
+  K.timeout_line = nil
+  armed = true
+end
+
+function K.disarm()
+  armed = false
+  deadline = huge
+end
+
+-- Called by the host (after it re-armed the hook with a C call) once a protected call failed.
+function K.reset()
+  local was = timed_out
+  armed = false
+  deadline = huge
+  timed_out = false
+  return was, K.timeout_line
+end
+
+local function rethrow(ok, ...)
+  if not ok and (timed_out or rawequal((...), TIMEOUT)) then error(TIMEOUT, 0) end
+  return ok, ...
+end
+
+local function safe_pcall(f, ...)
+  return rethrow(pcall(f, ...))
+end
+
+local function safe_xpcall(f, handler, ...)
+  if type(handler) ~= "function" then
+    error("bad argument #2 to 'xpcall' (function expected)", 2)
+  end
+  return rethrow(xpcall(f, function(e)
+    if timed_out or rawequal(e, TIMEOUT) then return TIMEOUT end
+    return handler(e)
+  end, ...))
+end
+
+-- Hooks are per thread, and a Lua hook function set on one thread does not fire in the
+-- coroutines it creates: every coroutine gets the hook explicitly, again on each resume
+-- (a timed-out one may still carry the sticky count of 1).
+local function co_create_hooked(f)
+  if type(f) ~= "function" then
+    error("bad argument #1 to 'create' (function expected)", 2)
+  end
+  local co = co_create(f)
+  sethook(co, hook, "", HOOK_COUNT)
+  return co
+end
+
+local function safe_resume(co, ...)
+  if timed_out then error(TIMEOUT, 0) end
+  if type(co) == "thread" and co_status(co) == "suspended" then
+    sethook(co, hook, "", HOOK_COUNT)
+  end
+  return rethrow(co_resume(co, ...))
+end
+
+local function wrap_results(ok, ...)
+  if ok then return ... end
+  local e = ...
+  if timed_out or rawequal(e, TIMEOUT) then error(TIMEOUT, 0) end
+  error(e, 0)
+end
+
+local function safe_wrap(f)
+  local co = co_create_hooked(f)
+  return function(...)
+    if timed_out then error(TIMEOUT, 0) end
+    sethook(co, hook, "", HOOK_COUNT)
+    return wrap_results(co_resume(co, ...))
+  end
+end
+
+local function safe_close(co)
+  return rethrow(co_close(co))
+end
+
+local function safe_setmetatable(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    -- Finalizers run inside the garbage collector with hooks disabled: no deadline applies.
+    error("__gc metamethods are not allowed in scripts", 2)
+  end
+  return setmetatable(t, mt)
+end
+
+-- A view of `t` that can be read and iterated but not written.
+local function readonly(t, name)
+  return setmetatable({}, {
+    __index = t,
+    __newindex = function(_, k)
+      error("'" .. name .. "' is read-only (tried to set '" .. tostring(k) .. "')", 2)
+    end,
+    __pairs = function() return next, t, nil end,
+    __len = function() return rawlen(t) end,
+    __metatable = "read-only " .. name,
+  })
+end
+K.readonly = readonly
+
+local function copy(t)
+  local c = {}
+  for k, v in next, t do c[k] = v end
+  return c
+end
+
+-- Strings: the metatable of every string points at the (capped, dump-less) string table;
+-- protect it so getmetatable("") yields a placeholder and nobody can reach or edit __index.
+local string_mt = getmetatable("")
+string_mt.__metatable = "string metatable (protected)"
+string.dump = nil
+
+local coroutine_lib = {
+  create = co_create_hooked,
+  resume = safe_resume,
+  wrap = safe_wrap,
+  close = safe_close,
+  yield = coroutine.yield,
+  status = coroutine.status,
+  running = coroutine.running,
+  isyieldable = coroutine.isyieldable,
+}
+
+-- The allow-list. K.helpers (json, base64, crypto, log, time, proxy...) is added by the
+-- other modules before make_env is called.
+local function base_globals()
+  return {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs,
+    pcall = safe_pcall, xpcall = safe_xpcall, select = select, tonumber = tonumber,
+    tostring = tostring, type = type, rawequal = rawequal, rawget = rawget, rawlen = rawlen,
+    setmetatable = safe_setmetatable, getmetatable = getmetatable,
+    unpack = table.unpack, _VERSION = _VERSION,
+    -- copies made here, after caps.lua has patched the real tables
+    string = readonly(string, "string"),
+    table = readonly(copy(table), "table"),
+    math = readonly(copy(math), "math"),
+    utf8 = readonly(copy(utf8), "utf8"),
+    coroutine = readonly(coroutine_lib, "coroutine"),
+  }
+end
+
+-- The tenant's environment while it registers: globals may be written.
+function K.make_env()
+  local base = base_globals()
+  for k, v in next, K.helpers do base[k] = v end
+  local env = {}
+  base._G = env
+  setmetatable(env, { __index = base, __metatable = false })
+  K.base = base
+  K.env = env
+  return env
+end
+
+-- After registration: every global the script defined stays readable, no write succeeds.
+-- Tenant functions keep the same _ENV table, so freezing it applies to all of them.
+function K.freeze()
+  local env, store = K.env, copy(K.base)
+  for k, v in next, env do store[k] = v end
+  for k in next, store do
+    if rawget(env, k) ~= nil then env[k] = nil end
+  end
+  debug_setmetatable(env, {
+    __index = store,
+    __newindex = function(_, k)
+      error("cannot set global '" .. tostring(k) ..
+        "' while handling a request: globals are read-only after the script has loaded " ..
+        "(use a local variable)", 2)
+    end,
+    __metatable = false,
+  })
+  K.globals = store
+end
+
+-- Compile tenant text: text mode only, in the sandbox env, under a fixed chunk name so
+-- messages read "script:LINE: ...".
+function K.compile(src)
+  return load(src, "=script", "t", K.env)
+end
+
+-- What the host needs to drive a protected call without running Lua outside it.
+K.xpcall = xpcall
+K.traceback = debug.traceback
+K.sethook = sethook
+K.collect = collectgarbage

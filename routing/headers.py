@@ -1,0 +1,167 @@
+"""Header rules of the proxy hop: hop-by-hop removal, forwarding headers, request ids.
+
+Order matters (proxy-security.md): every header named in `Connection` and the fixed
+hop-by-hop set are removed first, then the gateway adds its own headers, so a client cannot
+send `Connection: X-Forwarded-For` to delete them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable
+
+from routing.conf import IPNetwork
+from routing.types import RawHeaders
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+    "upgrade", "proxy-authorization", "proxy-authenticate",
+})
+# Headers the gateway computes itself towards the backend: whatever the client (or a script)
+# sent under these names is dropped before the gateway's own values are added.
+MANAGED_REQUEST = frozenset({
+    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+    "x-request-id", "content-length", "expect",
+})
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_TOKEN_SPLIT = re.compile(r"[,\s]+")
+
+
+def connection_named(values: Iterable[str]) -> set[str]:
+    """Header names listed in `Connection` values (lower-case)."""
+    names: set[str] = set()
+    for value in values:
+        names.update(token for token in _TOKEN_SPLIT.split(value.lower()) if token)
+    return names
+
+
+def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop the hop-by-hop set and every header `Connection` names. Names must be lower-case."""
+    named = [value for name, value in headers if name == "connection"]
+    drop = HOP_BY_HOP | connection_named(named) if named else HOP_BY_HOP
+    return [(name, value) for name, value in headers if name not in drop]
+
+
+def strip_hop_by_hop_raw(headers: RawHeaders) -> RawHeaders:
+    """The same for byte pairs with names in any case (a backend's response headers)."""
+    named: list[str] = []
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.append(value.decode("latin-1"))
+    drop = HOP_BY_HOP | connection_named(named) if named else HOP_BY_HOP
+    return [(name, value) for name, value in headers if name.decode("latin-1").lower() not in drop]
+
+
+def valid_request_id(value: str | None) -> bool:
+    return bool(value) and _REQUEST_ID_RE.fullmatch(value) is not None
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def client_ip(peer: str, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
+    """The rightmost address not in a trusted network, walking X-Forwarded-For from the peer.
+
+    Without trusted networks (the default) this is the peer itself: what the client wrote in
+    X-Forwarded-For is never believed. A malformed entry stops the walk at the last address
+    that was trusted to have written it.
+    """
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    if not forwarded_for:
+        return peer
+    chain = [item.strip() for item in forwarded_for.split(",")]
+    last = peer
+    for item in reversed(chain):
+        if not item or not _is_ip(item):
+            return last
+        if not _is_trusted(item, trusted):
+            return item
+        last = item
+    return last
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(value: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def peer_is_trusted(peer: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    return bool(trusted) and _is_trusted(peer, trusted)
+
+
+def upstream_request_headers(
+    headers: Iterable[tuple[str, str]],
+    *,
+    host: str,
+    forwarded_for: str | None,
+    peer: str,
+    forwarded_host: str,
+    proto: str,
+    client: str,
+    request_id: str,
+) -> list[tuple[str, str]]:
+    """The backend's request headers: the given ones minus hop-by-hop and managed, plus ours.
+
+    `headers` are lower-case (name, value) pairs; hop-by-hop ones named in `Connection` are
+    removed here again, so a script that set `connection` cannot smuggle one through.
+    """
+    out = [
+        (name, value)
+        for name, value in strip_hop_by_hop(list(headers))
+        if name not in MANAGED_REQUEST
+    ]
+    node = f"[{client}]" if ":" in client else client
+    out.append(("host", host))
+    out.append(("x-forwarded-for", f"{forwarded_for}, {peer}" if forwarded_for else peer))
+    out.append(("x-forwarded-proto", proto))
+    out.append(("x-forwarded-host", forwarded_host))
+    out.append(("forwarded", f'for="{node}";host="{forwarded_host}";proto={proto}'))
+    out.append(("x-request-id", request_id))
+    return out
+
+
+def downstream_headers(
+    raw: Iterable[tuple[bytes, bytes]], *, request_id: str, head_or_bodiless: bool = False
+) -> RawHeaders:
+    """The client's response headers from a backend's: hop-by-hop removed, framing redone.
+
+    A backend answer with Transfer-Encoding (possibly together with Content-Length, which
+    would desynchronise the client) loses both; the server then frames the body itself.
+    Content-Length is kept only when the bytes pass unchanged and no Transfer-Encoding came.
+    Repeated headers (Set-Cookie) keep their order.
+    """
+    raw = list(raw)
+    had_te = False
+    named: list[str] = []
+    for name, value in raw:
+        lower = name.lower()
+        if lower == b"transfer-encoding":
+            had_te = True
+        elif lower == b"connection":
+            named.append(value.decode("latin-1"))
+    drop = HOP_BY_HOP | connection_named(named) if named else HOP_BY_HOP
+    out: RawHeaders = []
+    for name, value in raw:
+        lower_s = name.decode("latin-1").lower()
+        if lower_s in drop or lower_s == "x-request-id":
+            continue
+        if lower_s == "content-length" and had_te and not head_or_bodiless:
+            continue
+        out.append((lower_s.encode("latin-1"), value))
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    return out

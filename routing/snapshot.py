@@ -1,0 +1,248 @@
+"""The immutable configuration a process serves from, and the holder it is swapped in.
+
+`build_snapshot()` reads the database synchronously (never on the event loop: at startup in a
+thread, after a committed change in the committing thread, or from the generation watcher
+through `asyncio.to_thread`). Loaded scripts are cached by (tenant id, version number, sha256,
+backend names): an unchanged version keeps its Lua runtime across rebuilds, so only changed
+tenants pay for a load. A request reads `holder.current` once and uses that object to the end,
+so it never sees half of two configurations.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from luascripts.engine.types import BackendView
+from routing.resolve import Claim, Resolver
+
+if TYPE_CHECKING:
+    from luascripts.engine import LoadedScript
+
+log = logging.getLogger("chistone.snapshot")
+
+ScriptKey = tuple[int, int, str, frozenset[str]]
+Loader = Callable[..., "LoadedScript"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEntry:
+    """A registered backend, with its URL split once and its timeouts in seconds."""
+
+    id: int
+    tenant: str
+    name: str
+    url: str  # as registered (normalised by tenants.validators)
+    origin: str  # scheme://host[:port]
+    host_header: str  # host[:port] as the backend expects it in Host
+    base_path: str  # "" or "/base", no trailing slash
+    weight: int
+    enabled: bool
+    health_check_path: str
+    connect_timeout_s: float
+    read_timeout_s: float
+
+    @property
+    def key(self) -> str:
+        """Identity for health and counters: a changed URL is a different target."""
+        return f"{self.tenant}/{self.name}@{self.url}"
+
+    @classmethod
+    def from_url(cls, *, id: int, tenant: str, name: str, url: str, weight: int = 1,
+                 enabled: bool = True, health_check_path: str = "",
+                 connect_timeout_ms: int = 2000, read_timeout_ms: int = 30000) -> BackendEntry:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        netloc_host = f"[{host}]" if ":" in host else host
+        port = parts.port
+        default_port = 443 if scheme == "https" else 80
+        host_header = netloc_host if port in (None, default_port) else f"{netloc_host}:{port}"
+        origin = f"{scheme}://{netloc_host}:{port or default_port}"
+        return cls(id=id, tenant=tenant, name=name, url=url, origin=origin,
+                   host_header=host_header, base_path=parts.path.rstrip("/"),
+                   weight=weight, enabled=enabled, health_check_path=health_check_path,
+                   connect_timeout_s=connect_timeout_ms / 1000,
+                   read_timeout_s=read_timeout_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantEntry:
+    id: int
+    slug: str
+    name: str
+    prefix: str
+    domains: tuple[str, ...]
+    backends: Mapping[str, BackendEntry]
+    default_pool: tuple[BackendEntry, ...]  # enabled, weight > 0: used without a script
+    script: LoadedScript | None = None
+    version_id: int | None = None
+    version_number: int | None = None
+    is_selector: bool = False
+    unavailable: str = ""  # why the tenant answers 503 (faulty or unloadable script)
+
+    def backend_views(self, healthy: Callable[[BackendEntry], bool]) -> tuple[BackendView, ...]:
+        return tuple(BackendView(b.name, b.url, b.weight, b.enabled and healthy(b))
+                     for b in self.backends.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generation: int
+    tenants: Mapping[str, TenantEntry]
+    resolver: Resolver[TenantEntry]
+    scripts: Mapping[ScriptKey, Any] = field(default_factory=dict)
+    built_at: float = 0.0
+    build_seconds: float = 0.0
+
+    def backends(self) -> list[BackendEntry]:
+        return [b for t in self.tenants.values() for b in t.backends.values()]
+
+
+def compile_snapshot(generation: int, tenants: list[TenantEntry], *,
+                     scripts: Mapping[ScriptKey, Any] | None = None,
+                     build_seconds: float = 0.0) -> Snapshot:
+    """Index already-built tenant entries (also used by tests and the dry run)."""
+    claims = []
+    for tenant in tenants:
+        for host in tenant.domains or ("",):
+            claims.append(Claim(host, tenant.prefix, tenant))
+    return Snapshot(
+        generation=generation,
+        tenants=MappingProxyType({t.slug: t for t in tenants}),
+        resolver=Resolver.compile(claims),
+        scripts=MappingProxyType(dict(scripts or {})),
+        built_at=time.time(),
+        build_seconds=build_seconds,
+    )
+
+
+def _default_loader() -> Loader:
+    from luascripts.engine import load_script
+
+    return load_script
+
+
+def build_snapshot(previous: Snapshot | None = None, *, loader: Loader | None = None) -> Snapshot:
+    """Read active tenants, backends and active script versions; reuse unchanged scripts."""
+    from luascripts.models import ScriptFault
+    from tenants.events import current_generation
+    from tenants.models import Backend, Tenant
+
+    started = time.perf_counter()
+    load = loader or _default_loader()
+    generation = current_generation()  # read first: a change after this triggers a rebuild
+    rows = list(Tenant.objects.filter(active=True).select_related("active_version"))
+    by_tenant: dict[int, list[Any]] = {}
+    for backend in Backend.objects.filter(tenant__active=True).order_by("tenant_id", "name"):
+        by_tenant.setdefault(backend.tenant_id, []).append(backend)
+    faults = dict(ScriptFault.objects.values_list("version_id", "reason"))
+    cache = previous.scripts if previous is not None else {}
+    scripts: dict[ScriptKey, Any] = {}
+    tenants: list[TenantEntry] = []
+    for row in rows:
+        backends = {
+            b.name: BackendEntry.from_url(
+                id=b.pk, tenant=row.slug, name=b.name, url=b.url, weight=b.weight,
+                enabled=b.enabled, health_check_path=b.health_check_path,
+                connect_timeout_ms=b.connect_timeout_ms, read_timeout_ms=b.read_timeout_ms)
+            for b in by_tenant.get(row.pk, [])
+        }
+        script = None
+        unavailable = ""
+        version = row.active_version
+        if version is not None:
+            if version.pk in faults:
+                unavailable = (f"script version {version.number} was disabled after it blocked "
+                               f"a gateway worker ({faults[version.pk]}); activate another one")
+            else:
+                key: ScriptKey = (row.pk, version.number, version.sha256, frozenset(backends))
+                script = cache.get(key)
+                if script is None:
+                    try:
+                        script = load(version.source, tenant=row.slug,
+                                      backend_names=sorted(backends))
+                    except Exception as exc:  # ScriptLoadError, or anything the engine raised
+                        log.error("tenant %s: script v%s could not be loaded: %s",
+                                  row.slug, version.number, exc)
+                        unavailable = f"script version {version.number} could not be loaded"
+                if script is not None:
+                    scripts[key] = script
+        tenants.append(TenantEntry(
+            id=row.pk, slug=row.slug, name=row.name, prefix=row.path_prefix,
+            domains=tuple(row.domains or ()),
+            backends=MappingProxyType(backends),
+            default_pool=tuple(b for b in backends.values() if b.enabled and b.weight > 0),
+            script=script,
+            version_id=version.pk if version is not None else None,
+            version_number=version.number if version is not None else None,
+            is_selector=bool(getattr(script, "is_selector", False)),
+            unavailable=unavailable,
+        ))
+    return compile_snapshot(generation, tenants, scripts=scripts,
+                            build_seconds=time.perf_counter() - started)
+
+
+class SnapshotHolder:
+    """Where the serving snapshot lives; `current` is replaced by one assignment.
+
+    `rebuild()` is serialised by a lock and never replaces a snapshot with an older
+    generation, whichever thread calls it (the committing thread, the watcher, startup).
+    """
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = None
+        self.last_error: str = ""
+        self.reloads = 0
+        self._lock = threading.Lock()
+        self._subscribers: list[Callable[[Snapshot], None]] = []
+
+    def subscribe(self, callback: Callable[[Snapshot], None]) -> None:
+        self._subscribers.append(callback)
+
+    def swap(self, snapshot: Snapshot) -> bool:
+        current = self.current
+        if current is not None and snapshot.generation < current.generation:
+            return False
+        self.current = snapshot
+        self.reloads += 1
+        for callback in list(self._subscribers):
+            try:
+                callback(snapshot)
+            except Exception:
+                log.exception("snapshot subscriber failed")
+        return True
+
+    def rebuild(self, *, loader: Loader | None = None) -> Snapshot | None:
+        """Build from the database and swap; on failure keep serving the last snapshot."""
+        from django.db import close_old_connections
+
+        with self._lock:
+            close_old_connections()
+            try:
+                snapshot = build_snapshot(self.current, loader=loader)
+            except Exception as exc:
+                self.last_error = str(exc)
+                log.exception("snapshot rebuild failed; still serving generation %s",
+                              self.current.generation if self.current else None)
+                return None
+            self.last_error = ""
+            self.swap(snapshot)
+            log.info("snapshot generation %s: %d tenants in %.1f ms", snapshot.generation,
+                     len(snapshot.tenants), snapshot.build_seconds * 1000)
+            return snapshot
+
+    def on_config_change(self, generation: int, slugs: frozenset[str]) -> None:
+        """A `tenants.events` listener: rebuild right after a committed change in this process."""
+        if self.current is None or generation > self.current.generation:
+            self.rebuild()
+
+
+holder = SnapshotHolder()
+"""The process's snapshot holder: `routing.snapshot.holder.current` is what is served."""

@@ -1,0 +1,127 @@
+"""Forms for the tenant admin and the bridge from service errors to form errors.
+
+The admin validates a form, then calls a service inside the admin's transaction. When the
+service refuses (a ServiceError: a host already claimed, a duplicate name...), the whole
+transaction is rolled back and the same POST is rendered again with the service's message
+attached to the form (or inline row) it belongs to: the operator sees a form error, never a 500,
+and nothing half-saved.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from tenants import validators
+from tenants.errors import ServiceError
+from tenants.models import Tenant
+
+
+class ServiceRefused(Exception):
+    """A service refused a write during an admin save; carries where to show the message."""
+
+    def __init__(self, error: ServiceError, *, formset_prefix: str | None = None,
+                 index: int | None = None, label: str = "") -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.formset_prefix = formset_prefix
+        self.index = index
+        self.label = label
+
+
+def add_service_error(form: forms.BaseForm, error: ServiceError, *, label: str = "") -> None:
+    """Show `error.message` on `form`, and its per-field details on the matching fields."""
+    detail = error.detail if isinstance(error.detail, dict) else {}
+    for field, messages in detail.items():
+        items = [m for m in (messages if isinstance(messages, list) else [messages])
+                 if isinstance(m, str)]
+        if field in form.fields and field not in form.errors and items:
+            form.add_error(field, items)
+    form.add_error(None, f"{label}{error.message}")
+
+
+def pending_refusal(request) -> ServiceRefused | None:
+    return getattr(request, "_chistone_refusal", None)
+
+
+class ServiceWriteAdminMixin:
+    """Re-render a ModelAdmin's add/change form with the message of a refused service call."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceRefused as refused:
+            # changeform_view's transaction has been rolled back: render the POST again.
+            request._chistone_refusal = refused
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change, **kwargs)
+        refused = pending_refusal(request)
+        if refused is None or refused.formset_prefix is not None:
+            return form_class
+
+        class RefusedForm(form_class):
+            def clean(self):
+                cleaned = super().clean()
+                add_service_error(self, refused.error, label=refused.label)
+                return cleaned
+
+        return RefusedForm
+
+
+class ServiceWriteInlineMixin:
+    """The inline half of ServiceWriteAdminMixin: put the message on the refused row."""
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset_class = super().get_formset(request, obj, **kwargs)
+        refused = pending_refusal(request)
+        if refused is None or refused.formset_prefix is None:
+            return formset_class
+
+        class RefusedFormSet(formset_class):
+            def clean(self):
+                super().clean()
+                if self.prefix != refused.formset_prefix:
+                    return
+                if refused.index is not None and refused.index < len(self.forms):
+                    add_service_error(self.forms[refused.index], refused.error)
+                else:
+                    raise ValidationError(refused.error.message)
+
+        return RefusedFormSet
+
+
+_DOMAIN_SPLIT = re.compile(r"[\s,]+")
+
+
+class TenantForm(forms.ModelForm):
+    domains = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 50}),
+        help_text="Host names this tenant answers for, one per line (or comma-separated); "
+                  "*.example.com for a wildcard. Leave empty to route by path prefix only.",
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["slug", "name", "active", "domains", "path_prefix"]
+        help_texts = {
+            "path_prefix": "Optional, e.g. /globex: the tenant answers for paths under it "
+                           "(on its domains, or on any host when it has none).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and not self.is_bound:
+            self.initial["domains"] = "\n".join(self.instance.domains or [])
+
+    def clean_domains(self) -> list[str]:
+        raw = self.cleaned_data.get("domains") or ""
+        values = [v for v in _DOMAIN_SPLIT.split(raw) if v]
+        return validators.normalise_domains(values)
+
+    def clean_path_prefix(self) -> str:
+        return validators.normalise_path_prefix(self.cleaned_data.get("path_prefix") or "")

@@ -1,0 +1,95 @@
+"""The plane router in-process: ports, health endpoints, websocket refusal, lifespan."""
+
+import asyncio
+
+from chistone_site.planes import DataPlane, PlaneRouter
+from luascripts.engine.types import Outcome, RespondAction
+from routing.snapshot import SnapshotHolder
+from tests.routing.asgi import call, http_scope
+from tests.routing.fakes import FakeScript, FakeTransport, snapshot, tenant
+
+
+class Recorder:
+    def __init__(self):
+        self.scopes = []
+
+    async def __call__(self, scope, receive, send):
+        self.scopes.append(scope)
+        await send({"type": "http.response.start", "status": 299, "headers": []})
+        await send({"type": "http.response.body", "body": b"django"})
+
+
+def router(loaded=True):
+    holder = SnapshotHolder()
+    if loaded:
+        script = FakeScript(lambda req: Outcome(RespondAction(200, b"tenant")))
+        holder.swap(snapshot(tenant("acme", domains=("acme.example.com",), script=script)))
+    plane = DataPlane(holder=holder, transport=FakeTransport(), watch_generation=False)
+    plane.started = True  # nothing to start in-process
+    django = Recorder()
+    return PlaneRouter(control_app=django, data_plane=plane, control_port=8001), django
+
+
+async def test_control_port_goes_to_django_everything_else_to_the_gateway():
+    app, django = router()
+    ctl = await call(app, http_scope("/admin/", server=("127.0.0.1", 8001)))
+    assert (ctl.status, ctl.body) == (299, b"django")
+    for path in ("/admin/", "/api/v1/tenants", "/"):
+        data = await call(app, http_scope(path, server=("127.0.0.1", 8000)))
+        assert data.body != b"django"
+    data = await call(app, http_scope("/admin/", host="localhost", server=("127.0.0.1", 8000)))
+    assert data.status == 404 and data.json()["error"] == "no_tenant"
+    missing = dict(http_scope("/"))
+    missing["server"] = None
+    assert (await call(app, missing)).body == b"tenant"
+    assert len(django.scopes) == 1
+
+
+async def test_health_endpoints_on_both_planes():
+    app, django = router()
+    for port in (8000, 8001):
+        assert (await call(app, http_scope("/healthz", server=("h", port)))).status == 200
+        ready = await call(app, http_scope("/readyz", server=("h", port)))
+        assert ready.status == 200 and ready.json()["generation"] == 1
+    app, _ = router(loaded=False)
+    assert (await call(app, http_scope("/readyz"))).status == 503
+    assert django.scopes == []
+
+
+async def test_websocket_is_refused():
+    app, _ = router()
+    sent = []
+    inbox = asyncio.Queue()
+    inbox.put_nowait({"type": "websocket.connect"})
+
+    async def send(message):
+        sent.append(message)
+
+    await app({"type": "websocket", "path": "/", "server": ("h", 8000)}, inbox.get, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_lifespan_starts_and_stops_the_data_plane():
+    app, _ = router()
+    plane = app.data_plane
+    plane.started = False
+    calls = []
+
+    async def start():
+        calls.append("start")
+
+    async def stop():
+        calls.append("stop")
+
+    plane.start, plane.stop = start, stop
+    inbox = asyncio.Queue()
+    for kind in ("lifespan.startup", "lifespan.shutdown"):
+        inbox.put_nowait({"type": kind})
+    sent = []
+
+    async def send(message):
+        sent.append(message["type"])
+
+    await app({"type": "lifespan"}, inbox.get, send)
+    assert calls == ["start", "stop"]
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -19,3 +19,11 @@ def tenant_factory(db, actor):
         return services.create_tenant(actor=actor, slug=slug, **kwargs)
 
     return make
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_http_client_logs():
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

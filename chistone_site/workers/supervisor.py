@@ -132,11 +132,26 @@ class Supervisor:
                 self._retire(worker)
                 self._spawn(index)
 
+    def _wait_started(self, worker: Worker, timeout: float) -> bool:
+        """True once the worker's own event loop has beaten (the spawn beat is ours)."""
+        first = worker.slot.read().heartbeat
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and worker.process.poll() is None:
+            if worker.slot.read().heartbeat > first:
+                return True
+            time.sleep(0.05)
+        return False
+
     def rolling_restart(self) -> None:
         for index in sorted(self.workers):
             old = self.workers[index]
-            self._spawn(index)
-            time.sleep(1.0)  # let the new worker start accepting before the old one drains
+            new = self._spawn(index)
+            # The old worker keeps serving until the new one runs its event loop.
+            if not self._wait_started(new, self.startup_grace):
+                log.error("replacement worker %d did not start; keeping the old one", index)
+                self._retire(new, sig=signal.SIGKILL, wait=5)
+                self.workers[index] = old
+                continue
             self._retire(old)
 
     # -- main loop ---------------------------------------------------------------------------

@@ -21,22 +21,36 @@ from chistone_site.workers import heartbeat
 log = logging.getLogger("chistone.worker")
 HEARTBEAT_INTERVAL = 0.25
 DRAIN_TIMEOUT = float(os.environ.get("CHISTONE_DRAIN_TIMEOUT", "20"))
+DRAIN_LINGER = 0.5
 
 
 class InflightCounter:
-    """ASGI wrapper counting requests in progress, so a drain knows when it is done."""
+    """ASGI wrapper counting requests in progress, so a drain knows when it is done.
+
+    While draining, every response carries `Connection: close`, so keep-alive clients move
+    to another worker after their current request instead of finding the connection gone.
+    """
 
     def __init__(self, app) -> None:
         self.app = app
         self.inflight = 0
+        self.draining = False
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         self.inflight += 1
+
+        async def send_closing(message) -> None:
+            if self.draining and message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_closing)
         finally:
             self.inflight -= 1
 
@@ -75,13 +89,20 @@ def run_daphne(fds: list[int]) -> None:
         return port
 
     def drain(*_):
+        if app.draining:
+            return
         log.info("worker %s draining", os.getpid())
+        app.draining = True
         for port in ports:
             port.stopListening()
         deadline = time.monotonic() + DRAIN_TIMEOUT
+        # Keep answering on open connections for a moment (with Connection: close) so
+        # clients in the middle of a keep-alive exchange finish on this worker.
+        linger_until = time.monotonic() + DRAIN_LINGER
 
         def check():
-            if app.inflight <= 0 or time.monotonic() > deadline:
+            now = time.monotonic()
+            if (app.inflight <= 0 and now >= linger_until) or now > deadline:
                 reactor.stop()
             else:
                 reactor.callLater(0.05, check)

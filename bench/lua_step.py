@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from luascripts.engine import LoadedScript, ScriptRequest, load_script  # noqa: E402
+from luascripts.engine import LoadedScript, ScriptRequest, load_script
 
 BACKENDS = ["users-v1", "users-v2", "orders", "catalog", "legacy"]
 
@@ -53,7 +53,8 @@ def script(routes: int) -> str:
                 lines.append("  end)")
             else:
                 lines.append(f"  r.post('/items{kind}/{{id:[0-9]+}}/edit', function(req)")
-                lines.append("    return proxy({'users-v1', 'users-v2'}, {hash_key = req.client_ip})")
+                lines.append("    return proxy({'users-v1', 'users-v2'},"
+                             " {hash_key = req.client_ip})")
                 lines.append("  end)")
             made += 1
         lines.append("end)")

@@ -24,7 +24,7 @@ from routing.conf import GatewayConf, get_conf
 from routing.gateway import Gateway, ScriptGuard
 from routing.health import ActiveChecker, HealthRegistry
 from routing.snapshot import SnapshotHolder
-from routing.stats import Stats
+from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
 from routing.types import ASGIApp, Receive, Scope, Send
 from routing.upstream import AiohttpTransport, Transport
 
@@ -53,6 +53,7 @@ class DataPlane:
         self.started = False
         self._starting: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._log_handler = None
 
     async def _probe(self, backend: Any, limit_s: float) -> bool:
         url = f"{backend.origin}{backend.base_path}{backend.health_check_path}"
@@ -74,6 +75,7 @@ class DataPlane:
         from tenants import events
 
         await self.transport.start()
+        self._log_handler = install_buffered_access_log()
         self.holder.subscribe(self.health.prune)
         events.add_listener(self.holder.on_config_change)
         if self.holder.current is None:
@@ -112,6 +114,8 @@ class DataPlane:
             self._watcher = None
         await self.checker.stop()
         await self.transport.close()
+        uninstall_access_log(self._log_handler)
+        self._log_handler = None
         self.started = False
         self._starting = None
 

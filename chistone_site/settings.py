@@ -3,8 +3,9 @@
 Variables (all optional for a local try-out):
   CHISTONE_SECRET_KEY   secret key; a development default is used when unset (check chistone.W002)
   CHISTONE_DEBUG        "1" to enable DEBUG
-  CHISTONE_ALLOWED_HOSTS  comma-separated hosts for the control plane (default: localhost,127.0.0.1,[::1])
-  DATABASE_URL          e.g. postgres://user@127.0.0.1:5432/chistone; default: SQLite file under CHISTONE_VAR_DIR
+  CHISTONE_ALLOWED_HOSTS  comma-separated control-plane hosts (default: localhost,127.0.0.1,[::1])
+  DATABASE_URL          e.g. postgres://user@127.0.0.1:5432/chistone;
+                        default: a SQLite file under CHISTONE_VAR_DIR
   CHISTONE_VAR_DIR      writable directory for the SQLite file and local state (default: ./var)
   CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
   CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
@@ -130,7 +131,12 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 # Served by WhiteNoise from the apps' static folders, so `serve` needs no collectstatic step.
+# STATIC_ROOT (filled by collectstatic) is then optional; it exists so WhiteNoise need not warn.
 WHITENOISE_USE_FINDERS = True
+try:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:  # a read-only tree: WhiteNoise warns once and serves from the apps anyway
+    pass
 
 SESSION_COOKIE_HTTPONLY = True
 

@@ -51,6 +51,7 @@ from routing.upstream import (
 log = logging.getLogger("chistone.gateway")
 script_log = logging.getLogger("chistone.script")
 
+WATCH_AFTER_S = 0.05
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 ScriptGuard = tuple[Callable[[str, int], None], Callable[[], None]]
 
@@ -280,6 +281,7 @@ class Gateway:
             return
         task = asyncio.current_task()
         assert task is not None
+        loop = asyncio.get_running_loop()
         watcher: asyncio.Task[None] | None = None
         disconnected = False
 
@@ -292,8 +294,13 @@ class Gateway:
                     task.cancel()
                     return
 
-        if not body.more:
-            watcher = asyncio.get_running_loop().create_task(watch())
+        def start_watching() -> None:
+            nonlocal watcher
+            watcher = loop.create_task(watch())
+
+        # Most exchanges end within milliseconds: a task listening for the client's disconnect
+        # is only started once this one has taken longer than WATCH_AFTER_S (a cheap timer).
+        timer = None if body.more else loop.call_later(WATCH_AFTER_S, start_watching)
         response: UpstreamResponse | None = None
         upstream_started = time.perf_counter()
         try:
@@ -308,6 +315,8 @@ class Gateway:
             ex.status, ex.error = 499, "client_disconnected"
         finally:
             ex.upstream = time.perf_counter() - upstream_started
+            if timer is not None:
+                timer.cancel()
             if watcher is not None:
                 watcher.cancel()
             if response is not None:

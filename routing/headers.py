@@ -25,6 +25,7 @@ MANAGED_REQUEST = frozenset({
     "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
     "x-request-id", "content-length", "expect",
 })
+_DROP_DOWN = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TOKEN_SPLIT = re.compile(r"[,\s]+")
 
@@ -145,23 +146,18 @@ def downstream_headers(
     Content-Length is kept only when the bytes pass unchanged and no Transfer-Encoding came.
     Repeated headers (Set-Cookie) keep their order.
     """
-    raw = list(raw)
     had_te = False
-    named: list[str] = []
+    named: set[bytes] | None = None
     for name, value in raw:
         lower = name.lower()
         if lower == b"transfer-encoding":
             had_te = True
         elif lower == b"connection":
-            named.append(value.decode("latin-1"))
-    drop = HOP_BY_HOP | connection_named(named) if named else HOP_BY_HOP
-    out: RawHeaders = []
-    for name, value in raw:
-        lower_s = name.decode("latin-1").lower()
-        if lower_s in drop or lower_s == "x-request-id":
-            continue
-        if lower_s == "content-length" and had_te and not head_or_bodiless:
-            continue
-        out.append((lower_s.encode("latin-1"), value))
+            named = named or set()
+            named.update(t.encode("latin-1") for t in connection_named([value.decode("latin-1")]))
+    drop = _DROP_DOWN if named is None else _DROP_DOWN | named
+    if had_te and not head_or_bodiless:
+        drop = drop | {b"content-length"}
+    out: RawHeaders = [(name.lower(), value) for name, value in raw if name.lower() not in drop]
     out.append((b"x-request-id", request_id.encode("latin-1")))
     return out

@@ -18,10 +18,11 @@ from urllib.parse import quote, unquote
 from routing.conf import GatewayConf
 from routing.errors import BadRequest, HeadersTooLarge, UriTooLong
 from routing.headers import (
+    HOP_BY_HOP,
     client_ip,
+    connection_named,
     new_request_id,
     peer_is_trusted,
-    strip_hop_by_hop,
     valid_request_id,
 )
 from routing.types import Scope
@@ -31,6 +32,7 @@ _HOST_RE = re.compile(
 )
 _ENCODED_CONTROL = re.compile(r"%(?:0[aAdD0]|00)")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
+_SPECIAL = HOP_BY_HOP | {"host", "x-forwarded-for", "x-request-id", "x-forwarded-proto"}
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 
 
@@ -127,19 +129,32 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
     xfp = ""
     request_id = ""
     size = 0
+    connection: list[str] | None = None
     for name_b, value_b in scope.get("headers", ()):
-        name = name_b.decode("latin-1").lower()
+        name = name_b.decode("latin-1")
+        if not name.islower() and name.lower() != name:  # ASGI servers send lower-case names
+            name = name.lower()
         value = value_b.decode("latin-1")
         size += len(name) + len(value) + 4
-        if name == "host":
-            hosts.append(value)
-        elif name == "x-forwarded-for":
-            xff.append(value)
-        elif name == "x-request-id":
-            request_id = value.strip()
-        elif name == "x-forwarded-proto":
-            xfp = value.strip().lower()
+        if name in _SPECIAL:
+            if name == "host":
+                hosts.append(value)
+            elif name == "x-forwarded-for":
+                xff.append(value)
+            elif name == "x-request-id":
+                request_id = value.strip()
+            elif name == "x-forwarded-proto":
+                xfp = value.strip().lower()
+            elif name == "connection":
+                connection = connection or []
+                connection.append(value)
+                continue
+            elif name in HOP_BY_HOP:
+                continue
         headers.append((name, value))
+    if connection:
+        named = connection_named(connection)
+        headers = [(name, value) for name, value in headers if name not in named]
     if size > conf.max_header_bytes:
         raise HeadersTooLarge(f"The request headers exceed {conf.max_header_bytes} bytes.")
     host = parse_host(hosts)
@@ -163,5 +178,5 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
         forwarded_for=forwarded_for,
         forwarded_proto=proto,
         request_id=request_id,
-        headers=tuple(strip_hop_by_hop(headers)),
+        headers=tuple(headers),
     )

@@ -51,7 +51,8 @@ class HostClaim(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["host", "path_prefix"], name="unique_host_prefix_claim"),
+            models.UniqueConstraint(fields=["host", "path_prefix"],
+                                    name="unique_host_prefix_claim"),
         ]
 
     def __str__(self) -> str:
@@ -67,7 +68,8 @@ class Backend(models.Model):
     weight = models.PositiveIntegerField(default=1)
     enabled = models.BooleanField(default=True)
     health_check_path = models.CharField(max_length=200, blank=True, default="")
-    connect_timeout_ms = models.PositiveIntegerField(default=2000, validators=[MinValueValidator(1)])
+    connect_timeout_ms = models.PositiveIntegerField(default=2000,
+                                                     validators=[MinValueValidator(1)])
     read_timeout_ms = models.PositiveIntegerField(default=30000, validators=[MinValueValidator(1)])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -75,7 +77,8 @@ class Backend(models.Model):
     class Meta:
         ordering = ["tenant__slug", "name"]
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "name"], name="unique_backend_name_per_tenant"),
+            models.UniqueConstraint(fields=["tenant", "name"],
+                                    name="unique_backend_name_per_tenant"),
             models.CheckConstraint(
                 condition=models.Q(connect_timeout_ms__gte=1) & models.Q(read_timeout_ms__gte=1),
                 name="backend_timeouts_positive",

@@ -216,7 +216,8 @@ def update_backend(*, actor: Actor, backend: Backend, **changes: Any) -> Backend
     try:
         with transaction.atomic():
             locked = Backend.objects.select_for_update().select_related("tenant").get(pk=backend.pk)
-            diff = {k: [getattr(locked, k), v] for k, v in fields.items() if getattr(locked, k) != v}
+            diff = {k: [getattr(locked, k), v] for k, v in fields.items()
+                    if getattr(locked, k) != v}
             if not diff:
                 return locked
             if "name" in diff and Backend.objects.filter(

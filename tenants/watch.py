@@ -67,13 +67,13 @@ class GenerationWatcher:
         except Exception as exc:
             log.debug("LISTEN unavailable, polling only: %s", exc)
 
-    async def _notified(self, timeout: float) -> bool:
+    async def _notified(self, wait: float) -> bool:
         conn = self._listen_conn
         if conn is None:
-            await asyncio.sleep(timeout)
+            await asyncio.sleep(wait)
             return False
         try:
-            async for _ in conn.notifies(timeout=timeout, stop_after=1):
+            async for _ in conn.notifies(timeout=wait, stop_after=1):
                 return True
         except Exception:
             self._listen_conn = None

@@ -41,8 +41,15 @@ class Principal:
 
     @classmethod
     def for_staff(cls, user) -> Principal:
-        return cls(actor=Actor.for_user(user), scopes=frozenset(SCOPES), all_tenants=True,
-                   tenant_ids=frozenset(), throttle_id=f"user:{user.pk}")
+        """Staff act with every scope on the tenants the admin lets them see: all for a
+        superuser, their OperatorAccess list otherwise (one scoping rule for admin and API)."""
+        from tenants.admin_scoping import sees_all_tenants, visible_tenants
+
+        all_tenants = sees_all_tenants(user)
+        ids = frozenset() if all_tenants else frozenset(
+            visible_tenants(user).values_list("pk", flat=True))
+        return cls(actor=Actor.for_user(user), scopes=frozenset(SCOPES), all_tenants=all_tenants,
+                   tenant_ids=ids, throttle_id=f"user:{user.pk}")
 
 
 class KeyUser:

@@ -36,7 +36,7 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
             params.append(f.name)
         body.append(f"    _set{i}(o, {f.name})")
     source = f"def build({', '.join(params)}):\n" + "\n".join(body) + "\n    return o\n"
-    exec(source, namespace)  # noqa: S102 - generated from dataclass field names only
+    exec(source, namespace)  # generated from the dataclass's own field names only
     return namespace["build"]
 
 

@@ -34,15 +34,30 @@ function K.configure_strings(max_string, pattern_work)
   limits.pattern_work = pattern_work
 end
 
+local getinfo = debug.getinfo
+
+-- Errors located at the script line that called the library function (when that frame
+-- still exists: `return s:find(...)` is a tail call and leaves none).
+local function located(msg)
+  for level = 3, 8 do
+    local info = getinfo(level, "Sl")
+    if not info then break end
+    if info.source == "=script" and info.currentline > 0 then
+      error("script:" .. info.currentline .. ": " .. msg, 0)
+    end
+  end
+  error(msg, 0)
+end
+
 local function fail(fn, msg)
-  error("string." .. fn .. ": " .. msg, 3)
+  located("string." .. fn .. ": " .. msg)
 end
 
 local function as_string(v, fn, argn)
   local t = type(v)
   if t == "string" then return v end
   if t == "number" then return tostring(v) end
-  error("bad argument #" .. argn .. " to '" .. fn .. "' (string expected, got " .. t .. ")", 3)
+  located("bad argument #" .. argn .. " to '" .. fn .. "' (string expected, got " .. t .. ")")
 end
 
 -- Bitmask sets of the bytes a single-character pattern item matches ("a", "%d", "[^;]").
@@ -180,9 +195,9 @@ end
 -- Worst-case steps for a subject of n bytes (unanchored: every start position is tried).
 local function work(a, n)
   local k = a.k + (a.anchored and 0 or 1)
-  local w = a.m * (2.0 ^ a.opt)
+  local w = 2.0 ^ a.opt
   for i = 1, k do w = w * (n / i) end
-  return w
+  return w + a.m * n
 end
 
 local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]"
@@ -267,7 +282,7 @@ end
 local function capped_rep(s, n, sep)
   s = as_string(s, "rep", 1)
   if type(n) ~= "number" then
-    error("bad argument #2 to 'rep' (number expected, got " .. type(n) .. ")", 2)
+    located("bad argument #2 to 'rep' (number expected, got " .. type(n) .. ")")
   end
   if sep ~= nil then sep = as_string(sep, "rep", 3) end
   if n > 0 then
@@ -316,7 +331,7 @@ local function capped_sort(t, cmp)
   if type(t) == "table" then
     local n = rawlen(t)
     if n > MAX_SORT then
-      error("table.sort: a script may sort at most " .. MAX_SORT .. " elements", 2)
+      located("table.sort: a script may sort at most " .. MAX_SORT .. " elements")
     end
     if n > 1000 then check_deadline() end
   end

@@ -8,16 +8,15 @@ without entering Lua at all.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
+from typing import NamedTuple
 
 from luascripts.engine.routes import BACKEND, SUBROUTER, Fallback, Target, View
 
 NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):  # a tuple: built once per request, so it has to be cheap
     target: Target | None  # None: nothing matched, see `fallback`
     params: Mapping[str, str]
     fallback: Fallback | None = None
@@ -38,12 +37,12 @@ def match(root: View, method: str, path: str) -> Match:
         if values:
             if params is None:
                 params = {}
-            params.update(zip(leaf.keys, values))
+            params.update(zip(leaf.keys, values, strict=True))
         target = leaf.target
         if target.kind != SUBROUTER:
             found = params if params is not None else NO_PARAMS
             if target.kind == BACKEND:
-                return Match(target, found, rest="/" + found.get("*", ""))
+                return Match(target, found, None, (), "/" + found.get("*", ""))
             return Match(target, found)
         # Into a mounted router: it sees "/" + whatever the mount's "*" caught (chi's
         # nextRoutePath); that "*" belongs to the mount, not to the final route.

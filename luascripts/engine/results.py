@@ -27,7 +27,7 @@ from luascripts.engine.types import (
 
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
-_TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "dispatch:")
+_TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:", "dispatch:")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -114,7 +114,8 @@ def failure(payload: Any, timed_out: bool, line: int | None, *, budget_ms: float
         message, traceback = lua_text(message), lua_text(traceback)
     else:
         # error() with a table or other value: never converted (its __tostring could loop).
-        message, traceback = f"error object is a {type(payload).__name__} value", ""
+        kind = type(payload).__name__.removeprefix("_Lua").lower()
+        message, traceback = f"error() was called with a {kind} value, not a message string", ""
     traceback = "\n".join(line_ for line_ in traceback.splitlines()
                           if not line_.strip().startswith(_TRUSTED_FRAMES))
     diagnostic = diagnostic_from_lua(message, traceback=traceback)

@@ -1,13 +1,13 @@
 """One sandboxed Lua 5.4 state: bootstrap, memory budget, and protected calls into it.
 
-The sandbox itself is built in Lua (`sandbox.lua`, `caps.lua`, `helpers.lua`,
-`router.lua`, `dispatch.lua`, loaded in that order as trusted code); this module only drives
-it. Rules it keeps, from docs/lua-sandbox.md:
+The sandbox itself is built in Lua, by the trusted modules in MODULES (loaded in that order,
+each given the shared table of internals `K`); this module only drives it. Rules it keeps,
+from docs/lua-sandbox.md:
 
 * Lua 5.4 only; a deny-all attribute filter, no `python` global, no `debug`, no eval/builtins.
-* Every call that can run tenant code goes through the C function `xpcall` with the C
-  function `debug.traceback` as message handler, so no Lua instruction runs outside a
-  protected call (the sticky timeout hook raises on every instruction once it fires).
+* Every call that can run tenant code goes through the C function `xpcall` (with
+  `K.on_error` as message handler), so no Lua instruction runs outside a protected call:
+  once the sticky timeout hook has fired it raises on every instruction.
 * The memory cap is `baseline + limits.memory_bytes`, where the baseline is the sandbox's own
   use. Values pushed from Python are allocated *outside* protection, where going over the
   cap aborts the process, so before each call `ensure_headroom` makes sure the pushed bytes
@@ -26,7 +26,7 @@ import lupa.lua54 as lupa
 
 from luascripts.engine.types import Limits
 
-MODULES = ("sandbox", "caps", "helpers", "router", "dispatch")
+MODULES = ("sandbox", "caps", "helpers", "router", "actions", "request", "dispatch")
 _SOURCES = {name: (Path(__file__).with_name(f"{name}.lua")).read_text("ascii")
             for name in MODULES}
 # Dropped from the real globals once the trusted modules hold what they need, so nothing
@@ -86,10 +86,11 @@ class Runtime:
         k.sethook(k.hook, "", k.HOOK_COUNT)
         self.lua = lua
         self.k = k
-        self._xpcall = k.xpcall
-        self._traceback = k.traceback
-        self._run = k.run
-        self._run_selector = k.run_selector
+        # The per-request entry points, called as xpcall(fn, on_error, deadline, ...).
+        self.xpcall = k.xpcall
+        self.on_error = k.on_error
+        self.run_fn = k.run
+        self.selector_fn = k.run_selector
         self.baseline = lua.get_memory_used()
         self.limit = self.baseline + limits.memory_bytes
         lua.set_max_memory(self.limit)
@@ -97,15 +98,9 @@ class Runtime:
     # -- protected calls ------------------------------------------------------------------
 
     def call(self, fn: Any, *args: Any) -> tuple[Any, ...]:
-        """xpcall(fn, debug.traceback, *args): (True, results...) or (False, error)."""
-        result = self._xpcall(fn, self._traceback, *args)
+        """xpcall(fn, K.on_error, *args): (True, results...) or (False, error)."""
+        result = self.xpcall(fn, self.on_error, *args)
         return result if isinstance(result, tuple) else (result,)
-
-    def run(self, *args: Any) -> tuple[Any, ...]:
-        return self._xpcall(self._run, self._traceback, *args)
-
-    def run_selector(self, *args: Any) -> tuple[Any, ...]:
-        return self._xpcall(self._run_selector, self._traceback, *args)
 
     def recover(self) -> tuple[bool, int | None]:
         """After a failed call: re-arm the hook (a C call, so the sticky hook cannot fire
@@ -126,16 +121,21 @@ class Runtime:
         need += HEADROOM_SLACK
         if self.limit - lua.get_memory_used() >= need:
             return True
-        lua.set_max_memory(0)  # the collector's own call must not fail unprotected
+        self.collect()
+        return self.limit - lua.get_memory_used() >= need
+
+    def collect(self) -> None:
+        """A full garbage collection (with the cap lifted: the call itself pushes a value)."""
+        lua = self.lua
+        lua.set_max_memory(0)
         try:
             self.k.collect("collect")
         finally:
             lua.set_max_memory(self.limit)
-        return self.limit - lua.get_memory_used() >= need
 
     # -- registration ---------------------------------------------------------------------
 
-    def register(self, source: bytes, tenant: str, backend_names: list[str] | None,
+    def register(self, source: bytes, backend_names: list[str] | None,
                  deadline: float) -> tuple[Any, ...]:
         lua, k = self.lua, self.k
         lua.set_max_memory(0)
@@ -164,6 +164,6 @@ class Runtime:
             raise RuntimeError(f"could not define middleware chains: {rest[0]!r}")
 
     def close(self) -> None:
-        self.lua = None  # type: ignore[assignment]
-        self.k = None
-        self._run = self._run_selector = self._xpcall = self._traceback = None
+        """Drop every reference into the Lua state so it is freed now, not at some GC."""
+        self.lua = self.k = None  # type: ignore[assignment]
+        self.xpcall = self.on_error = self.run_fn = self.selector_fn = None

@@ -248,8 +248,22 @@ function K.compile(src)
   return load(src, "=script", "t", K.env)
 end
 
+-- The message handler of the host's protected calls. It runs inside the protected call,
+-- under the hook. An error object that is not a string is described, never converted:
+-- its __tostring is tenant code that could loop or fail.
+local traceback = debug.traceback
+function K.on_error(e)
+  if timed_out or rawequal(e, TIMEOUT) then return TIMEOUT end
+  local t = type(e)
+  if t == "number" then
+    e = tostring(e)
+  elseif t ~= "string" then
+    e = "error() was called with a " .. t .. " value, not a message string"
+  end
+  return traceback(e, 2)
+end
+
 -- What the host needs to drive a protected call without running Lua outside it.
 K.xpcall = xpcall
-K.traceback = debug.traceback
 K.sethook = sethook
 K.collect = collectgarbage

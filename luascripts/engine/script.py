@@ -1,121 +1,30 @@
 """LoadedScript: a tenant's script, registered once, then handling requests.
 
-`compile_script` is the one path from source to a ready script, shared by `load_script` and
-`validate`: source checks, a fresh sandboxed runtime, registration under the registration
-budget, route compilation, chain definition. Per request, `handle` matches in Python and
-makes at most one protected Lua call (none for a default 404/405 or an unguarded mount).
+Per request, `handle` matches in Python and makes at most one protected Lua call (none for
+a default 404/405 or a backend mount without middleware). This is the gateway's hot path,
+so it calls the runtime's xpcall directly rather than through layers of helpers.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from itertools import chain
 from typing import Any
 
 import lupa.lua54 as lupa
 
-from luascripts.engine.errors import (
-    ScriptLoadError,
-    ScriptMemoryError,
-    ScriptRuntimeError,
-)
-from luascripts.engine.matching import Match, match
+from luascripts.engine.compile import Compiled, compile_script
+from luascripts.engine.errors import ScriptLoadError, ScriptMemoryError, ScriptRuntimeError
+from luascripts.engine.matching import match
 from luascripts.engine.results import EMPTY, decode, failure, router_reject
-from luascripts.engine.routes import NO_LUA, CompiledRoutes, compile_routes, pattern_errors
+from luascripts.engine.routes import NO_LUA
 from luascripts.engine.runtime import HEADROOM_SLACK, Runtime
-from luascripts.engine.source import check_source, diagnostic_from_lua
-from luascripts.engine.types import (
-    Diagnostic,
-    Limits,
-    Outcome,
-    ProxyAction,
-    RouteInfo,
-    ScriptRequest,
-)
+from luascripts.engine.types import Limits, Outcome, ProxyAction, RouteInfo, ScriptRequest
 
-MAX_INPUT_BYTES = 1024 * 1024  # path + query + headers handed to one call
+MAX_INPUT_BYTES = 1024 * 1024  # path, query, headers... handed to one call
 _CALL_OVERHEAD = 2048  # Lua string headers and the call's stack slots
-
-
-@dataclass(slots=True)
-class Compiled:
-    runtime: Runtime
-    routes: CompiledRoutes | None  # None for a selector script
-    is_selector: bool
-
-
-def compile_script(source: str | bytes, *, backend_names: Collection[str] | None,
-                   limits: Limits) -> Compiled:
-    """Source -> registered runtime and compiled routes, or ScriptLoadError."""
-    data, problem = check_source(source, limits)
-    if data is None:
-        raise ScriptLoadError((problem,))  # type: ignore[arg-type]
-    names = None if backend_names is None else sorted(backend_names)
-    runtime = Runtime(limits)
-    try:
-        return _register(runtime, data, names, limits)
-    except BaseException:
-        runtime.close()
-        raise
-
-
-def _register(runtime: Runtime, data: bytes, names: list[str] | None,
-              limits: Limits) -> Compiled:
-    deadline = time.perf_counter() + limits.register_cpu_ms / 1000
-    try:
-        res = runtime.register(data, "", names, deadline)
-    except lupa.LuaMemoryError:
-        runtime.recover()
-        raise ScriptLoadError((Diagnostic(None, None, _memory_message(limits)),)) from None
-    if res[0] is not True:
-        timed_out, line = runtime.recover()
-        err = failure(res[1], timed_out, line, budget_ms=limits.register_cpu_ms,
-                      memory_bytes=limits.memory_bytes, phase="registration")
-        diagnostics = [_load_diagnostic(err, data, timed_out, line, limits)]
-        exported = runtime.export()
-        if exported[0] is True:
-            diagnostics += pattern_errors(exported[1:], names)
-        raise ScriptLoadError(tuple(sorted(diagnostics, key=lambda d: d.line or 0)))
-    status = res[1]
-    if status == "syntax":
-        raise ScriptLoadError((diagnostic_from_lua(str(res[2]), data),))
-    if status == "empty":
-        raise ScriptLoadError((Diagnostic(None, None,
-                                          "The script registers no routes and defines no "
-                                          "on_route_request(request, backends) function."),))
-    if status == "badselector":
-        raise ScriptLoadError((Diagnostic(None, None,
-                                          "on_route_request must be a function, "
-                                          f"not a {res[2]}."),))
-    is_selector = bool(res[2])
-    if is_selector:
-        return Compiled(runtime, None, True)
-    exported = runtime.export()
-    if exported[0] is not True:
-        raise ScriptLoadError((Diagnostic(None, None, _memory_message(limits)),))
-    compiled, errors = compile_routes(exported[1:], names)
-    if compiled is None:
-        raise ScriptLoadError(tuple(sorted(errors, key=lambda d: d.line or 0)))
-    runtime.define_chains(compiled.chains)
-    return Compiled(runtime, compiled, False)
-
-
-def _memory_message(limits: Limits) -> str:
-    return (f"Loading the script used more than its {limits.memory_bytes // (1024 * 1024)} "
-            "MiB memory limit.")
-
-
-def _load_diagnostic(err: ScriptRuntimeError, data: bytes, timed_out: bool,
-                     line: int | None, limits: Limits) -> Diagnostic:
-    if timed_out:
-        return Diagnostic(line, None, f"Loading the script took longer than its "
-                                      f"{limits.register_cpu_ms:g} ms CPU budget.")
-    if err.diagnostics and err.diagnostics[0].message == "memory limit exceeded":
-        return Diagnostic(None, None, _memory_message(limits))
-    return err.diagnostics[0] if err.diagnostics else Diagnostic(None, None, err.message)
 
 
 class LoadedScript:
@@ -148,10 +57,13 @@ class LoadedScript:
     # -- requests -------------------------------------------------------------------------
 
     def handle(self, req: ScriptRequest) -> Outcome:
-        compiled = self._compiled
-        if compiled.is_selector:
+        """Route and run one request. Raises ScriptRuntimeError (or its timeout and memory
+        subclasses) when the script fails; the runtime stays usable either way."""
+        routes = self._compiled.routes
+        if routes is None:
             return self._select(req)
-        m: Match = match(compiled.routes.root, req.method, req.path)  # type: ignore[union-attr]
+        method, path = req.method, req.path
+        m = match(routes.root, method, path)
         target = m.target
         if target is not None:
             if target.chain == NO_LUA:  # a backend mount with no middleware
@@ -160,48 +72,57 @@ class LoadedScript:
             chain_id, pattern, labels = target.chain, target.pattern, target.labels
         else:
             fallback = m.fallback
-            if fallback.chain == NO_LUA:  # type: ignore[union-attr]
-                return Outcome(router_reject(req.method, m.allow), None, m.params)
-            chain_id, pattern, labels = fallback.chain, None, fallback.labels  # type: ignore
+            assert fallback is not None
+            if fallback.chain == NO_LUA:
+                return Outcome(router_reject(method, m.allow), None, m.params)
+            chain_id, pattern, labels = fallback.chain, None, fallback.labels
         params = m.params
-        args: list[Any] = [0.0, chain_id, pattern, req.method, req.path, req.query_string,
-                           req.host, req.scheme, req.client_ip, req.tenant, req.request_id,
-                           _header_blob(req.headers)]
-        if params:
-            args.extend(chain.from_iterable(params.items()))
-        res = self._call(0, args)
-        return decode(res, method=req.method, pattern=pattern, params=params, labels=labels,
+        blob = _header_blob(req.headers)
+        # Param values are slices of the path, hence the path counted twice.
+        need = (2 * len(path) + len(req.query_string) + len(blob) + len(req.host)
+                + len(req.client_ip) + len(req.request_id) + len(req.tenant))
+        res = self._call(
+            False, need, chain_id, pattern, method, path, req.query_string, req.host,
+            req.scheme, req.client_ip, req.tenant, req.request_id, blob,
+            *(chain.from_iterable(params.items()) if params else ()))
+        return decode(res, method=method, pattern=pattern, params=params, labels=labels,
                       allow=m.allow, backend=target.backend if target is not None else "",
                       rest=m.rest)
 
     def _select(self, req: ScriptRequest) -> Outcome:
-        args: list[Any] = [0.0, req.method, req.path, req.query_string, req.host, req.scheme,
-                           req.client_ip, req.tenant, req.request_id, _header_blob(req.headers)]
+        blob = _header_blob(req.headers)
+        quads: list[Any] = []
+        need = (len(req.path) + len(req.query_string) + len(blob) + len(req.host)
+                + len(req.client_ip) + len(req.request_id) + len(req.tenant))
         for b in req.backends:
-            args += (b.name, b.url, int(b.weight), bool(b.healthy))
-        res = self._call(1, args)
+            quads += (b.name, b.url, int(b.weight), bool(b.healthy))
+            need += len(b.name) + len(b.url) + 64
+        res = self._call(True, need, req.method, req.path, req.query_string, req.host,
+                         req.scheme, req.client_ip, req.tenant, req.request_id, blob, *quads)
         return decode(res, method=req.method, pattern=None, params=EMPTY, labels=())
 
-    def _call(self, which: int, args: list[Any]) -> tuple[Any, ...]:
-        # Strings pushed from Python are allocated outside Lua's protection: bound them.
-        need = sum(map(len, args[3:12] if which == 0 else args[1:10])) + _CALL_OVERHEAD
-        if len(args) > 12:
-            need += sum(map(len, map(str, args[12:])))
+    def _call(self, selector: bool, need: int, *args: Any) -> tuple[Any, ...]:
+        # Values pushed from Python are allocated outside Lua's protection: bound them first.
+        need += _CALL_OVERHEAD + 64 * len(args)
         if need > self._input_cap:
             raise ScriptRuntimeError(
                 f"The request is too large to hand to the script ({need} bytes of path, "
-                f"query and headers; the limit is {self._input_cap}).")
+                f"query, headers and params; the limit is {self._input_cap}).")
         with self._lock:
-            runtime = self._runtime_with_room(need)
-            args[0] = time.perf_counter() + self._budget
-            call = runtime.run_selector if which else runtime.run
+            runtime = self._compiled.runtime
+            if runtime.limit - runtime.lua.get_memory_used() < need + HEADROOM_SLACK:
+                runtime = self._make_room(need)
+            fn = runtime.selector_fn if selector else runtime.run_fn
+            deadline = time.perf_counter() + self._budget
             try:
                 try:
-                    res = call(*args)
-                except UnicodeEncodeError:
-                    res = call(*[_as_bytes_text(a) for a in args])
+                    res = runtime.xpcall(fn, runtime.on_error, deadline, *args)
+                except UnicodeEncodeError:  # text beyond latin-1: hand Lua its UTF-8 bytes
+                    res = runtime.xpcall(fn, runtime.on_error, deadline,
+                                         *[_as_bytes_text(a) for a in args])
             except lupa.LuaMemoryError:
                 runtime.recover()
+                self._after_memory_error()
                 raise failure("not enough memory", False, None, budget_ms=0,
                               memory_bytes=self.limits.memory_bytes) from None
             except lupa.LuaError as exc:  # outside protection: should not happen; start over
@@ -210,13 +131,17 @@ class LoadedScript:
             if res[0] is True:
                 return res
             timed_out, line = runtime.recover()
-        raise failure(res[1], timed_out, line, budget_ms=self.limits.request_cpu_ms,
-                      memory_bytes=self.limits.memory_bytes)
+            error = failure(res[1], timed_out, line, budget_ms=self.limits.request_cpu_ms,
+                            memory_bytes=self.limits.memory_bytes)
+            if isinstance(error, ScriptMemoryError):
+                self._after_memory_error()
+        raise error
 
-    def _runtime_with_room(self, need: int) -> Runtime:
+    # -- memory -----------------------------------------------------------------------------
+
+    def _make_room(self, need: int) -> Runtime:
         runtime = self._compiled.runtime
-        if runtime.limit - runtime.lua.get_memory_used() >= need + HEADROOM_SLACK \
-                or runtime.ensure_headroom(need):
+        if runtime.ensure_headroom(need):
             return runtime
         # The script keeps more and more state between requests (in upvalues): start over.
         self._replace_runtime()
@@ -225,8 +150,17 @@ class LoadedScript:
             raise ScriptMemoryError("The script's runtime has no memory left for this request.")
         return runtime
 
+    def _after_memory_error(self) -> None:
+        """A script that keeps state in upvalues can fill its cap for good (every later
+        request would fail). If, after a full collection, more than half the budget is
+        still held beyond what registration left, start over with a fresh runtime."""
+        compiled = self._compiled
+        compiled.runtime.collect()
+        if compiled.runtime.memory_used() - compiled.loaded_bytes > self.limits.memory_bytes // 2:
+            self._replace_runtime()
+
     def _replace_runtime(self) -> None:
-        old = self._compiled
+        old: Compiled = self._compiled
         try:
             self._compiled = compile_script(self._source, backend_names=self._backend_names,
                                             limits=self.limits)
@@ -235,7 +169,7 @@ class LoadedScript:
         old.runtime.close()
 
 
-def _header_blob(headers: Any) -> str:
+def _header_blob(headers: Mapping[str, str]) -> str:
     """Headers as "\\nname\\0value" per header: one string to push instead of two per header.
     dispatch.lua looks names up in it with a plain find, so a NUL or LF inside a name or a
     value (which HTTP parsers refuse anyway) is removed rather than trusted."""

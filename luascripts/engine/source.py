@@ -44,7 +44,8 @@ def diagnostic_from_lua(message: str, source: bytes | None = None,
     """Turn "script:12: unexpected symbol near 'x'" into Diagnostic(12, col, "unexpected...").
 
     Lua reports no columns; when the message names the offending token ("near 'x'") and it
-    appears on that line, its first position there is a good guess.
+    appears exactly once on that line, that is where it is. Otherwise no column: a wrong
+    column would mislead more than none.
     """
     found = _LOCATION.match(message)
     if found is None:
@@ -56,10 +57,10 @@ def diagnostic_from_lua(message: str, source: bytes | None = None,
     near = _NEAR.search(text)
     if near is not None and source is not None:
         lines = source.split(b"\n")
-        if 0 < line <= len(lines):
-            at = lines[line - 1].find(near.group(1).encode("utf-8", "replace"))
-            if at >= 0:
-                column = len(lines[line - 1][:at].decode("utf-8", "replace")) + 1
+        token = near.group(1).encode("utf-8", "replace")
+        if 0 < line <= len(lines) and lines[line - 1].count(token) == 1:
+            at = lines[line - 1].find(token)
+            column = len(lines[line - 1][:at].decode("utf-8", "replace")) + 1
     return Diagnostic(line, column, text)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from luascripts.engine.patterns import CatchAll, Param, Static, Token, param_names
+from luascripts.engine.patterns import Param, Static, Token, param_names
 
 METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 ANY = "*"
@@ -29,20 +29,20 @@ class Leaf:
 
 
 class Node:
-    __slots__ = ("prefix", "static", "regexps", "params", "catchall", "endpoints", "any",
-                 "tail", "regexp", "leafy")
+    __slots__ = ("prefix", "static", "dynamic", "regexps", "params", "catchall", "endpoints",
+                 "any", "tail", "regexp")
 
     def __init__(self, prefix: str = "", tail: str = "/", regexp: Any = None) -> None:
         self.prefix = prefix  # static text consumed by this node ("" for params)
-        self.static: dict[str, Node] = {}
+        self.static: dict[str, Node] | None = {}  # by first character; None once sealed empty
         self.regexps: list[Node] = []
         self.params: list[Node] = []
+        self.dynamic: tuple[Node, ...] = ()  # sealed: regexps then params, in trial order
         self.catchall: Node | None = None
-        self.endpoints: dict[str, Leaf] = {}
+        self.endpoints: dict[str, Leaf] | None = {}
         self.any: Leaf | None = None  # registered for "*": also serves unknown methods
         self.tail = tail
         self.regexp = regexp
-        self.leafy = False  # has children to search below it
 
 
 class Tree:
@@ -80,13 +80,13 @@ class Tree:
     def find(self, method: str, path: str) -> tuple[Leaf | None, list[str], set[str]]:
         """(leaf, param values, allowed methods); leaf is None for 404 or 405."""
         node = self.static_paths.get(path)
-        if node is not None:
+        if node is not None and node.endpoints is not None:
             leaf = node.endpoints.get(method)
             if leaf is not None:
                 return leaf, [], set()
         values: list[str] = []
         allowed: set[str] = set()
-        leaf = _find(self.root, method, path, 0, values, allowed)
+        leaf = _search(self.root, method, path, 0, len(path), values, allowed)
         return leaf, values, allowed
 
 
@@ -129,63 +129,75 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def _seal(node: Node) -> None:
-    node.params.sort(key=lambda child: child.tail == "/")
+    # chi tries params whose tail is a specific character before '/'-tailed ones.
     node.regexps.sort(key=lambda child: child.tail == "/")
-    children = [*node.static.values(), *node.regexps, *node.params]
+    node.params.sort(key=lambda child: child.tail == "/")
+    node.dynamic = (*node.regexps, *node.params)
+    children = [*(node.static or {}).values(), *node.dynamic]
     if node.catchall is not None:
         children.append(node.catchall)
-    node.leafy = bool(children)
+    if not node.static:
+        node.static = None
+    if not node.endpoints:
+        node.endpoints = None
     for child in children:
         _seal(child)
 
 
-def _find(node: Node, method: str, path: str, i: int, values: list[str],
-          allowed: set[str]) -> Leaf | None:
-    n = len(path)
-    if i < n:
-        child = node.static.get(path[i])
-        if child is not None and path.startswith(child.prefix, i):
-            leaf = _visit(child, method, path, i + len(child.prefix), values, allowed)
+def _search(node: Node, method: str, path: str, i: int, n: int, values: list[str],
+            allowed: set[str]) -> Leaf | None:
+    """Match path[i:] below `node` (whose own text ends at i), depth first in chi's order."""
+    if i == n:
+        endpoints = node.endpoints
+        if endpoints is not None:
+            leaf = endpoints.get(method)
+            if leaf is None and node.any is not None and method not in _KNOWN:
+                leaf = node.any
             if leaf is not None:
                 return leaf
-        for group in (node.regexps, node.params):
-            for child in group:
-                end = path.find(child.tail, i)
-                if end < 0:
-                    if child.tail != "/":
-                        continue
-                    end = n
-                elif end == i:
-                    continue  # params never match an empty value
-                value = path[i:end]
-                if child.regexp is not None:
-                    if not child.regexp.matches(value):
-                        continue
-                elif "/" in value:
-                    continue  # a plain param never spans path segments
-                values.append(value)
-                leaf = _visit(child, method, path, end, values, allowed)
-                if leaf is not None:
-                    return leaf
-                values.pop()
+            allowed.update(endpoints)
+        # nothing but a catch-all matches an empty rest (params never match empty values)
+        if node.catchall is not None:
+            values.append("")
+            leaf = _search(node.catchall, method, path, n, n, values, allowed)
+            if leaf is not None:
+                return leaf
+            values.pop()
+        return None
+    static = node.static
+    if static is not None:
+        child = static.get(path[i])
+        if child is not None and path.startswith(child.prefix, i):
+            leaf = _search(child, method, path, i + len(child.prefix), n, values, allowed)
+            if leaf is not None:
+                return leaf
+    for child in node.dynamic:
+        tail = child.tail
+        end = path.find(tail, i)
+        if end < 0:
+            if tail != "/":
+                continue
+            end = n
+        elif end == i:
+            continue  # params never match an empty value
+        value = path[i:end]
+        if child.regexp is not None:
+            if not child.regexp.matches(value):
+                continue
+        elif tail != "/" and "/" in value:
+            continue  # a plain param never spans path segments
+        values.append(value)
+        leaf = _search(child, method, path, end, n, values, allowed)
+        if leaf is not None:
+            return leaf
+        values.pop()
     if node.catchall is not None:
         values.append(path[i:])
-        leaf = _visit(node.catchall, method, path, n, values, allowed)
+        leaf = _search(node.catchall, method, path, n, n, values, allowed)
         if leaf is not None:
             return leaf
         values.pop()
     return None
 
 
-def _visit(node: Node, method: str, path: str, j: int, values: list[str],
-           allowed: set[str]) -> Leaf | None:
-    if j == len(path) and node.endpoints:
-        leaf = node.endpoints.get(method)
-        if leaf is None and node.any is not None and method not in METHODS:
-            leaf = node.any
-        if leaf is not None:
-            return leaf
-        allowed.update(node.endpoints)
-    if node.leafy:
-        return _find(node, method, path, j, values, allowed)
-    return None
+_KNOWN = frozenset(METHODS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Union
 
 Header = tuple[str, str]
 
@@ -116,7 +115,7 @@ class RejectAction:
     allow: tuple[str, ...] = ()
 
 
-Action = Union[ProxyAction, RespondAction, RejectAction]
+Action = ProxyAction | RespondAction | RejectAction
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from luascripts.engine.compile import compile_script
 from luascripts.engine.errors import ScriptLoadError
-from luascripts.engine.script import compile_script
 from luascripts.engine.types import Diagnostic, Limits, ValidationResult
 
 

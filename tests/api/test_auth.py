@@ -103,14 +103,13 @@ def test_request_id_is_echoed_or_generated(acme, api):
 
 @pytest.fixture
 def staff_client(db):
-    user = get_user_model().objects.create_user("op", "op@example.com", "pw-123456",
-                                                is_staff=True)
+    user = get_user_model().objects.create_superuser("op", "op@example.com", "pw-123456")
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(user)
     return client
 
 
-def test_staff_session_reads_and_writes_with_csrf(acme, staff_client):
+def test_superuser_session_reads_and_writes_with_csrf(acme, staff_client):
     assert staff_client.get(URL).status_code == 200
     refused = staff_client.post(URL, {"slug": "new", "name": "New", "domains": ["n.example"]},
                                 format="json")
@@ -123,6 +122,22 @@ def test_staff_session_reads_and_writes_with_csrf(acme, staff_client):
     assert created.status_code == 201, created.content
     from tenants.models import AuditEvent
     assert AuditEvent.objects.filter(action="tenant.create", actor="op").exists()
+
+
+def test_staff_reach_only_the_tenants_the_admin_shows_them(acme, globex):
+    from tenants.access import set_operator_tenants
+
+    user = get_user_model().objects.create_user("ops-a", "a@example.com", "pw-123456",
+                                                is_staff=True)
+    client = APIClient()
+    client.force_login(user)
+    assert client.get(URL).json() == []  # no OperatorAccess: nothing (fail closed)
+    set_operator_tenants(actor=Actor(name="t"), user=user, tenants=[acme])
+    assert [t["slug"] for t in client.get(URL).json()] == ["acme"]
+    assert client.get(URL + "acme/config/").status_code == 200
+    assert_error(client.get(URL + "globex/"), 404)
+    assert_error(client.post(URL, {"slug": "n", "name": "N", "domains": ["n.example"]},
+                             format="json"), 403)
 
 
 def test_a_non_staff_session_is_not_authenticated(acme):

@@ -104,7 +104,7 @@ def test_api_matches_its_schema(api_schema, mode):
     assert len(operations) >= 17
     for operation in operations:
 
-        @hypothesis_settings(max_examples=10, deadline=None, derandomize=True, database=None,
+        @hypothesis_settings(max_examples=6, deadline=None, derandomize=True, database=None,
                              phases=[Phase.explicit, Phase.generate],
                              suppress_health_check=list(HealthCheck))
         @given(case=operation.as_strategy(generation_mode=mode))

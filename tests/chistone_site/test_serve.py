@@ -29,7 +29,8 @@ def served(farm, tmp_path_factory):
     env = server_env(f"sqlite:///{tmp / 'db.sqlite3'}", tmp)
     backend = farm.add("app")
     prepare_database(env, {"tenants": [
-        {"slug": "acme", "domains": ["acme.test"], "backends": [{"name": "app", "url": backend.url}],
+        {"slug": "acme", "domains": ["acme.test"],
+         "backends": [{"name": "app", "url": backend.url}],
          "script": 'chi.get("/hello", function(req) return respond(200, "hi from lua") end)\n'
                    'chi.handle("*", "/*", function(req) return proxy("app") end)\n'},
     ]}, tmp)

@@ -112,8 +112,8 @@ def test_the_ci_flow_against_a_running_server(server, files, capsys):
     # diff against the active version.
     assert run("diff", "--tenant", "shop", files["script.lua"], "--exit-code")[0] == 0
     status, out, _ = run("diff", "--tenant", "shop", files["changed.lua"], "--exit-code")
-    assert status == 2 and "-  return respond(200, \"hello from\"" in out
-    assert "+  return respond(200, \"greetings from\"" in out
+    assert status == 2 and "-  return respond(200, \"hello from \"" in out
+    assert "+  return respond(200, \"greetings from \"" in out
     assert run("diff", "--tenant", "shop", files["changed.lua"])[0] == 0
 
     # failing tests: stored, not activated, exit 1.

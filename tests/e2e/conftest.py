@@ -22,6 +22,9 @@ from tests.e2e import scenario
 from tests.e2e.backends import BackendFarm, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+# "serve" runs `manage.py serve` (supervisor + one worker); "daphne" runs daphne itself on the
+# same application with both listeners. Default: serve.
+SERVER = os.environ.get("CHISTONE_E2E_SERVER", "serve")
 pytestmark = pytest.mark.e2e
 
 
@@ -41,6 +44,8 @@ class Gateway:
         return self.log.read_text(errors="replace")
 
     def worker_pids(self) -> list[int]:
+        if SERVER != "serve":
+            return [self.process.pid]
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
                              text=True).stdout
         return [int(pid) for pid in out.split()]
@@ -92,11 +97,17 @@ def gateway(farm, tmp_path_factory) -> Gateway:
                    cwd=ROOT, timeout=120)
     data_port, control_port = free_port(), free_port()
     log = tmp / "serve.log"
+    env["CHISTONE_DATA_PORT"], env["CHISTONE_CONTROL_PORT"] = str(data_port), str(control_port)
+    if SERVER == "serve":
+        command = [*manage, "serve", "--host", "127.0.0.1", "--data-port", str(data_port),
+                   "--control-port", str(control_port), "--workers", "1"]
+    else:  # the same application under daphne with both listeners, without the supervisor
+        command = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(data_port),
+                   "-e", f"tcp:port={control_port}:interface=127.0.0.1",
+                   "chistone_site.asgi:application"]
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [*manage, "serve", "--host", "127.0.0.1", "--data-port", str(data_port),
-             "--control-port", str(control_port), "--workers", "1"],
-            env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     gw = Gateway(f"http://127.0.0.1:{data_port}", f"http://127.0.0.1:{control_port}",
                  data_port, control_port, log, process)
     deadline = time.monotonic() + 60

@@ -30,7 +30,8 @@ def test_publish_numbers_versions_and_audits(actor, acme):
 
 def test_publishing_the_same_source_is_idempotent(actor, acme):
     v1, _ = services.publish_version(actor=actor, tenant=acme, source=GOOD)
-    again, created = services.publish_version(actor=actor, tenant=acme, source=GOOD, message="retry")
+    again, created = services.publish_version(actor=actor, tenant=acme, source=GOOD,
+                                              message="retry")
     assert (again.pk, created) == (v1.pk, False)
     assert ScriptVersion.objects.count() == 1
     assert AuditEvent.objects.filter(action="script.publish").count() == 1

@@ -159,7 +159,9 @@ def test_listeners_hear_committed_changes_only(actor):
         events.remove_listener(listener)
 
 
-def test_a_failing_listener_does_not_undo_the_change(actor, caplog, django_capture_on_commit_callbacks):
+def test_a_failing_listener_does_not_undo_the_change(
+    actor, caplog, django_capture_on_commit_callbacks
+):
     def broken(generation, slugs):
         raise ValueError("boom")
 

@@ -3,7 +3,6 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-
 from django.db import connections
 
 from tenants import services

@@ -41,10 +41,16 @@ from bench import run
 # json, logging, re, ...) own nothing: they are charged to whoever called them, so the asyncio
 # task the gateway creates counts for the gateway, json.dumps in log_access for the access log,
 # and a socket write under aiohttp for the upstream client. A sample with no owner on its stack
-# is the event loop's own work.
+# is the event loop's own work. The frames that merely run the loop (the server's `run`, the
+# reactor's `run`, the worker's `main`) sit under every sample and are never owners.
+ROOT_FRAMES = ("Server.run (daphne/server.py", "AsyncioSelectorReactor.run (twisted/",
+               "(chistone_site/workers/worker.py", "Server.run (uvicorn/server.py",
+               "Server.serve (uvicorn/server.py", "(<frozen runpy>", "(uvicorn/main.py",
+               "(daphne/cli.py", "asyncio/runners.py")
 OWNERS: list[tuple[str, tuple[str, ...]]] = [
     ("ASGI server: daphne + twisted (HTTP parsing, ASGI glue, transport)",
      ("(daphne/", "(twisted/")),
+    ("ASGI server: uvicorn (httptools, uvloop)", ("(uvicorn/",)),
     ("upstream client: aiohttp (request building, connection pool, response parsing)",
      ("(aiohttp/", "(multidict/", "(yarl/", "routing/upstream.py")),
     ("Lua step: luascripts.engine (match, Lua call, decode)", ("(luascripts/engine/",)),
@@ -56,6 +62,7 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
      ("(routing/gateway.py", "(routing/respond.py")),
     ("planes + worker wrapper: chistone_site.planes, InflightCounter",
      ("(chistone_site/planes.py", "InflightCounter")),
+    ("the passthrough application: bench/passthrough.py", ("(bench/passthrough.py",)),
     ("Django / database (snapshot watcher, heartbeat)", ("(django/", "(tenants/",
                                                         "(chistone_site/workers/heartbeat")),
 ]
@@ -64,6 +71,8 @@ LOOP = "event loop: asyncio with no owner above on the stack"
 
 def classify(frames: list[str]) -> str:
     for frame in reversed(frames):  # innermost first
+        if any(r in frame for r in ROOT_FRAMES) and "InflightCounter" not in frame:
+            continue
         for owner, needles in OWNERS:
             if any(n in frame for n in needles):
                 return owner

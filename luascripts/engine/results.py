@@ -75,6 +75,8 @@ def decode_action(f: tuple[Any, ...], method: str, allow: tuple[str, ...],
     if kind == "J":
         return RejectAction(f[1], lua_text(f[2]), allow if f[1] == 405 else ())
     if kind == "M":
+        if not backend:  # a mount's terminal action, kept and returned from another route
+            raise ScriptRuntimeError("a route returned the action of a backend mount")
         return _new_proxy((backend,), rest, None, (), (), None, None)
     return router_reject(method, allow)  # "N": the router's own 404/405
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from luascripts.engine.patterns import PatternError, Token, parse_pattern
 from luascripts.engine.source import lua_text as _text
-from luascripts.engine.tree import Tree
+from luascripts.engine.tree import Tree, TreeTooDeep
 from luascripts.engine.types import Diagnostic, RouteInfo
 
 HANDLER, BACKEND, SUBROUTER = 1, 2, 3
@@ -235,7 +235,10 @@ class _Builder:
                 target = Target(SUBROUTER, base + "/*", NO_LUA, (), view=child)
             for tokens in entry.stubs:
                 tree.insert("*", tokens, target)
-        tree.seal()
+        try:
+            tree.seal()
+        except TreeTooDeep as exc:
+            self.errors.append(Diagnostic(None, None, str(exc)))
         return View(tree, self._fallback(mws, not_found),
                     self._fallback(mws, method_not_allowed))
 

@@ -18,6 +18,11 @@ from luascripts.engine.patterns import Param, Static, Token, param_names
 
 METHODS = ("CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE")
 ANY = "*"
+MAX_DEPTH = 256  # `_search` recurses once per level; Python's own limit is 1000 frames
+
+
+class TreeTooDeep(ValueError):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +79,14 @@ class Tree:
             self.static_paths["".join(t.text for t in tokens)] = node  # type: ignore[union-attr]
 
     def seal(self) -> None:
-        """Freeze child order (chi tries params with a specific tail before '/'-tailed ones)."""
-        _seal(self.root)
+        """Freeze child order and check the depth `_search` will recurse to."""
+        stack = [(self.root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise TreeTooDeep(f"the routes nest more than {MAX_DEPTH} levels deep "
+                                  "(too many patterns that extend one another)")
+            stack.extend((child, depth + 1) for child in _seal(node))
 
     def find(self, method: str, path: str) -> tuple[Leaf | None, list[str], set[str]]:
         """(leaf, param values, allowed methods); leaf is None for 404 or 405."""
@@ -128,7 +139,8 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def _seal(node: Node) -> None:
+def _seal(node: Node) -> list[Node]:
+    """Freeze one node; returns its children."""
     # chi tries params whose tail is a specific character before '/'-tailed ones.
     node.regexps.sort(key=lambda child: child.tail == "/")
     node.params.sort(key=lambda child: child.tail == "/")
@@ -140,8 +152,7 @@ def _seal(node: Node) -> None:
         node.static = None
     if not node.endpoints:
         node.endpoints = None
-    for child in children:
-        _seal(child)
+    return children
 
 
 def _search(node: Node, method: str, path: str, i: int, n: int, values: list[str],

@@ -130,3 +130,9 @@ def test_registering_from_a_handler_is_a_runtime_error() -> None:
     from .support import request
     with pytest.raises(ScriptRuntimeError, match="only be called while the script loads"):
         script.handle(request("/"))
+
+
+def test_route_trees_too_deep_for_the_matcher_are_refused() -> None:
+    routes = "\n".join(f"chi.get('/{'a' * i}', h)" for i in range(1, 300))
+    result = validate(f"local function h() return proxy('a') end\n{routes}")
+    assert not result.valid and "more than 256 levels" in result.errors[0].message

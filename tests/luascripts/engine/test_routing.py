@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from luascripts.engine import ProxyAction, RejectAction, RespondAction
+from luascripts.engine import ProxyAction, RejectAction, RespondAction, ScriptRuntimeError
 
 from .support import load, request
 
@@ -258,3 +258,20 @@ def test_routes_table_lists_full_patterns() -> None:
     rows = [(r.method, r.pattern, r.target) for r in script.routes]
     assert ("GET", "/sub/x", "") in rows
     assert ("*", "/m/*", "backend:legacy") in rows
+
+
+def test_router_actions_cannot_be_replayed_elsewhere() -> None:
+    source = """
+    local kept
+    chi.use(function(req, next)
+      local a = next(req)
+      if req.path == "/legacy/x" then kept = a end
+      return a
+    end)
+    chi.mount("/legacy", "legacy")
+    chi.get("/replay", function() return kept end)
+    """
+    script = load(source)
+    assert script.handle(request("/legacy/x")).action == ProxyAction(("legacy",), path="/x")
+    with pytest.raises(ScriptRuntimeError, match="action of a backend mount"):
+        script.handle(request("/replay"))

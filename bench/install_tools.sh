@@ -3,9 +3,28 @@
 # Uses apt-get (Debian/Ubuntu) and only when running as root; otherwise, or when a package
 # cannot be installed, prints what is still missing. Exit status: 0 if everything is present
 # afterwards, 1 if something is still missing (bench/run.py then skips the scenarios needing it).
+#
+# `install_tools.sh --profiler` instead installs py-spy (bench/profile_gateway.py) into the
+# project's venv with pip (PYTHON overrides which interpreter's environment), and nothing else.
 set -u
 
 LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
+PY_SPY=py-spy==0.4.3
+
+if [ "${1:-}" = "--profiler" ]; then
+    here=$(cd "$(dirname "$0")" && pwd)
+    py=${PYTHON:-$here/../.venv/bin/python}
+    if [ -x "$(dirname "$py")/py-spy" ]; then
+        echo "install_tools: py-spy is present."
+        exit 0
+    fi
+    echo "install_tools: installing $PY_SPY with $py -m pip"
+    if timeout 300 "$py" -m pip install -q "$PY_SPY"; then
+        exit 0
+    fi
+    echo "install_tools: could not install $PY_SPY"
+    exit 1
+fi
 
 have_wrk() { command -v wrk >/dev/null 2>&1; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }

@@ -330,6 +330,19 @@ def cpu_seconds(pids: Iterable[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def chistone_workers(pids: Iterable[int]) -> list[int]:
+    """The chistone worker processes among `pids` (their command line names the module)."""
+    found = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"chistone_site.workers.worker" in cmdline:
+            found.append(pid)
+    return found
+
+
 @dataclass(frozen=True)
 class Pinning:
     client: tuple[int, ...] = ()  # wrk and the shared backend
@@ -681,8 +694,13 @@ class Harness:
                 self.wrk(server.port, self.warmup)
             pids = process_tree(server.roots)
             before = cpu_seconds(pids)
+            workers = {pid: cpu_seconds([pid]) for pid in chistone_workers(pids)}
             numbers = self.wrk(server.port, self.duration)
             used = cpu_seconds(pids | process_tree(server.roots)) - before
+            if len(workers) > 1:  # how evenly the kernel spread the connections
+                split = "/".join(f"{100 * (cpu_seconds([pid]) - start) / max(used, 1e-9):.0f}%"
+                                 for pid, start in sorted(workers.items()))
+                result.note = ", ".join(filter(None, [result.note, f"worker CPU {split}"]))
             result.requests = numbers["requests"]
             result.seconds = numbers["seconds"]
             result.rps = numbers["rps"]

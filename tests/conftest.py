@@ -1,10 +1,10 @@
 import pytest
 
-from tenants.audit import Actor
-
 
 @pytest.fixture
 def actor():
+    from tenants.audit import Actor  # imported late: engine tests run without Django settings
+
     return Actor(name="tester")
 
 

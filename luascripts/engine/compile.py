@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import lupa.lua54 as lupa
 
 from luascripts.engine.errors import ScriptLoadError, ScriptRuntimeError
-from luascripts.engine.results import failure
+from luascripts.engine.results import failure, mib
 from luascripts.engine.routes import CompiledRoutes, compile_routes, pattern_errors
 from luascripts.engine.runtime import Runtime
 from luascripts.engine.source import check_source, diagnostic_from_lua
@@ -56,7 +56,7 @@ def _register(runtime: Runtime, data: bytes, names: list[str] | None,
         timed_out, line = runtime.recover()
         err = failure(res[1], timed_out, line, budget_ms=limits.register_cpu_ms,
                       memory_bytes=limits.memory_bytes, phase="registration")
-        diagnostics = [_load_diagnostic(err, data, timed_out, line, limits)]
+        diagnostics = [_load_diagnostic(err, timed_out, line, limits)]
         exported = runtime.export()
         if exported[0] is True:
             diagnostics += pattern_errors(exported[1:], names)
@@ -99,12 +99,11 @@ def _loaded_bytes(runtime: Runtime, limits: Limits) -> int:
 
 
 def _memory_message(limits: Limits) -> str:
-    return (f"Loading the script used more than its {limits.memory_bytes // (1024 * 1024)} "
-            "MiB memory limit.")
+    return f"Loading the script used more than its {mib(limits.memory_bytes)} memory limit."
 
 
-def _load_diagnostic(err: ScriptRuntimeError, data: bytes, timed_out: bool,
-                     line: int | None, limits: Limits) -> Diagnostic:
+def _load_diagnostic(err: ScriptRuntimeError, timed_out: bool, line: int | None,
+                     limits: Limits) -> Diagnostic:
     if timed_out:
         return Diagnostic(line, None, f"Loading the script took longer than its "
                                       f"{limits.register_cpu_ms:g} ms CPU budget.")

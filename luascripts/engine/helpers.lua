@@ -11,10 +11,9 @@ local S = K.S
 local type, tostring, tonumber, error, select, next = type, tostring, tonumber, error, select,
   next
 local rawget, rawlen, pcall, setmetatable = rawget, rawlen, pcall, setmetatable
-local math_type, floor, huge = math.type, math.floor, math.huge
+local math_type, huge = math.type, math.huge
 local concat, sort = table.concat, table.sort
-local find, sub, byte, char, format, gsub, rep = S.find, S.sub, S.byte, S.char, S.format,
-  S.gsub, S.rep
+local find, sub, byte, char, format, gsub = S.find, S.sub, S.byte, S.char, S.format, S.gsub
 local utf8_char = utf8.char
 
 local py_now, py_sha256, py_hmac = K.py_now, K.py_sha256, K.py_hmac

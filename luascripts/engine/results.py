@@ -1,7 +1,7 @@
 """Flat values returned by dispatch.lua -> Outcome; failed calls -> the right exception.
 
 Everything read here was produced by trusted Lua code as plain strings, numbers and nils
-(see the layout at the top of dispatch.lua); no tenant table ever reaches this module.
+(layouts at the top of dispatch.lua and actions.lua); no tenant table ever reaches here.
 Strings come back latin-1 decoded (one char per byte): header values stay that way (the data
 plane encodes them with latin-1 again), bodies become bytes, text meant for people
 (messages, logs) is re-read as UTF-8.
@@ -29,6 +29,10 @@ NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:", "dispatch:")
 EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"
 
 
 def router_reject(method: str, allow: tuple[str, ...]) -> RejectAction:
@@ -108,14 +112,14 @@ def failure(payload: Any, timed_out: bool, line: int | None, *, budget_ms: float
             diagnostics=(Diagnostic(line, None, "CPU time limit exceeded"),))
     if payload == "not enough memory":  # LUA_ERRMEM: no message handler, no traceback
         return ScriptMemoryError(
-            f"The script used more than its {memory_bytes // (1024 * 1024)} MiB memory limit "
-            f"during a {phase}.",
+            f"The script used more than its {mib(memory_bytes)} memory limit during a {phase}.",
             diagnostics=(Diagnostic(None, None, "memory limit exceeded"),))
     if isinstance(payload, str):
         message, _, traceback = payload.partition(_TRACE_MARK)
         message, traceback = lua_text(message), lua_text(traceback)
     else:
-        # error() with a table or other value: never converted (its __tostring could loop).
+        # Only if K.on_error could not run: a non-string value is never converted here (its
+        # __tostring is tenant code that could loop).
         kind = type(payload).__name__.removeprefix("_Lua").lower()
         message, traceback = f"error() was called with a {kind} value, not a message string", ""
     traceback = "\n".join(line_ for line_ in traceback.splitlines()

@@ -12,7 +12,7 @@ local type, tostring, error, select, next = type, tostring, error, select, next
 local rawequal, setmetatable = rawequal, setmetatable
 local getinfo = debug.getinfo
 local S = K.S
-local upper, find, sub = S.upper, S.find, S.sub
+local upper, sub = S.upper, S.sub
 local concat = table.concat
 
 local MAX_RECORDS = 5000

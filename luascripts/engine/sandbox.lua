@@ -26,7 +26,7 @@ local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.re
 local clock = K.clock
 K.clock = nil
 
-local HOOK_COUNT = 10000 -- VM instructions between two deadline checks (a few microseconds)
+local HOOK_COUNT = 1000 -- VM instructions between two deadline checks (a few microseconds)
 K.HOOK_COUNT = HOOK_COUNT
 
 local TIMEOUT = setmetatable({}, {

@@ -1,0 +1,189 @@
+"""Prometheus metrics that are correct across N worker processes.
+
+Each worker keeps cheap in-process counters (routing.stats, routing.health) and, once a second
+off the request path, writes a JSON report of them to its own file in a shared directory
+(`write_report`). `/metrics` on the control plane, answered by whichever worker gets it,
+merges every file (`render`): counters and histograms are summed, so the totals are those of
+the whole node. Files of workers that died stay, so counters never go backwards; the
+supervisor gives each `serve` run a fresh directory. No per-request cost beyond the counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector, CollectorRegistry
+
+ENV_VAR = "CHISTONE_METRICS_DIR"
+
+
+def metrics_dir() -> Path:
+    directory = os.environ.get(ENV_VAR) or os.path.join(tempfile.gettempdir(),
+                                                        f"chistone-metrics-{os.getpid()}")
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_report(report: dict[str, Any], directory: Path | None = None) -> Path:
+    """Atomically replace this process's report file."""
+    directory = directory or metrics_dir()
+    target = directory / f"worker-{os.getpid()}.json"
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(report, fh, separators=(",", ":"))
+    os.replace(tmp, target)
+    return target
+
+
+def read_reports(directory: Path | None = None) -> list[dict[str, Any]]:
+    directory = directory or metrics_dir()
+    reports = []
+    for path in sorted(directory.glob("worker-*.json")):
+        try:
+            reports.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue  # a file being replaced right now; the next scrape sees it
+    return reports
+
+
+def _histogram(name: str, doc: str, labels: list[str],
+               series: dict[tuple, dict[str, Any]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for key, hist in series.items():
+        cumulative, running = [], 0
+        for bound, count in zip([*hist["buckets"], float("inf")], hist["counts"], strict=True):
+            running += count
+            cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        family.add_metric(list(key), cumulative, hist["sum"])
+    return family
+
+
+def _add_hist(into: dict[str, Any] | None, hist: dict[str, Any]) -> dict[str, Any]:
+    if into is None:
+        return {"buckets": list(hist["buckets"]), "counts": list(hist["counts"]),
+                "sum": hist["sum"], "count": hist["count"]}
+    into["counts"] = [a + b for a, b in zip(into["counts"], hist["counts"], strict=True)]
+    into["sum"] += hist["sum"]
+    into["count"] += hist["count"]
+    return into
+
+
+class ReportCollector(Collector):
+    """Turns merged worker reports into Prometheus metric families."""
+
+    def __init__(self, reports: Iterable[dict[str, Any]]) -> None:
+        self.reports = list(reports)
+
+    def collect(self) -> Iterator[Any]:
+        requests: dict[tuple, int] = defaultdict(int)
+        sent: dict[tuple, int] = defaultdict(int)
+        latency: dict[tuple, Any] = {}
+        upstream: dict[tuple, Any] = {}
+        lua_seconds: dict[tuple, float] = defaultdict(float)
+        lua_errors: dict[tuple, int] = defaultdict(int)
+        backend_requests: dict[tuple, int] = defaultdict(int)
+        backend_errors: dict[tuple, int] = defaultdict(int)
+        backend_up: dict[tuple, int] = {}
+        retries = 0
+        generation = GaugeMetricFamily("chistone_config_generation",
+                                       "Configuration generation each worker serves.",
+                                       labels=["worker"])
+        reload_seconds = GaugeMetricFamily("chistone_config_reload_seconds",
+                                           "Duration of each worker's last snapshot rebuild.",
+                                           labels=["worker"])
+        reloads = CounterMetricFamily("chistone_config_reloads",
+                                      "Snapshot swaps per worker.", labels=["worker"])
+        for report in self.reports:
+            worker = str(report.get("pid", "?"))
+            stats = report.get("stats", {})
+            for row in stats.get("requests", []):
+                key = (row["tenant"], row["route"], str(row["status"]))
+                requests[key] += row["requests"]
+                sent[key] += row["bytes_sent"]
+                latency[key] = _add_hist(latency.get(key), row["latency"])
+                if row["upstream_latency"]["count"]:
+                    upstream[key] = _add_hist(upstream.get(key), row["upstream_latency"])
+                lua_seconds[(row["tenant"],)] += row["lua_seconds"]
+            for row in stats.get("lua_errors", []):
+                lua_errors[(row["tenant"], row["kind"])] += row["count"]
+            retries += stats.get("retries", 0)
+            for tenant, backends in report.get("health", {}).items():
+                for name, state in backends.items():
+                    backend_requests[(tenant, name)] += state.get("requests", 0)
+                    backend_errors[(tenant, name)] += state.get("errors", 0)
+                    # Healthy only if every worker that knows the backend sees it healthy.
+                    up = 1 if state.get("healthy") else 0
+                    backend_up[(tenant, name)] = min(backend_up.get((tenant, name), 1), up)
+            if report.get("generation") is not None:
+                generation.add_metric([worker], report["generation"])
+                reload_seconds.add_metric([worker], report.get("build_seconds", 0.0))
+                reloads.add_metric([worker], report.get("reloads", 0))
+
+        family = CounterMetricFamily("chistone_requests", "Data-plane requests answered.",
+                                     labels=["tenant", "route", "status"])
+        for key, value in requests.items():
+            family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily("chistone_response_bytes", "Response body bytes sent.",
+                                     labels=["tenant", "route", "status"])
+        for key, value in sent.items():
+            family.add_metric(list(key), value)
+        yield family
+        yield _histogram("chistone_request_duration_seconds", "Total time per request.",
+                         ["tenant", "route", "status"], latency)
+        yield _histogram("chistone_upstream_duration_seconds",
+                         "Time to the upstream's response headers.",
+                         ["tenant", "route", "status"], upstream)
+        family = CounterMetricFamily("chistone_lua_seconds", "Time spent running tenant Lua.",
+                                     labels=["tenant"])
+        for key, value in lua_seconds.items():
+            family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily("chistone_lua_errors",
+                                     "Script failures by kind (error, timeout, memory).",
+                                     labels=["tenant", "kind"])
+        for key, value in lua_errors.items():
+            family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily("chistone_upstream_requests", "Requests sent to backends.",
+                                     labels=["tenant", "backend"])
+        for key, value in backend_requests.items():
+            family.add_metric(list(key), value)
+        yield family
+        family = CounterMetricFamily("chistone_upstream_failures",
+                                     "Backend failures (refused, reset, timeout, bad response).",
+                                     labels=["tenant", "backend"])
+        for key, value in backend_errors.items():
+            family.add_metric(list(key), value)
+        yield family
+        family = GaugeMetricFamily("chistone_backend_healthy", "1 if the backend is in service.",
+                                   labels=["tenant", "backend"])
+        for key, value in backend_up.items():
+            family.add_metric(list(key), value)
+        yield family
+        yield CounterMetricFamily("chistone_upstream_retries", "Retries to another backend.",
+                                  value=retries)
+        yield generation
+        yield reload_seconds
+        yield reloads
+        yield GaugeMetricFamily("chistone_workers_reporting", "Worker reports merged.",
+                                value=len(self.reports))
+
+
+def render(directory: Path | None = None) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReportCollector(read_reports(directory)))
+    return generate_latest(registry)

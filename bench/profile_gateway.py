@@ -46,7 +46,7 @@ from bench import run
 ROOT_FRAMES = ("Server.run (daphne/server.py", "AsyncioSelectorReactor.run (twisted/",
                "(chistone_site/workers/worker.py", "Server.run (uvicorn/server.py",
                "Server.serve (uvicorn/server.py", "(<frozen runpy>", "(uvicorn/main.py",
-               "(daphne/cli.py", "asyncio/runners.py")
+               "(daphne/cli.py", "asyncio/runners.py", "(uvicorn/_compat.py")
 OWNERS: list[tuple[str, tuple[str, ...]]] = [
     ("ASGI server: daphne + twisted (HTTP parsing, ASGI glue, transport)",
      ("(daphne/", "(twisted/")),
@@ -66,7 +66,7 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
     ("Django / database (snapshot watcher, heartbeat)", ("(django/", "(tenants/",
                                                         "(chistone_site/workers/heartbeat")),
 ]
-LOOP = "event loop: asyncio with no owner above on the stack"
+LOOP = "event loop: asyncio / uvloop, with no owner above on the stack"
 
 
 def classify(frames: list[str]) -> str:

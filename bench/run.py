@@ -106,6 +106,9 @@ class Result:
     errors: dict[str, int] = field(default_factory=dict)
     ratio: float | None = None
     rounds: list[float] = field(default_factory=list)  # requests/s of each measured round
+    # With several chistone workers: each worker's share of the server CPU, per measured round
+    # ("95%/5%"), i.e. how evenly the connections were spread over the workers.
+    worker_cpu: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -145,6 +148,7 @@ def combine(rounds: list[Result]) -> Result:
         for name, count in r.errors.items():
             out.errors[name] = out.errors.get(name, 0) + count
     out.rounds = [r.rps for r in measured]
+    out.worker_cpu = [split for r in measured for split in r.worker_cpu]
     if len(measured) < len(rounds):
         out.reason = "; ".join(f"round {i}: {r.status}: {r.reason}"
                                for i, r in enumerate(rounds, 1) if not r.ok)
@@ -216,7 +220,9 @@ def format_table(results: Iterable[Result], *, markdown: bool = False) -> str:
     for r in results:
         if r.ok:
             ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "n/a"
-            title = f"{r.title} ({r.note})" if r.note else r.title
+            note = ", ".join(filter(None, [
+                r.note, "worker CPU " + ", ".join(r.worker_cpu) if r.worker_cpu else ""]))
+            title = f"{r.title} ({note})" if note else r.title
             rows.append((str(r.id), title, _num(r.rps, 0), _ms(r.p50_ms), _ms(r.p99_ms),
                          _num(r.cpu_us_per_request, 0), str(r.error_count), ratio))
         else:
@@ -700,7 +706,7 @@ class Harness:
             if len(workers) > 1:  # how evenly the kernel spread the connections
                 split = "/".join(f"{100 * (cpu_seconds([pid]) - start) / max(used, 1e-9):.0f}%"
                                  for pid, start in sorted(workers.items()))
-                result.note = ", ".join(filter(None, [result.note, f"worker CPU {split}"]))
+                result.worker_cpu = [split]
             result.requests = numbers["requests"]
             result.seconds = numbers["seconds"]
             result.rps = numbers["rps"]
@@ -778,6 +784,23 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
+def git_state() -> dict:
+    """The commit measured and the tracked files changed on top of it (a shared checkout may
+    be edited while the benchmark runs: record what was there)."""
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.rstrip("\n") if done.returncode == 0 else None
+
+    commit = git("rev-parse", "--short", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    changed = sorted(line[3:] for line in (status or "").splitlines() if line.strip())
+    return {"commit": commit, "changed": changed}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark chistone side by side with its anchors (issue 8).")
@@ -824,6 +847,7 @@ def main(argv: list[str] | None = None) -> int:
         install_tools()
         tools = Tools.detect()
     pinning = plan_pinning(sorted(os.sched_getaffinity(0)), bool(tools.taskset))
+    git_start = git_state()
     workdir = Path(tempfile.mkdtemp(prefix="chistone-bench-"))
     harness = Harness(tools=tools, pinning=pinning, workdir=workdir, duration=args.duration,
                       warmup=args.warmup, connections=args.connections, backend=args.backend,
@@ -833,6 +857,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chistone bench: {len(scenarios)} scenario(s){rounds}, {args.duration:g} s each after "
           f"{args.warmup:g} s warm-up, wrk 1 thread {args.connections} connections; "
           f"{pinning.note}; backend {harness.backend_kind}", file=sys.stderr)
+    if git_start["commit"]:
+        changed = f", {len(git_start['changed'])} tracked file(s) changed on top" \
+            if git_start["changed"] else ""
+        print(f"code: commit {git_start['commit']}{changed}", file=sys.stderr)
 
     def interrupted(signum, frame):
         raise KeyboardInterrupt
@@ -855,9 +883,15 @@ def main(argv: list[str] | None = None) -> int:
         print(format_table(results, markdown=True))
     print()
     print(format_targets(checks))
+    git_end = git_state()
+    if git_end != git_start:
+        print(f"\nnote: the checkout changed during the run (commit {git_start['commit']} -> "
+              f"{git_end['commit']}; changed files {git_start['changed']} -> "
+              f"{git_end['changed']}): servers started at different times ran different code")
     report = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
+        "git": {"start": git_start, "end": git_end},
         "tools": {"wrk": tools.wrk and _version([tools.wrk, "-v"]),
                   "nginx": tools.nginx and _version([tools.nginx, "-v"]),
                   "nginx_lua_module": tools.lua, "taskset": bool(tools.taskset)},

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from typing import Any
@@ -80,6 +81,11 @@ class DataPlane:
         events.add_listener(self.holder.on_config_change)
         if self.holder.current is None:
             await asyncio.to_thread(self.holder.rebuild)
+        # Everything loaded so far (Django, the first snapshot) lives as long as the process:
+        # keep it out of the cyclic collector's scans, which would otherwise walk it again
+        # and again as requests allocate.
+        gc.collect()
+        gc.freeze()
         self.checker.start()
         if self.watch_generation:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())

@@ -184,6 +184,16 @@ CHISTONE = {
     "WORKERS": int(os.environ.get("CHISTONE_WORKERS", "1")),
     "SERVER": os.environ.get("CHISTONE_SERVER", "daphne"),
     "WATCHDOG_SECONDS": float(os.environ.get("CHISTONE_WATCHDOG_SECONDS", "5")),
+    # Overrides of luascripts.engine.Limits for scripts the gateway loads (defaults: 50 ms of
+    # CPU per request, 32 MiB per runtime).
+    "LUA_LIMITS": {
+        key: cast(os.environ[env])
+        for key, env, cast in (
+            ("request_cpu_ms", "CHISTONE_LUA_REQUEST_MS", float),
+            ("memory_bytes", "CHISTONE_LUA_MEMORY_BYTES", int),
+        )
+        if os.environ.get(env)
+    },
 }
 
 LOGGING = {

@@ -115,17 +115,16 @@ def upstream_request_headers(
     proto: str,
     client: str,
     request_id: str,
+    clean: bool = False,
 ) -> list[tuple[str, str]]:
     """The backend's request headers: the given ones minus hop-by-hop and managed, plus ours.
 
     `headers` are lower-case (name, value) pairs; hop-by-hop ones named in `Connection` are
-    removed here again, so a script that set `connection` cannot smuggle one through.
+    removed here again, so a script that set `connection` cannot smuggle one through
+    (`clean=True`: they are the client's, already stripped by routing.request).
     """
-    out = [
-        (name, value)
-        for name, value in strip_hop_by_hop(list(headers))
-        if name not in MANAGED_REQUEST
-    ]
+    source = headers if clean else strip_hop_by_hop(list(headers))
+    out = [(name, value) for name, value in source if name not in MANAGED_REQUEST]
     node = f"[{client}]" if ":" in client else client
     out.append(("host", host))
     out.append(("x-forwarded-for", f"{forwarded_for}, {peer}" if forwarded_for else peer))

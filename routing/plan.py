@@ -219,6 +219,7 @@ def _plan(tenant: TenantEntry, request: ClientRequest, router_path: str, action:
         raise ScriptFailed(f"the script rewrote the request to an invalid target: {exc.detail}"
                            ) from None
     headers = _headers(request, script_headers, action)
+    clean = headers is request.headers
     total = action.timeout_ms / 1000 if action.timeout_ms else total_timeout_s
     return UpstreamPlan(
         tenant=tenant.slug,
@@ -231,7 +232,7 @@ def _plan(tenant: TenantEntry, request: ClientRequest, router_path: str, action:
             headers, host=backend.host_header, forwarded_for=request.forwarded_for,
             peer=request.peer, forwarded_host=request.host_header,
             proto=request.forwarded_proto, client=request.client_ip,
-            request_id=request.request_id,
+            request_id=request.request_id, clean=clean,
         )),
         connect_timeout_s=min(backend.connect_timeout_s, total),
         read_timeout_s=min(backend.read_timeout_s, total),

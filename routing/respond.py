@@ -25,11 +25,28 @@ class ResponseAborted(Exception):
     """Raised to make an ASGI server drop a connection whose response cannot be completed."""
 
 
-def _daphne_request(send: Send) -> Any:
+def _daphne_request(send: Any, depth: int = 0) -> Any:
+    """daphne's request object behind `send`, looking through wrappers that other ASGI
+    middleware put around it (`__wrapped__`, or a closure over the inner `send`)."""
     if isinstance(send, partial) and send.args:
         request = send.args[0]
         if hasattr(request, "channel") and hasattr(request, "finished"):
             return request
+        return None
+    if depth >= 4:
+        return None
+    inner = getattr(send, "__wrapped__", None)
+    if inner is not None:
+        return _daphne_request(inner, depth + 1)
+    for cell in getattr(send, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if callable(value) and value is not send:
+            found = _daphne_request(value, depth + 1)
+            if found is not None:
+                return found
     return None
 
 

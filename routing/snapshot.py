@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from luascripts.engine.types import BackendView
+from routing import snapshot_disk as disk
 from routing.resolve import Claim, Resolver
 
 if TYPE_CHECKING:
@@ -129,64 +130,115 @@ def _default_loader() -> Loader:
     return load_script
 
 
-def build_snapshot(previous: Snapshot | None = None, *, loader: Loader | None = None) -> Snapshot:
-    """Read active tenants, backends and active script versions; reuse unchanged scripts."""
+def read_config() -> dict[str, Any]:
+    """Everything a snapshot is built from, as plain JSON-able data (one consistent read)."""
+    from django.db import transaction
+
     from luascripts.models import ScriptFault
     from tenants.events import current_generation
     from tenants.models import Backend, Tenant
 
+    with transaction.atomic():  # one snapshot of the database on PostgreSQL and SQLite alike
+        generation = current_generation()
+        rows = list(Tenant.objects.filter(active=True).select_related("active_version"))
+        by_tenant: dict[int, list[dict[str, Any]]] = {}
+        for b in Backend.objects.filter(tenant__active=True).order_by("tenant_id", "name"):
+            by_tenant.setdefault(b.tenant_id, []).append({
+                "id": b.pk, "name": b.name, "url": b.url, "weight": b.weight,
+                "enabled": b.enabled, "health_check_path": b.health_check_path,
+                "connect_timeout_ms": b.connect_timeout_ms,
+                "read_timeout_ms": b.read_timeout_ms})
+        faults = dict(ScriptFault.objects.values_list("version_id", "reason"))
+    tenants = []
+    for row in rows:
+        version = row.active_version
+        tenants.append({
+            "id": row.pk, "slug": row.slug, "name": row.name, "prefix": row.path_prefix,
+            "domains": list(row.domains or ()), "backends": by_tenant.get(row.pk, []),
+            "version": None if version is None else {
+                "id": version.pk, "number": version.number, "sha256": version.sha256,
+                "source": version.source, "fault": faults.get(version.pk)},
+        })
+    return {"generation": generation, "tenants": tenants}
+
+
+def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = None, *,
+                      loader: Loader | None = None) -> Snapshot:
+    """Build a snapshot from `read_config()` data; reuse unchanged scripts of `previous`."""
     started = time.perf_counter()
     load = loader or _default_loader()
-    generation = current_generation()  # read first: a change after this triggers a rebuild
-    rows = list(Tenant.objects.filter(active=True).select_related("active_version"))
-    by_tenant: dict[int, list[Any]] = {}
-    for backend in Backend.objects.filter(tenant__active=True).order_by("tenant_id", "name"):
-        by_tenant.setdefault(backend.tenant_id, []).append(backend)
-    faults = dict(ScriptFault.objects.values_list("version_id", "reason"))
     cache = previous.scripts if previous is not None else {}
     scripts: dict[ScriptKey, Any] = {}
     tenants: list[TenantEntry] = []
-    for row in rows:
+    for row in config["tenants"]:
         backends = {
-            b.name: BackendEntry.from_url(
-                id=b.pk, tenant=row.slug, name=b.name, url=b.url, weight=b.weight,
-                enabled=b.enabled, health_check_path=b.health_check_path,
-                connect_timeout_ms=b.connect_timeout_ms, read_timeout_ms=b.read_timeout_ms)
-            for b in by_tenant.get(row.pk, [])
+            b["name"]: BackendEntry.from_url(
+                id=b["id"], tenant=row["slug"], name=b["name"], url=b["url"],
+                weight=b["weight"], enabled=b["enabled"],
+                health_check_path=b["health_check_path"],
+                connect_timeout_ms=b["connect_timeout_ms"],
+                read_timeout_ms=b["read_timeout_ms"])
+            for b in row["backends"]
         }
         script = None
         unavailable = ""
-        version = row.active_version
+        version = row["version"]
         if version is not None:
-            if version.pk in faults:
-                unavailable = (f"script version {version.number} was disabled after it blocked "
-                               f"a gateway worker ({faults[version.pk]}); activate another one")
+            if version["fault"]:
+                unavailable = (f"script version {version['number']} was disabled after it "
+                               f"blocked a gateway worker ({version['fault']}); "
+                               "activate another one")
             else:
-                key: ScriptKey = (row.pk, version.number, version.sha256, frozenset(backends))
+                key: ScriptKey = (row["id"], version["number"], version["sha256"],
+                                  frozenset(backends))
                 script = cache.get(key)
                 if script is None:
                     try:
-                        script = load(version.source, tenant=row.slug,
-                                      backend_names=sorted(backends))
+                        script = load(version["source"], tenant=row["slug"],
+                                      backend_names=sorted(backends), **_limits_kwargs())
                     except Exception as exc:  # ScriptLoadError, or anything the engine raised
                         log.error("tenant %s: script v%s could not be loaded: %s",
-                                  row.slug, version.number, exc)
-                        unavailable = f"script version {version.number} could not be loaded"
+                                  row["slug"], version["number"], exc)
+                        unavailable = f"script version {version['number']} could not be loaded"
                 if script is not None:
                     scripts[key] = script
         tenants.append(TenantEntry(
-            id=row.pk, slug=row.slug, name=row.name, prefix=row.path_prefix,
-            domains=tuple(row.domains or ()),
+            id=row["id"], slug=row["slug"], name=row["name"], prefix=row["prefix"],
+            domains=tuple(row["domains"]),
             backends=MappingProxyType(backends),
             default_pool=tuple(b for b in backends.values() if b.enabled and b.weight > 0),
             script=script,
-            version_id=version.pk if version is not None else None,
-            version_number=version.number if version is not None else None,
+            version_id=version["id"] if version is not None else None,
+            version_number=version["number"] if version is not None else None,
             is_selector=bool(getattr(script, "is_selector", False)),
             unavailable=unavailable,
         ))
-    return compile_snapshot(generation, tenants, scripts=scripts,
+    return compile_snapshot(config["generation"], tenants, scripts=scripts,
                             build_seconds=time.perf_counter() - started)
+
+
+def _limits_kwargs() -> dict[str, Any]:
+    """Script limits from settings (CHISTONE["LUA_LIMITS"]), when configured."""
+    try:
+        from django.conf import settings
+
+        overrides = settings.CHISTONE.get("LUA_LIMITS") or {}
+    except Exception:
+        return {}
+    if not overrides:
+        return {}
+    from luascripts.engine import Limits
+
+    return {"limits": Limits(**overrides)}
+
+
+def build_snapshot(previous: Snapshot | None = None, *, loader: Loader | None = None) -> Snapshot:
+    """Read active tenants, backends and active script versions; reuse unchanged scripts."""
+    config = read_config()
+    snapshot = build_from_config(config, previous, loader=loader)
+    if previous is None or previous.generation != snapshot.generation:
+        disk.save(config)
+    return snapshot
 
 
 class SnapshotHolder:
@@ -199,6 +251,7 @@ class SnapshotHolder:
     def __init__(self) -> None:
         self.current: Snapshot | None = None
         self.last_error: str = ""
+        self.from_disk = False  # serving a configuration read from disk, not the database
         self.reloads = 0
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[Snapshot], None]] = []
@@ -229,14 +282,31 @@ class SnapshotHolder:
                 snapshot = build_snapshot(self.current, loader=loader)
             except Exception as exc:
                 self.last_error = str(exc)
-                log.exception("snapshot rebuild failed; still serving generation %s",
-                              self.current.generation if self.current else None)
+                if self.current is None:
+                    return self._cold_start_from_disk(loader)
+                log.warning("snapshot rebuild failed (%s); still serving generation %s",
+                            exc, self.current.generation)
                 return None
             self.last_error = ""
+            self.from_disk = False
             self.swap(snapshot)
             log.info("snapshot generation %s: %d tenants in %.1f ms", snapshot.generation,
                      len(snapshot.tenants), snapshot.build_seconds * 1000)
             return snapshot
+
+    def _cold_start_from_disk(self, loader: Loader | None) -> Snapshot | None:
+        """The database is down at start: serve the last configuration saved on disk."""
+        config = disk.load()
+        if config is None:
+            log.error("no configuration: the database is unreachable (%s) and no snapshot "
+                      "was saved on disk", self.last_error)
+            return None
+        snapshot = build_from_config(config, None, loader=loader)
+        self.from_disk = True
+        self.swap(snapshot)
+        log.warning("database unreachable (%s): serving generation %s from the on-disk "
+                    "snapshot", self.last_error, snapshot.generation)
+        return snapshot
 
     def on_config_change(self, generation: int, slugs: frozenset[str]) -> None:
         """A `tenants.events` listener: rebuild right after a committed change in this process."""

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,33 @@ def test_combine_takes_medians_over_measured_rounds():
     assert "3 of 4 rounds" in combined.note and "round 4: failed" in combined.reason
     skipped = result("backend", status="skipped", reason="wrk not installed")
     assert bench_run.combine([skipped, skipped]) is skipped
+
+
+def test_worker_cpu_split_of_every_round_is_kept_and_shown():
+    rounds = []
+    for rps, split in ((2500.0, "50%/50%"), (1500.0, "97%/3%"), (1600.0, "96%/4%")):
+        r = result("chistone_workers2", rps, requests=10)
+        r.worker_cpu = [split]
+        rounds.append(r)
+    combined = bench_run.combine(rounds)
+    assert combined.worker_cpu == ["50%/50%", "97%/3%", "96%/4%"]
+    bench_run.add_ratios([combined])
+    assert "worker CPU 50%/50%, 97%/3%, 96%/4%" in bench_run.format_table([combined])
+
+
+def test_chistone_workers_are_found_by_their_command_line():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)",
+                             "chistone_site.workers.worker"])
+    try:
+        for _ in range(50):  # until the child's exec shows in /proc/<pid>/cmdline
+            found = bench_run.chistone_workers([proc.pid, os.getpid()])
+            if found:
+                break
+            time.sleep(0.05)
+        assert found == [proc.pid]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_select_accepts_numbers_and_keys_and_refuses_unknown():

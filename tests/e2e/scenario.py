@@ -36,9 +36,13 @@ chi.get("/sticky", function(req)
   return proxy({"users", "users2"}, {hash_key = req.headers["x-user"]})
 end)
 chi.get("/slow", function(req) return proxy("slow", {path = "/slow"}) end)
-chi.get("/drip", function(req) return proxy("users", {path = "/drip", timeout_ms = 1200}) end)
+chi.get("/drip", function(req) return proxy("dripper", {path = "/drip", timeout_ms = 1200}) end)
 chi.get("/refused", function(req) return proxy("refused") end)
 chi.mount("/raw", "users")
+-- Backends that are made to fail get their own names: passive health is per backend.
+chi.mount("/resetter", "resetter")
+chi.mount("/early", "early")
+chi.mount("/clte", "clte")
 """
 
 SELECTOR_SCRIPT = r"""
@@ -72,6 +76,10 @@ def spec(farm: BackendFarm) -> dict:
             {"name": "users2", "url": users2.url},
             {"name": "slow", "url": slow.url, "read_timeout_ms": 500},
             {"name": "refused", "url": dead_url()},
+            {"name": "dripper", "url": users.url},
+            {"name": "resetter", "url": users.url},
+            {"name": "early", "url": users.url},
+            {"name": "clte", "url": users.url},
         ]},
         {"slug": "sel", "domains": ["selector.test"], "script": SELECTOR_SCRIPT, "backends": [
             {"name": "legacy", "url": b("sel-legacy").url},

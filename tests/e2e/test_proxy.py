@@ -89,7 +89,7 @@ def test_redirects_are_not_followed(client):
 
 def test_backend_sending_cl_and_te_never_reaches_the_client_as_is(gateway):
     answer = exchange(gateway.data_port,
-                      b"GET /raw/clte HTTP/1.1\r\nHost: routes.test\r\nConnection: close\r\n\r\n")
+                      b"GET /clte/clte HTTP/1.1\r\nHost: routes.test\r\nConnection: close\r\n\r\n")
     head = answer.partition(b"\r\n\r\n")[0].lower()
     assert not (b"content-length:" in head and b"transfer-encoding:" in head)
     assert status_of(answer) == 502

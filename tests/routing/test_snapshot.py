@@ -1,4 +1,4 @@
-"""Building the snapshot from the database (the Lua loader is stubbed here; e2e uses the real one)."""
+"""Building the snapshot from the database (Lua loader stubbed; e2e runs the real one)."""
 
 import pytest
 

@@ -18,9 +18,12 @@ import asyncio
 import gc
 import json
 import logging
+import os
 from typing import Any
 
-from routing import respond
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from routing import metrics, respond
 from routing.conf import GatewayConf, get_conf
 from routing.gateway import Gateway, ScriptGuard
 from routing.health import ActiveChecker, HealthRegistry
@@ -54,7 +57,9 @@ class DataPlane:
         self.started = False
         self._starting: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
         self._log_handler = None
+        self.database_reachable = True
 
     async def _probe(self, backend: Any, limit_s: float) -> bool:
         url = f"{backend.origin}{backend.base_path}{backend.health_check_path}"
@@ -89,17 +94,40 @@ class DataPlane:
         self.checker.start()
         if self.watch_generation:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._reporter = asyncio.get_running_loop().create_task(self._report_metrics())
         self.started = True
+
+    def metrics_report(self) -> dict[str, Any]:
+        snapshot = self.holder.current
+        return {
+            "pid": os.getpid(),
+            "generation": snapshot.generation if snapshot is not None else None,
+            "build_seconds": snapshot.build_seconds if snapshot is not None else 0.0,
+            "reloads": self.holder.reloads,
+            "stats": self.stats.report(),
+            "health": self.health.report(snapshot),
+        }
+
+    async def _report_metrics(self) -> None:
+        """Once a second, publish this worker's counters for /metrics (routing.metrics)."""
+        while True:
+            try:
+                await asyncio.to_thread(metrics.write_report, self.metrics_report())
+            except Exception:
+                log.exception("could not write the metrics report")
+            await asyncio.sleep(1.0)
 
     async def _watch(self) -> None:
         """Pick up changes committed by other processes (issue 7 extends this)."""
         from tenants.watch import GenerationWatcher
 
-        watcher = GenerationWatcher(interval=0.5)
+        watcher = GenerationWatcher(interval=0.5, on_reachability=self._reachability)
         try:
             while True:
                 current = self.holder.current
                 seen = current.generation if current is not None else -1
+                if self.holder.from_disk:
+                    seen = -1  # the database is back: reload from it, whatever the number
                 await watcher.wait_for_change(seen)
                 snapshot = await asyncio.to_thread(self.holder.rebuild)
                 if snapshot is None:
@@ -107,10 +135,32 @@ class DataPlane:
         finally:
             await watcher.close()
 
+    def _reachability(self, reachable: bool) -> None:
+        self.database_reachable = reachable
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """readyz: 200 "ready"; 200 "degraded" when serving without the database; else 503."""
+        snapshot = self.holder.current
+        if snapshot is None:
+            return 503, {"status": "not ready", "generation": None,
+                         "database": "reachable" if self.database_reachable else "unreachable",
+                         "last_error": self.holder.last_error or None}
+        degraded = not self.database_reachable or self.holder.from_disk
+        return 200, {
+            "status": "degraded" if degraded else "ready",
+            "generation": snapshot.generation,
+            "database": "reachable" if self.database_reachable else "unreachable",
+            "snapshot_source": "disk" if self.holder.from_disk else "database",
+            "last_error": self.holder.last_error or None,
+        }
+
     async def stop(self) -> None:
         from tenants import events
 
         events.remove_listener(self.holder.on_config_change)
+        if self._reporter is not None:
+            self._reporter.cancel()
+            self._reporter = None
         if self._watcher is not None:
             self._watcher.cancel()
             try:
@@ -159,11 +209,13 @@ class PlaneRouter:
             if path == "/readyz":
                 if not plane.started:
                     asyncio.get_running_loop().create_task(plane.start())
-                ready = plane.ready
-                await _plain(send, 200 if ready else 503, {
-                    "status": "ready" if ready else "not ready",
-                    "generation": plane.holder.current.generation if ready else None,
-                    "last_error": plane.holder.last_error or None})
+                await _plain(send, *plane.readiness())
+                return
+            if path == "/metrics" and self.is_control(scope):
+                body = await asyncio.to_thread(metrics.render)
+                await respond.send_response(send, 200, [
+                    (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                    (b"content-length", str(len(body)).encode())], body)
                 return
             if not plane.started:
                 await plane.start()

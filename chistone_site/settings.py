@@ -180,8 +180,8 @@ CHISTONE = {
     "DATA_PORT": int(os.environ.get("CHISTONE_DATA_PORT", "8000")),
     "CONTROL_PORT": int(os.environ.get("CHISTONE_CONTROL_PORT", "8001")),
     "TRUSTED_PROXIES": _env_list("CHISTONE_TRUSTED_PROXIES"),
-    # One worker until told otherwise; production sets CHISTONE_WORKERS to the core count.
-    "WORKERS": int(os.environ.get("CHISTONE_WORKERS", "1")),
+    # Worker processes of `manage.py serve`: one per core unless told otherwise.
+    "WORKERS": int(os.environ.get("CHISTONE_WORKERS") or os.cpu_count() or 1),
     "SERVER": os.environ.get("CHISTONE_SERVER", "daphne"),
     "WATCHDOG_SECONDS": float(os.environ.get("CHISTONE_WATCHDOG_SECONDS", "5")),
     # Overrides of luascripts.engine.Limits for scripts the gateway loads (defaults: 50 ms of

@@ -89,6 +89,8 @@ class Exchange:
     upstream: float | None = None
     retries: int = 0
     error: str = ""
+    # X-Chistone-Config: the generation of the snapshot this request was served under.
+    config: tuple[bytes, bytes] | None = None
 
 
 class RequestBody:
@@ -193,7 +195,7 @@ class Gateway:
             if error.status >= 500:
                 log.warning("%s %s: %s (request %s)", error.status, error.code, error.detail,
                             ex.request_id)
-            ex.sent = await respond.send_error(send, error, ex.request_id)
+            ex.sent = await respond.send_error(send, error, ex.request_id, ex.config)
         finally:
             total = time.perf_counter() - started
             self.stats.record(ex.tenant, ex.route, ex.status, total=total, upstream=ex.upstream,
@@ -213,6 +215,8 @@ class Gateway:
     async def _handle(self, request: ClientRequest, receive: Receive, send: Send,
                       ex: Exchange) -> None:
         snapshot = self.holder.current
+        if snapshot is not None:
+            ex.config = snapshot.config_header
         if snapshot is None:
             raise ConfigNotLoaded("The gateway has not loaded its configuration yet.",
                                   retry_after=self.conf.retry_after_s)
@@ -239,7 +243,8 @@ class Gateway:
         if isinstance(decision, DirectResponse):
             ex.status = decision.status
             ex.sent = len(decision.body)
-            await respond.send_response(send, decision.status, decision.headers, decision.body)
+            await respond.send_response(send, decision.status,
+                                        [*decision.headers, snapshot.config_header], decision.body)
             return
         await self._proxy(decision, request, receive, send, ex)
 
@@ -370,6 +375,8 @@ class Gateway:
         bodiless = request.method == "HEAD" or status in (204, 304) or status < 200
         headers = downstream_headers(response.raw_headers, request_id=request.request_id,
                                      head_or_bodiless=bodiless)
+        if ex.config is not None:
+            headers.append(ex.config)
         ex.status = status
         chunk = b""
         at_eof = False

@@ -97,8 +97,11 @@ async def send_response(send: Send, status: int, headers: list[tuple[bytes, byte
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str) -> int:
+async def send_error(send: Send, error: GatewayError, request_id: str,
+                     config: tuple[bytes, bytes] | None = None) -> int:
     status, headers, body = error_response(error, request_id)
     headers.append((b"x-request-id", request_id.encode("latin-1")))
+    if config is not None:
+        headers.append(config)
     await send_response(send, status, headers, body)
     return len(body)

@@ -102,6 +102,11 @@ class Snapshot:
     built_at: float = 0.0
     build_seconds: float = 0.0
 
+    @property
+    def config_header(self) -> tuple[bytes, bytes]:
+        """The response header naming this configuration (X-Chistone-Config: <generation>)."""
+        return (b"x-chistone-config", str(self.generation).encode())
+
     def backends(self) -> list[BackendEntry]:
         return [b for t in self.tenants.values() for b in t.backends.values()]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
@@ -30,8 +31,10 @@ def read_generation() -> int:
 
 
 class GenerationWatcher:
-    def __init__(self, *, interval: float = 0.5) -> None:
+    def __init__(self, *, interval: float = 0.5,
+                 on_reachability: Callable[[bool], None] | None = None) -> None:
         self.interval = interval
+        self.on_reachability = on_reachability
         self.reachable = True
         self.last_error: str = ""
         self._listen_conn = None
@@ -42,14 +45,19 @@ class GenerationWatcher:
         except Exception as exc:  # the database is down or refusing: keep serving
             if self.reachable:
                 log.warning("configuration database unreachable: %s", exc)
-            self.reachable = False
+            self._set_reachable(False)
             self.last_error = str(exc)
             return None
         if not self.reachable:
             log.info("configuration database reachable again")
-        self.reachable = True
+        self._set_reachable(True)
         self.last_error = ""
         return generation
+
+    def _set_reachable(self, reachable: bool) -> None:
+        self.reachable = reachable
+        if self.on_reachability is not None:
+            self.on_reachability(reachable)
 
     async def _listen(self) -> None:
         """Open a LISTEN connection on PostgreSQL; best effort, polling covers failures."""

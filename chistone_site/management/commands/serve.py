@@ -8,8 +8,10 @@ plane by the port it arrived on, so tenant traffic can never reach the admin or 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
@@ -69,6 +71,8 @@ class Command(BaseCommand):
             "CHISTONE_DATA_PORT": str(data_port),
             "CHISTONE_CONTROL_PORT": str(control_port),
             "CHISTONE_HOST": host,
+            # Every worker of this run reports its counters here; /metrics merges them.
+            "CHISTONE_METRICS_DIR": tempfile.mkdtemp(prefix="chistone-metrics-"),
         }
         demo = None
         if demo_backends:
@@ -87,6 +91,7 @@ class Command(BaseCommand):
         try:
             supervisor.run()
         finally:
+            shutil.rmtree(env["CHISTONE_METRICS_DIR"], ignore_errors=True)
             if demo is not None:
                 demo.terminate()
                 demo.wait(timeout=5)

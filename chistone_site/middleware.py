@@ -21,7 +21,7 @@ UNAVAILABLE_MESSAGE = (
 )
 
 
-def _is_outage(exc: BaseException) -> bool:
+def is_database_outage(exc: BaseException) -> bool:
     if isinstance(exc, (OperationalError, InterfaceError)):
         return True
     # psycopg reports a lost server as a DatabaseError subclass in some paths.
@@ -36,7 +36,7 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
-        if not _is_outage(exception):
+        if not is_database_outage(exception):
             return None
         log.error("control plane: database unavailable: %s", exception)
         if request.path.startswith("/api/"):

@@ -94,3 +94,79 @@ def start_serve(env: dict[str, str], log: Path, *args: str) -> Served:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     return Served(process, data_port, control_port, log, env)
+
+
+def create_api_key(env: dict[str, str], name: str = "ops",
+                   scope: str = "read,write,activate") -> str:
+    out = subprocess.run([*MANAGE, "create_api_key", "--name", name, "--scope", scope], env=env,
+                         check=True, cwd=ROOT, timeout=60, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+class TcpForwarder:
+    """A loopback TCP relay the test can cut and restore: a database that goes away."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.port = free_port()
+        self._socket = socket
+        self._threading = threading
+        self._conns: list = []
+        self._listener = None
+        self._lock = threading.Lock()
+        self.up()
+
+    def up(self) -> None:
+        sock = self._socket.socket()
+        sock.setsockopt(self._socket.SOL_SOCKET, self._socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(64)
+        self._listener = sock
+        self._threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def down(self) -> None:
+        """Refuse new connections and cut the open ones."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            try:
+                conn.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            conn.close()
+
+    def _accept(self, listener) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass

@@ -29,6 +29,7 @@ from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from chistone_site.middleware import UNAVAILABLE_MESSAGE, is_database_outage
 from tenants.errors import ServiceError
 
 log = logging.getLogger("chistone.api")
@@ -108,6 +109,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if extra and not {"errors", "test_results", "version", "plan"} & set(extra):
             extra = {"fields": extra}  # the services' field errors
         status, body = exc.status_code, _body(request, exc.code, exc.message, extra)
+    elif is_database_outage(exc):
+        log.error("database unavailable: %s", exc)
+        status, body = 503, _body(request, "unavailable", UNAVAILABLE_MESSAGE)
+        headers["Retry-After"] = "5"
     elif isinstance(exc, RequestDataTooBig):
         status, body = 413, _body(request, "too_large", "The request body is too large.")
     elif isinstance(exc, Http404):

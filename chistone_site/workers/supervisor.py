@@ -46,6 +46,7 @@ class Worker:
     process: subprocess.Popen
     slot: heartbeat.Slot
     started: float = field(default_factory=time.monotonic)
+    spawn_beat: float = 0.0  # the beat the supervisor wrote; the worker's own ones are later
 
 
 class Supervisor:
@@ -86,7 +87,8 @@ class Supervisor:
             env=env,
         )
         log.info("started worker %d (pid %d, %s)", index, process.pid, self.server)
-        worker = Worker(index=index, process=process, slot=slot)
+        worker = Worker(index=index, process=process, slot=slot,
+                        spawn_beat=slot.read().heartbeat)
         self.workers[index] = worker
         return worker
 
@@ -117,7 +119,8 @@ class Supervisor:
                 self._spawn(index)
                 continue
             state = worker.slot.read()
-            grace = self.startup_grace if now - worker.started < self.startup_grace else 0.0
+            # Until its event loop has beaten once, a worker is still starting up.
+            grace = self.startup_grace if state.heartbeat <= worker.spawn_beat else 0.0
             if now - state.heartbeat > self.hang_timeout + grace:
                 log.error("worker %d (pid %d) stopped answering for %.1fs%s; killing it",
                           index, worker.process.pid, now - state.heartbeat,

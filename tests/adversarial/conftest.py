@@ -60,3 +60,13 @@ def same_worker(live):
                             f"{live.log_text()[-3000:]}"
     assert live.served.process.poll() is None, "the supervisor exited"
     assert all(os.path.exists(f"/proc/{pid}") for pid in after)
+
+
+# -- control-plane fixtures, shared with the admin and API tests ------------------------------
+# (assigned rather than imported, so pytest registers them here and linters see them used)
+from tests.admin import conftest as _admin  # noqa: E402
+from tests.api import conftest as _api  # noqa: E402
+
+system, superuser, acme, globex = _admin.system, _admin.superuser, _admin.acme, _admin.globex
+operator, op_client, publish = _admin.operator, _admin.op_client, _admin.publish
+make_key, client_for = _api.make_key, _api.client_for

@@ -109,6 +109,7 @@ class Result:
     # With several chistone workers: each worker's share of the server CPU, per measured round
     # ("95%/5%"), i.e. how evenly the connections were spread over the workers.
     worker_cpu: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # e.g. a worker replaced mid-run
 
     @property
     def ok(self) -> bool:
@@ -149,6 +150,8 @@ def combine(rounds: list[Result]) -> Result:
             out.errors[name] = out.errors.get(name, 0) + count
     out.rounds = [r.rps for r in measured]
     out.worker_cpu = [split for r in measured for split in r.worker_cpu]
+    out.events = [f"round {i}: {event}" for i, r in enumerate(rounds, 1) if r.ok
+                  for event in r.events]
     if len(measured) < len(rounds):
         out.reason = "; ".join(f"round {i}: {r.status}: {r.reason}"
                                for i, r in enumerate(rounds, 1) if not r.ok)
@@ -221,7 +224,8 @@ def format_table(results: Iterable[Result], *, markdown: bool = False) -> str:
         if r.ok:
             ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "n/a"
             note = ", ".join(filter(None, [
-                r.note, "worker CPU " + ", ".join(r.worker_cpu) if r.worker_cpu else ""]))
+                r.note, "worker CPU " + ", ".join(r.worker_cpu) if r.worker_cpu else "",
+                *r.events]))
             title = f"{r.title} ({note})" if note else r.title
             rows.append((str(r.id), title, _num(r.rps, 0), _ms(r.p50_ms), _ms(r.p99_ms),
                          _num(r.cpu_us_per_request, 0), str(r.error_count), ratio))
@@ -347,6 +351,18 @@ def chistone_workers(pids: Iterable[int]) -> list[int]:
         if b"chistone_site.workers.worker" in cmdline:
             found.append(pid)
     return found
+
+
+def supervisor_lines(log: Path, count: int = 3) -> str:
+    """The last lines of a chistone log that are about workers (not access-log lines)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line.strip() for line in lines
+             if not line.lstrip().startswith("{") and "chistone.access" not in line
+             and re.search(r"worker|watchdog|supervisor|Traceback|Error", line)]
+    return " | ".join(found[-count:])
 
 
 @dataclass(frozen=True)
@@ -661,14 +677,16 @@ class Harness:
         control = free_port()
         argv = [PYTHON, "manage.py", "serve", "--host", "127.0.0.1", "--data-port", str(port),
                 "--control-port", str(control)]
+        # Always explicit: serve's defaults (one worker per core, CHISTONE_SERVER) must not
+        # change what a scenario measures.
+        workers = 2 if key == "chistone_workers2" else 1
+        server = "uvicorn" if key == "chistone_uvicorn" else "daphne"
+        argv += ["--workers", str(workers), "--server", server]
         cpus, note = self.pinning.server, ""
-        if key == "chistone_workers2":
-            argv += ["--workers", "2"]
+        if workers == 2:
             cpus = self.pinning.server_two
             if self.pinning.shared_two:
                 note = "2 workers share a core with wrk and the backend"
-        elif key == "chistone_uvicorn":
-            argv += ["--server", "uvicorn"]
         proc = self.procs.start(key, argv, cpus=cpus, env=env)
         self.ready(port, [(key, proc)], f"`{' '.join(argv[1:3] + argv[9:])}`")
         return Server(port, [proc.pid], note=note)
@@ -702,8 +720,15 @@ class Harness:
             before = cpu_seconds(pids)
             workers = {pid: cpu_seconds([pid]) for pid in chistone_workers(pids)}
             numbers = self.wrk(server.port, self.duration)
-            used = cpu_seconds(pids | process_tree(server.roots)) - before
-            if len(workers) > 1:  # how evenly the kernel spread the connections
+            after = process_tree(server.roots)
+            used = cpu_seconds(pids | after) - before
+            now = set(chistone_workers(after))
+            gone, new = sorted(set(workers) - now), sorted(now - set(workers))
+            if gone or new:  # the supervisor replaced a worker while wrk was running
+                why = supervisor_lines(self.procs.log(scenario.key))
+                result.events.append(f"worker pid(s) {gone} exited and {new} started "
+                                     "during the measured run" + (f": {why}" if why else ""))
+            elif len(workers) > 1:  # how evenly the kernel spread the connections
                 split = "/".join(f"{100 * (cpu_seconds([pid]) - start) / max(used, 1e-9):.0f}%"
                                  for pid, start in sorted(workers.items()))
                 result.worker_cpu = [split]

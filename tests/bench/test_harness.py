@@ -151,6 +151,18 @@ def test_worker_cpu_split_of_every_round_is_kept_and_shown():
     assert "worker CPU 50%/50%, 97%/3%, 96%/4%" in bench_run.format_table([combined])
 
 
+def test_supervisor_lines_skip_the_access_log(tmp_path):
+    log = tmp_path / "chistone.log"
+    log.write_text("2026 INFO chistone.supervisor started worker 0 (pid 1, daphne)\n"
+                   '{"request_id":"x","status":200,"error":null}\n'
+                   "2026 INFO chistone.access {\"status\": 200}\n"
+                   "2026 WARNING chistone.supervisor worker 0 (pid 1) hung for 5.2 s: killed\n")
+    lines = bench_run.supervisor_lines(log)
+    assert lines.startswith("2026 INFO chistone.supervisor started worker 0")
+    assert lines.endswith("hung for 5.2 s: killed") and "request_id" not in lines
+    assert bench_run.supervisor_lines(tmp_path / "missing.log") == ""
+
+
 def test_chistone_workers_are_found_by_their_command_line():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)",
                              "chistone_site.workers.worker"])

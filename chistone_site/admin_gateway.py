@@ -1,8 +1,9 @@
 """What the running gateway knows, for the admin: backend health and traffic counters.
 
 The data plane lives in the same process as the admin (chistone_site.asgi builds it next to
-Django's application), so the admin reads its in-memory state directly. Counters are per
-process: with several workers each one counts the requests it served. Under a process that
+Django's application), so the admin reads its in-memory state directly. Under `serve`, the
+traffic counters are those of every worker, merged from the reports they write once a second
+for /metrics (routing.metrics); backend health is this worker's view. Under a process that
 does not serve traffic (a shell, a test run) there is no data plane and everything here says
 "unknown" rather than inventing numbers.
 """
@@ -54,21 +55,22 @@ def gateway_report(tenant_slugs: Iterable[str], plane: Any | None = None) -> Gat
         return None
     snapshot = plane.holder.current
     health = plane.health.report(snapshot)
-    stats = plane.stats.report()
+    all_stats = _worker_stats(plane)
     wanted = list(tenant_slugs)
     tenants = {slug: TenantTraffic(slug=slug) for slug in wanted}
-    for row in stats["requests"]:
-        traffic = tenants.get(row["tenant"])
-        if traffic is None:
-            continue
-        traffic.requests += row["requests"]
-        if 400 <= row["status"] < 500:
-            traffic.client_errors += row["requests"]
-        elif row["status"] >= 500:
-            traffic.server_errors += row["requests"]
-    for row in stats["lua_errors"]:
-        if row["tenant"] in tenants:
-            tenants[row["tenant"]].lua_errors += row["count"]
+    for stats in all_stats:
+        for row in stats["requests"]:
+            traffic = tenants.get(row["tenant"])
+            if traffic is None:
+                continue
+            traffic.requests += row["requests"]
+            if 400 <= row["status"] < 500:
+                traffic.client_errors += row["requests"]
+            elif row["status"] >= 500:
+                traffic.server_errors += row["requests"]
+        for row in stats["lua_errors"]:
+            if row["tenant"] in tenants:
+                tenants[row["tenant"]].lua_errors += row["count"]
     for slug, traffic in tenants.items():
         traffic.backends = [{"name": name, **state}
                             for name, state in sorted(health.get(slug, {}).items())]
@@ -76,5 +78,19 @@ def gateway_report(tenant_slugs: Iterable[str], plane: Any | None = None) -> Gat
         generation=snapshot.generation if snapshot is not None else None,
         ready=snapshot is not None,
         tenants=tenants,
-        retries=stats.get("retries", 0),
+        retries=sum(stats.get("retries", 0) for stats in all_stats),
     )
+
+
+def _worker_stats(plane: Any) -> list[dict[str, Any]]:
+    """Every worker's counters under `serve`; this process's alone otherwise."""
+    import os
+
+    from routing import metrics
+
+    own = plane.stats.report()
+    if not os.environ.get(metrics.ENV_VAR):
+        return [own]
+    reports = {r.get("pid"): r["stats"] for r in metrics.read_reports() if "stats" in r}
+    reports[os.getpid()] = own  # fresher than this worker's last file
+    return list(reports.values())

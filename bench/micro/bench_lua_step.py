@@ -2,7 +2,8 @@
 
 Matching in Python, then one protected Lua call through the middleware into the handler, and
 the decoding of its result. The request is scenario 6's (8 headers, a query string, route 40
-of 50); `not_found` answers a 404 without entering Lua.
+of 50); `not_found` is a path no route matches: the middleware still runs (in Lua), then the
+router's default 404.
 """
 
 from __future__ import annotations

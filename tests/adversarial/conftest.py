@@ -14,6 +14,8 @@ import pytest
 from tests.adversarial import live as livemod
 from tests.serving import prepare_database, server_env, start_serve
 
+WATCHDOG_S = 3.0  # the live server's worker watchdog (`serve --hang-timeout`)
+
 
 @pytest.fixture(scope="session")
 def adv_farm():
@@ -39,7 +41,8 @@ def live(adv_farm, tmp_path_factory):
     )
     prepare_database(env, livemod.spec(adv_farm), tmp)
     key = livemod.create_api_key(env, "adversarial-ci", "read,write,activate")
-    served = start_serve(env, tmp / "serve.log", "--workers", "1")
+    served = start_serve(env, tmp / "serve.log", "--workers", "1", "--hang-timeout",
+                         str(WATCHDOG_S))
     try:
         served.wait_ready(workers=1)
     except Exception:

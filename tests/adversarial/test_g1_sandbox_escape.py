@@ -14,6 +14,7 @@ from luascripts.engine import ScriptRuntimeError, validate
 
 from .support import handler, load, run_once
 
+
 def outcome_of(body: str, *, extra: str = "", **kw):
     script = load(handler(body, extra=extra))
     try:

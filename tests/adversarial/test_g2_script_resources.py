@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 
+import httpx
 import pytest
 
 from luascripts.engine import Limits
@@ -28,6 +29,9 @@ from .support import handler, load, run_isolated
 
 BUDGET_S = Limits().request_cpu_ms / 1000
 WITHIN_BUDGET_S = 0.5  # budget plus generous slack for a loaded machine: nothing ran away
+# After a memory error the runtime may be rebuilt (the script registered again) before the
+# answer goes out: that is outside the script's CPU budget, but still bounded.
+AFTER_MEMORY_ERROR_S = 1.0
 
 TIMEOUT, MEMORY, RUNTIME = "ScriptTimeoutError", "ScriptMemoryError", "ScriptRuntimeError"
 
@@ -178,7 +182,8 @@ async def test_abusive_script_fails_within_budget_and_everyone_else_answers(
     assert body["detail"] == ("The tenant's route script failed; see the gateway log for this "
                               "request id.")
     assert body["request_id"] == result.header("x-request-id")
-    assert seconds < WITHIN_BUDGET_S, f"{name} took {seconds:.3f}s"
+    limit = AFTER_MEMORY_ERROR_S if MEMORY in kinds else WITHIN_BUDGET_S
+    assert seconds < limit, f"{name} took {seconds:.3f}s"
     logged = [r.getMessage() for r in caplog.records if body["request_id"] in r.getMessage()]
     assert len(logged) == 1, logged
     assert any(f": {kind}: " in logged[0] for kind in kinds), logged[0][:300]
@@ -234,7 +239,7 @@ async def test_the_largest_allowed_body_is_served(gateway):
 
 async def test_huge_request_headers_are_refused_before_any_lua_runs(gateway):
     limit = get_conf().max_header_bytes
-    fits = [("x-pad-%d" % i, "p" * 4000) for i in range(limit // 4100)]
+    fits = [(f"x-pad-{i}", "p" * 4000) for i in range(limit // 4100)]
     result, _ = await get(gateway, "abuser.test", "/header-bytes", headers=fits)
     assert result.status == 200 and int(result.body) >= 4000 * len(fits)
     too_many = fits + [("x-more", "m" * 8000)]
@@ -248,7 +253,7 @@ async def test_huge_request_headers_are_refused_before_any_lua_runs(gateway):
 @pytest.mark.xfail(strict=True, reason=(
     "HOLE: luascripts/engine/sandbox.lua (count hook + safe_pcall): recursion that mixes a "
     "protected and an unprotected self-call, `local function f() pcall(f) f() end f()`, "
-    "never returns: the request runs past its 50 ms budget indefinitely (killed after 4 s "
+    "never returns: the request runs past its 50 ms budget indefinitely (killed after 3 s "
     "here; a variant bounded to 300000 calls overran to ~2.4 s). Under `serve` only the "
     "worker watchdog ends it, taking every in-flight request of that worker with it"))
 def test_recursion_through_pcall_is_stopped_at_the_budget():
@@ -287,3 +292,73 @@ def test_memory_held_between_requests_never_aborts_the_process():
     assert set(kinds[:-1]) <= {"ok", MEMORY}, kinds  # a clean answer or a clean memory error
     assert kinds.count("ok") >= 20  # the runtime is rebuilt when kept state fills it
     assert run.results[-1][:2] == ["ok", 200]
+
+
+# -- through the real server ---------------------------------------------------------------
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("same_worker")
+@pytest.mark.parametrize("route,kind", [("/loop", TIMEOUT), ("/membomb", MEMORY)])
+def test_abuse_through_the_server_is_a_500_within_budget(live, route, kind):
+    offset = live.log_size()
+    started = time.monotonic()
+    response = live.get("adv.test", route)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 500 and response.json()["error"] == "script_error"
+    request_id = response.headers["x-request-id"]
+    assert f"request {request_id}: {kind}" in live.log_since(offset)
+    assert live.get("adv.test", "/ok").text == "ok adv"
+    assert live.get("nb.test", "/up").json()["backend"] == "adv-echo"
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("same_worker")
+def test_state_that_fills_a_runtime_never_crashes_the_worker(live):
+    """Each request keeps 3 MiB more in an upvalue (32 MiB cap), then carries ~15 kB of
+    headers that Python pushes into the full runtime: clean answers, never an abort."""
+    headers = {f"x-pad-{i}": "p" * 1500 for i in range(10)}
+    statuses = []
+    with live.client() as client:
+        for _ in range(14):
+            statuses.append(client.get("/state", headers={"Host": "adv.test"}).status_code)
+            response = client.get("/header-bytes", headers={"Host": "adv.test", **headers})
+            statuses.append(response.status_code)
+    assert set(statuses) <= {200, 500} and statuses.count(200) >= 20, statuses
+    assert 500 in statuses  # the cap was reached ...
+    assert live.get("adv.test", "/ok").text == "ok adv"  # ... and the runtime recovered
+
+
+@pytest.mark.e2e
+def test_what_escapes_the_budget_is_contained_by_the_watchdog(live):
+    """The one case about the watchdog. A script that escapes its budget (today: table.move,
+    see the HOLE above) blocks its worker; the supervisor kills and replaces the worker
+    within its --hang-timeout, disables that script version, and every other tenant keeps
+    answering. Should the budget hold instead, the request is a plain 500 and nothing
+    restarts."""
+    from .conftest import WATCHDOG_S
+
+    before = live.worker_pids()
+    offset = live.log_size()
+    started = time.monotonic()
+    try:
+        with live.client(timeout=WATCHDOG_S + 10) as client:
+            status = client.get("/escape", headers={"Host": "wd.test"}).status_code
+    except httpx.HTTPError:
+        status = None  # the worker died under the request
+    if status == 500:
+        assert time.monotonic() - started < 1.0 and live.worker_pids() == before
+        return
+    assert status is None
+    assert time.monotonic() - started < WATCHDOG_S + 3
+    live.served.wait_ready(timeout=60)
+    after = live.worker_pids()
+    assert after and not after & before and live.served.process.poll() is None
+    log = live.log_since(offset)
+    assert "stopped answering" in log and "inside tenant 'wd'" in log
+    response = live.wait_for("wd.test", "/ok", lambda r: r.status_code == 503, timeout=15)
+    assert response.status_code == 503
+    body = response.json()
+    assert body["error"] == "tenant_unavailable" and "was disabled" in body["detail"]
+    assert live.get("adv.test", "/ok").text == "ok adv"
+    assert live.get("nb.test", "/up").json()["backend"] == "adv-echo"
+    assert live.get("plain.test", "/after-watchdog").status_code == 200

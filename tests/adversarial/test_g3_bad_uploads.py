@@ -162,7 +162,8 @@ def test_a_body_over_djangos_limit_is_413_before_any_parsing(ci, acme):
 
 def test_a_body_that_is_not_utf8_is_refused(ci, acme):
     before = state(acme)
-    payload = b'{"source": "chi.get(\\"/\\", function(req) return respond(200, \\"\xff\xfe\\") end)"}'
+    payload = (b'{"source": "chi.get(\\"/\\", function(req) return respond(200, '
+               b'\\"\xff\xfe\\") end)"}')
     refused(ci.post(SCRIPTS, payload, content_type="application/json"), 400, "parse_error")
     assert state(acme) == before
 

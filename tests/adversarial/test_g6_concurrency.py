@@ -25,52 +25,77 @@ from .live import versioned_script
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("same_worker")]
 
 CHILD = """
-import json, os, sys, time
+import json, os, sys, threading, time
 import django
 django.setup()
+from django.db import connection
 from chistone_site.api import scripts
 from tenants.audit import Actor
 from tenants.models import Tenant
-go, ready, action, arg = sys.argv[1:5]
-tenant = Tenant.objects.get(slug="race")
+go, ready = sys.argv[1:3]
+jobs = json.loads(sys.stdin.readline())
+results = [None] * len(jobs)
+waiting = threading.Semaphore(0)
+
+
+def run(index, action, arg):
+    tenant = Tenant.objects.get(slug="race")  # each thread has its own connection, open now
+    waiting.release()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    actor = Actor(name=f"racer-{os.getpid()}-{index}")
+    try:
+        if action == "publish":
+            result = scripts.publish_script(actor=actor, tenant=tenant, source=arg)
+            results[index] = {"version": result.version.number, "created": result.created}
+        else:
+            version, _ = scripts.activate_script(actor=actor, tenant=tenant, number=int(arg))
+            results[index] = {"activated": version.number}
+    except Exception as exc:
+        results[index] = {"error": type(exc).__name__, "detail": str(exc)}
+    finally:
+        connection.close()
+
+
+threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+for thread in threads:
+    thread.start()
+for _ in threads:
+    waiting.acquire()
 open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.002)
-actor = Actor(name=f"racer-{os.getpid()}")
-try:
-    if action == "publish":
-        result = scripts.publish_script(actor=actor, tenant=tenant, source=arg)
-        out = {"version": result.version.number, "created": result.created}
-    else:
-        version, _ = scripts.activate_script(actor=actor, tenant=tenant, number=int(arg))
-        out = {"activated": version.number}
-except Exception as exc:
-    out = {"error": type(exc).__name__, "detail": str(exc)}
-print(json.dumps(out))
+for thread in threads:
+    thread.join()
+print(json.dumps(results))
 """
 
 
-def race(live, tmp_path: Path, jobs: list[tuple[str, str]]) -> list[dict]:
-    """Start one child per job, wait until all are ready, release them at once."""
+def race(live, tmp_path: Path, jobs: list[tuple[str, str]], processes: int = 2) -> list[dict]:
+    """Run `jobs` at the same instant: spread over `processes` child processes (two gateway
+    nodes, say), one thread and one database connection per job, released together."""
     go = tmp_path / "go"
     children = []
-    for index, (action, arg) in enumerate(jobs):
+    for index in range(processes):
         ready = tmp_path / f"ready-{index}"
+        mine = [(i, job) for i, job in enumerate(jobs) if i % processes == index]
         process = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(go), str(ready), action, arg], env=live.env,
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        children.append((process, ready))
+            [sys.executable, "-c", CHILD, str(go), str(ready)], env=live.env, cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        process.stdin.write(json.dumps([job for _, job in mine]) + "\n")
+        process.stdin.close()
+        children.append((process, ready, [i for i, _ in mine]))
     deadline = time.monotonic() + 60
-    while not all(ready.exists() for _, ready in children):
+    while not all(ready.exists() for _, ready, _ in children):
         assert time.monotonic() < deadline, "racers did not start"
-        assert all(p.poll() is None for p, _ in children), [p.communicate() for p, _ in children]
+        for process, _, _ in children:
+            assert process.poll() is None, process.stderr.read()[-2000:]
         time.sleep(0.01)
     go.touch()
-    results = []
-    for process, _ in children:
-        out, err = process.communicate(timeout=60)
-        assert process.returncode == 0, err[-2000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    results: list[dict] = [{} for _ in jobs]
+    for process, _, indexes in children:
+        out = process.stdout.read()
+        assert process.wait(60) == 0, process.stderr.read()[-2000:]
+        for i, result in zip(indexes, json.loads(out.strip().splitlines()[-1]), strict=True):
+            results[i] = result
     return results
 
 

@@ -263,9 +263,13 @@ class Gateway:
             ex.lua = time.perf_counter() - lua_started
             kind = type(exc).__name__
             self.stats.lua_error(tenant.slug, kind)
-            log.error("tenant %s v%s request %s: %s: %s\n%s", tenant.slug, tenant.version_number,
-                      request.request_id, kind, exc, getattr(exc, "lua_traceback", "") or "")
-            raise ScriptFailed(f"{kind}: {exc}") from None
+            # Tenant text goes into the log on one line: a newline in error(...) must not let
+            # a script forge log lines (another tenant's access-log entry, say).
+            message = one_line(str(exc))
+            log.error("tenant %s v%s request %s: %s: %s | traceback: %s", tenant.slug,
+                      tenant.version_number, request.request_id, kind, message,
+                      one_line(getattr(exc, "lua_traceback", "") or ""))
+            raise ScriptFailed(f"{kind}: {message}") from None
         finally:
             if guard is not None:
                 guard[1]()
@@ -416,6 +420,15 @@ class Gateway:
         await send({"type": "http.response.body", "body": b""})
         response.release()
         self.health.record_success(backend)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)} | {0x0a: "\\n", 0x0d: "\\r",
+                                                              0x09: "\\t"}
+
+
+def one_line(text: str, limit: int = 4096) -> str:
+    """Tenant-supplied text made safe for a log line: control characters escaped, bounded."""
+    return text[:limit].translate(_CONTROL)
 
 
 def _map_upstream_error(exc: UpstreamError, backend: BackendEntry) -> GatewayError:

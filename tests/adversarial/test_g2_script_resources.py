@@ -217,12 +217,6 @@ async def test_a_log_flood_is_cut_to_the_line_limit_and_cannot_forge_lines(gatew
     assert all(len(line) < limits.max_log_line_bytes + 200 for line in lines)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: routing/gateway.py Gateway._run_script logs the script's error message verbatim "
-    "(luascripts/engine/results.failure keeps it as the script raised it): a newline in "
-    "error(...) starts a new line in the gateway log, so a tenant can forge log lines, e.g. a "
-    "bare JSON line shaped like another tenant's access-log entry. log.* escapes control "
-    "characters; error messages (and the 500 warning that repeats them) do not"))
 async def test_a_script_error_message_cannot_forge_log_lines(gateway, caplog):
     caplog.set_level(logging.INFO)
     result, _ = await get(gateway, "abuser.test", "/forge")

@@ -69,6 +69,22 @@ async def _beat_forever() -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
+def _accept_one_at_a_time(port) -> None:
+    """Share connections fairly among the workers on one listening socket.
+
+    Twisted accepts up to `numberAccepts` (100, and growing) connections per wake-up, so the
+    first worker to wake takes a whole burst of new keep-alive connections and the others stay
+    idle. One accept per wake-up lets every woken worker take its share.
+    """
+    do_read = port.doRead
+
+    def fair_do_read():
+        port.numberAccepts = 1
+        return do_read()
+
+    port.doRead = fair_do_read
+
+
 def run_daphne(fds: list[int]) -> None:
     from daphne.server import Server
     from twisted.internet import reactor
@@ -113,6 +129,7 @@ def run_daphne(fds: list[int]) -> None:
 
     def listen_success(port):
         started(port)
+        _accept_one_at_a_time(port)
         return original_listen_success(port)
 
     server.listen_success = listen_success

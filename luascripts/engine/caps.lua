@@ -343,6 +343,73 @@ local function capped_concat(t, sep, i, j)
   return t_concat(t, sep, i, j)
 end
 
+-- table.move copies its whole range in one C call, whatever the table holds:
+-- table.move({}, 1, 2^50, 2) would never return. Large ranges are refused above MAX_MOVE
+-- elements (more than any table within the memory limit holds) and otherwise moved in
+-- chunks, with a deadline check between two chunks. Chunks keep Lua's copy order: forward
+-- unless the destination overlaps the source from above in the same table.
+local MAX_MOVE, MOVE_CHUNK = 1 << 24, 4096
+local t_move, t_unpack, t_insert, t_remove = table.move, table.unpack, table.insert,
+  table.remove
+local tointeger, rawequal = math.tointeger, rawequal
+K.raw_unpack = t_unpack -- for trusted code (dispatch's encode, on the hot path)
+
+-- An integer argument as Lua's C functions read it (numeric strings included), or nil.
+local function int(v)
+  local n = tonumber(v)
+  return n and tointeger(n)
+end
+
+local function capped_move(a1, f, e, t, a2)
+  local fi, ei, ti = int(f), int(e), int(t)
+  if not (fi and ei and ti) or ei - fi < MOVE_CHUNK or ei < fi then
+    return t_move(a1, f, e, t, a2) -- small, empty, or an argument error Lua will report
+  end
+  local count = ei - fi + 1
+  if count <= 0 or count > MAX_MOVE then
+    located("table.move: a script may move at most " .. MAX_MOVE .. " elements at once")
+  end
+  local dest = a2 == nil and a1 or a2
+  if ti > ei or ti <= fi or not rawequal(dest, a1) then
+    for c = fi, ei, MOVE_CHUNK do
+      check_deadline()
+      local last = c + MOVE_CHUNK - 1
+      if last > ei then last = ei end
+      t_move(a1, c, last, ti + (c - fi), dest)
+    end
+  else
+    for last = ei, fi, -MOVE_CHUNK do
+      check_deadline()
+      local c = last - MOVE_CHUNK + 1
+      if c < fi then c = fi end
+      t_move(a1, c, last, ti + (c - fi), dest)
+    end
+  end
+  return dest
+end
+
+-- table.unpack pushes up to a million values (the stack limit) in one call.
+local function capped_unpack(t, i, j)
+  if j ~= nil then
+    local ii, ji = int(i or 1), int(j)
+    if ii and ji and ji - ii > 1000 then check_deadline() end
+  elseif type(t) == "table" and rawlen(t) > 1000 then
+    check_deadline()
+  end
+  return t_unpack(t, i, j)
+end
+
+-- insert/remove at a position shift every later element: O(n) per call.
+local function capped_insert(t, ...)
+  if select("#", ...) > 1 and type(t) == "table" and rawlen(t) > 1000 then check_deadline() end
+  return t_insert(t, ...)
+end
+
+local function capped_remove(t, pos)
+  if pos ~= nil and type(t) == "table" and rawlen(t) > 1000 then check_deadline() end
+  return t_remove(t, pos)
+end
+
 -- Patch the real table (string methods resolve here). Binary packing is left out: no
 -- routing script needs it and it is one more parser of untrusted formats.
 string.find, string.match, string.gmatch, string.gsub = capped_find, capped_match,
@@ -354,7 +421,8 @@ for _, name in pairs({ "upper", "lower", "reverse", "sub", "byte" }) do
 end
 utf8.len, utf8.codepoint, utf8.offset = linear(utf8.len), linear(utf8.codepoint),
   linear(utf8.offset)
-table.sort, table.concat = capped_sort, capped_concat
+table.sort, table.concat, table.move = capped_sort, capped_concat, capped_move
+table.unpack, table.insert, table.remove = capped_unpack, capped_insert, capped_remove
 
 -- Exposed for tests of the estimator through the host.
 K.pattern_work = function(p, n)

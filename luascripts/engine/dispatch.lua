@@ -10,7 +10,7 @@
 local K = ...
 
 local type, error, select, rawget = type, error, select, rawget
-local concat, unpack = table.concat, table.unpack
+local concat, unpack = table.concat, K.raw_unpack
 local arm, disarm, reset_logs, take_logs = K.arm, K.disarm, K.reset_logs, K.take_logs
 local finish, new_request, changed_headers = K.finish, K.new_request, K.changed_headers
 

@@ -296,6 +296,9 @@ local function bounded(s, fn, argn)
     error(format("crypto.%s: argument #%d must be a string, got %s", fn, argn, type(s)), 3)
   end
   if #s > limits.max_string then error("crypto." .. fn .. ": input is too long", 3) end
+  -- Hashing runs in one host call the count hook cannot interrupt: a loop of them over
+  -- megabytes must meet the deadline between two calls.
+  if #s > 64 * 1024 then K.check_deadline() end
   return s
 end
 

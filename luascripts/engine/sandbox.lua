@@ -88,8 +88,23 @@ function K.reset()
   return was, K.timeout_line
 end
 
+-- Whether the deadline has passed, checked against the clock (not only flagged by the hook).
+-- Every place that catches an error asks this. The count hook alone is not enough there:
+-- a hook is a call, and near the C-stack limit (`local function f() pcall(f) f() end`)
+-- calling it fails with "C stack overflow" before it runs -- an error the tenant's pcall
+-- would swallow, over and over, while the deadline passes unnoticed.
+local function expired()
+  if timed_out then return true end
+  if armed and clock() > deadline then
+    timed_out = true
+    sethook(hook, "", 1)
+    return true
+  end
+  return false
+end
+
 local function rethrow(ok, ...)
-  if not ok and (timed_out or rawequal((...), TIMEOUT)) then error(TIMEOUT, 0) end
+  if not ok and (rawequal((...), TIMEOUT) or expired()) then error(TIMEOUT, 0) end
   return ok, ...
 end
 
@@ -102,7 +117,7 @@ local function safe_xpcall(f, handler, ...)
     error("bad argument #2 to 'xpcall' (function expected)", 2)
   end
   return rethrow(xpcall(f, function(e)
-    if timed_out or rawequal(e, TIMEOUT) then return TIMEOUT end
+    if rawequal(e, TIMEOUT) or expired() then return TIMEOUT end
     return handler(e)
   end, ...))
 end
@@ -130,7 +145,7 @@ end
 local function wrap_results(ok, ...)
   if ok then return ... end
   local e = ...
-  if timed_out or rawequal(e, TIMEOUT) then error(TIMEOUT, 0) end
+  if rawequal(e, TIMEOUT) or expired() then error(TIMEOUT, 0) end
   error(e, 0)
 end
 
@@ -155,14 +170,20 @@ local function safe_setmetatable(t, mt)
   return setmetatable(t, mt)
 end
 
--- A view of `t` that can be read and iterated but not written.
+-- A view of `t` that can be read and iterated but not written. The real table never
+-- reaches tenant code: __pairs returns a stateless iterator closed over `t` (not the
+-- `next, t, nil` triple, whose state would be the real table), the proxy itself is empty
+-- (next/rawget see nothing) and the metatable holding __index is protected.
 local function readonly(t, name)
+  local function iterate(_, k)
+    return next(t, k)
+  end
   return setmetatable({}, {
     __index = t,
     __newindex = function(_, k)
       error("'" .. name .. "' is read-only (tried to set '" .. tostring(k) .. "')", 2)
     end,
-    __pairs = function() return next, t, nil end,
+    __pairs = function(self) return iterate, self, nil end,
     __len = function() return rawlen(t) end,
     __metatable = "read-only " .. name,
   })
@@ -244,8 +265,38 @@ end
 
 -- Compile tenant text: text mode only, in the sandbox env, under a fixed chunk name so
 -- messages read "script:LINE: ...".
+--
+-- Any failure is returned as (nil, "script:LINE: message"), never raised: a source nested
+-- beyond the C-stack limit makes the parser *raise* "C stack overflow" (with no location,
+-- and a traceback through the sandbox if it escaped). Such a message is located at the
+-- line where the brackets are nested deepest, the likeliest place of the overflow.
+local s_find, s_gmatch, s_gsub = string.find, string.gmatch, string.gsub
+
+local function deepest_line(src)
+  local depth, best, best_line, line = 0, -1, 1, 0
+  for text in s_gmatch(src, "[^\n]*") do
+    line = line + 1
+    local opened = select(2, s_gsub(text, "[%(%[{]", ""))
+    local closed = select(2, s_gsub(text, "[%)%]}]", ""))
+    if depth + opened > best then best, best_line = depth + opened, line end
+    depth = depth + opened - closed
+  end
+  return best_line
+end
+
 function K.compile(src)
-  return load(src, "=script", "t", K.env)
+  local ok, chunk, err = pcall(load, src, "=script", "t", K.env)
+  if ok and chunk then return chunk end
+  if not ok then err = chunk end
+  if timed_out or rawequal(err, TIMEOUT) then error(TIMEOUT, 0) end
+  if type(err) ~= "string" then err = "the script could not be compiled" end
+  if s_find(err, "^script:%d+:") then return nil, err end
+  err = s_gsub(err, "\n.*", "") -- never a traceback, only the first line
+  if err == "not enough memory" then return nil, err end
+  if s_find(err, "stack overflow", 1, true) then
+    err = "the script is nested too deeply (" .. err .. ")"
+  end
+  return nil, "script:" .. deepest_line(src) .. ": " .. err
 end
 
 -- The message handler of the host's protected calls. It runs inside the protected call,
@@ -253,7 +304,7 @@ end
 -- its __tostring is tenant code that could loop or fail.
 local traceback = debug.traceback
 function K.on_error(e)
-  if timed_out or rawequal(e, TIMEOUT) then return TIMEOUT end
+  if rawequal(e, TIMEOUT) or expired() then return TIMEOUT end
   local t = type(e)
   if t == "number" then
     e = tostring(e)

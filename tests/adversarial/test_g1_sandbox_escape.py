@@ -155,12 +155,6 @@ def test_protected_metatables_cannot_be_replaced(expression):
     assert "cannot change a protected metatable" in error.message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: luascripts/engine/sandbox.lua readonly(): the proxies' __pairs returns "
-    "`next, t, nil`, handing the script the REAL library table as the iterator state; "
-    "`local _, real = pairs(string); real.upper = ...` then rewrites string methods (and "
-    "json/base64/log/coroutine helpers) for the rest of that runtime's life, although "
-    "docs/scripting.md says library tables are read-only"))
 @pytest.mark.parametrize("library,member,probe", [
     ("string", "upper", '("x"):upper()'),
     ("json", "encode", "json.encode({})"),

@@ -244,12 +244,6 @@ async def test_huge_request_headers_are_refused_before_any_lua_runs(gateway):
 
 # -- what could take a process down: in a child process -----------------------------------
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: luascripts/engine/sandbox.lua (count hook + safe_pcall): recursion that mixes a "
-    "protected and an unprotected self-call, `local function f() pcall(f) f() end f()`, "
-    "never returns: the request runs past its 50 ms budget indefinitely (killed after 3 s "
-    "here; a variant bounded to 300000 calls overran to ~2.4 s). Under `serve` only the "
-    "worker watchdog ends it, taking every in-flight request of that worker with it"))
 def test_recursion_through_pcall_is_stopped_at_the_budget():
     run = run_isolated(handler("local function f() pcall(f) f() end f()"), timeout=3)
     assert not run.hung, "the script ran past its budget and never returned"
@@ -257,11 +251,6 @@ def test_recursion_through_pcall_is_stopped_at_the_budget():
     assert run.results[1][:2] == ["ok", 200]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: luascripts/engine/caps.lua caps table.sort and table.concat but not table.move, "
-    "which runs its whole range as one C call the count hook cannot interrupt: "
-    "`table.move({1}, 1, 1e9, 2)` took 17.6 s against a 50 ms budget, and "
-    "`table.move({}, 1, 2^50, 2)` never returns (killed after 3 s here)"))
 def test_table_move_over_a_huge_range_is_refused_or_stopped():
     run = run_isolated(handler("table.move({}, 1, 2^50, 2) return respond(200, 'moved')"),
                        timeout=3)
@@ -324,8 +313,8 @@ def test_state_that_fills_a_runtime_never_crashes_the_worker(live):
 
 @pytest.mark.e2e
 def test_what_escapes_the_budget_is_contained_by_the_watchdog(live):
-    """The one case about the watchdog. A script that escapes its budget (today: table.move,
-    see the HOLE above) blocks its worker; the supervisor kills and replaces the worker
+    """The one case about the watchdog. A script that escapes its budget (as table.move once
+    did, before caps.lua capped it) blocks its worker; the supervisor kills and replaces the worker
     within its --hang-timeout, disables that script version, and every other tenant keeps
     answering. Should the budget hold instead, the request is a plain 500 and nothing
     restarts."""

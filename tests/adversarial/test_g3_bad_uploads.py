@@ -128,12 +128,6 @@ def test_validate_reports_the_same_problems_and_stores_nothing(ci, acme):
     assert state(acme) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "HOLE: luascripts/engine/dispatch.lua K.register / sandbox.lua K.compile: a source "
-    "nested deeper than Lua's C-stack limit (300 parentheses) makes load() raise instead of "
-    "returning a syntax error, so the 400 carries line null and a message with the "
-    "sandbox's own traceback ('C stack overflow ... sandbox:248: in field 'compile' ... "
-    "dispatch:122') instead of a located 'script:1: ...' diagnostic"))
 def test_a_too_deeply_nested_source_is_a_located_syntax_error(ci, acme):
     before = state(acme)
     source = "chi.get('/x', function(req) return " + "(" * 300 + "1" + ")" * 300 + " end)\n"

@@ -103,13 +103,28 @@ def reference_match(route: Route, path: str) -> dict[str, str] | None:
     return params
 
 
+def _beats(a: Route, b: Route) -> bool:
+    """True if chi's tree prefers route `a` to route `b` for a path both match.
+
+    Compared segment by segment: a lower kind wins at the first position where the kinds
+    differ. Where both have a regexp param with different regexps, the routes sit in sibling
+    subtrees of the tree and chi takes whichever sibling it tries first (an order it does not
+    promise), so neither beats the other from there on.
+    """
+    for sa, sb in zip(a.segs, b.segs, strict=False):
+        if sa.kind != sb.kind:
+            return sa.kind < sb.kind
+        if sa.kind == REGEXP and sa.regexp != sb.regexp:
+            return False
+    ka, kb = a.kinds(), b.kinds()
+    return ka < kb
+
+
 def reference_winners(routes: list[Route], path: str) -> dict[int, dict[str, str]]:
-    """Every route tied for first place (same smallest kind sequence), with its params."""
+    """Every matching route that no other matching route beats, with its params."""
     matching = {i: p for i, r in enumerate(routes) if (p := reference_match(r, path)) is not None}
-    if not matching:
-        return {}
-    best = min(routes[i].kinds() for i in matching)
-    return {i: p for i, p in matching.items() if routes[i].kinds() == best}
+    return {i: p for i, p in matching.items()
+            if not any(_beats(routes[j], routes[i]) for j in matching if j != i)}
 
 
 # -- strategies -------------------------------------------------------------------------------

@@ -256,3 +256,70 @@ def test_gc_metamethods_are_refused() -> None:
 def test_registration_has_the_same_sandbox() -> None:
     with pytest.raises(ScriptLoadError, match="global 'os'"):
         load("os.execute('true')")
+
+
+# Holes found by the adversarial suite ------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    "local function f() pcall(f) f() end f()",
+    "local function f() xpcall(f, function(e) return e end) f() end f()",
+    "local function f() pcall(f) pcall(f) end f()",
+])
+def test_recursion_at_the_c_stack_limit_still_meets_the_deadline(body: str) -> None:
+    # Near the C-stack limit the count hook itself fails to run ("C stack overflow") and
+    # the tenant's pcall swallows that: every caught error checks the clock instead.
+    script = load(f"chi.get('/', function() {body} end)\n"
+                  "chi.get('/ok', function() return proxy('a') end)", limits=FAST)
+    started = time.perf_counter()
+    with pytest.raises(ScriptTimeoutError):
+        script.handle(request("/"))
+    assert time.perf_counter() - started < 0.5
+    assert script.handle(request("/ok")).action.backends == ("a",)
+
+
+def test_table_move_is_capped_and_keeps_its_semantics() -> None:
+    assert "may move at most" in fails("table.move({}, 1, 2^50, 2)").message
+    assert "may move at most" in fails("table.move({}, '1', '1e15', 2)").message
+    # Large moves run in chunks, in Lua's copy order (backwards for an upward overlap).
+    assert probe("(function() local t = {} for i = 1, 20000 do t[i] = i end "
+                 "table.move(t, 1, 20000, 5000) "
+                 "return t[4999] + t[5000] + t[24999] end)()") == str(4999 + 1 + 20000)
+    assert probe("(function() local t = {} for i = 1, 20000 do t[i] = i end "
+                 "table.move(t, 2, 20000, 1) return t[1] + t[19999] + t[20000] end)()") \
+        == str(2 + 20000 + 20000)
+    assert probe("#table.move({1, 2, 3}, 1, 3, 2, {})") == "4"
+
+
+def test_uninterruptible_table_calls_in_a_loop_meet_the_deadline() -> None:
+    script = load("local t = {} for i = 1, 500000 do t[i] = i end\n"
+                  "chi.get('/', function() while true do table.insert(t, 1, 0) "
+                  "table.remove(t, 1) end end)\n"
+                  "chi.get('/u', function() while true do local n = select('#', "
+                  "table.unpack(t, 1, 500000)) end end)", limits=FAST)
+    for path in ("/", "/u"):
+        started = time.perf_counter()
+        with pytest.raises(ScriptTimeoutError):
+            script.handle(request(path))
+        assert time.perf_counter() - started < 0.5
+
+
+@pytest.mark.parametrize("library", ["string", "table", "json", "crypto", "coroutine"])
+def test_library_tables_do_not_leak_through_iteration(library: str) -> None:
+    # pairs() hands out an iterator, never the real table as its state.
+    assert probe(f"rawequal(select(2, pairs({library})), {library})") == "true"
+    assert probe(f"next({library})") == "nil"
+    assert probe(f"rawget({library}, 'x')") == "nil"
+    assert "read-only" in probe(f"getmetatable({library})")
+    assert probe(f"(function() local n = 0 for k in pairs({library}) do n = n + 1 end "
+                 "return n > 0 end)()") == "true"
+
+
+def test_a_source_nested_past_the_c_stack_is_a_located_syntax_error() -> None:
+    source = ("local a = 1\n\nchi.get('/x', function(req)\n  return "
+              + "(" * 300 + "1" + ")" * 300 + "\nend)\n")
+    with pytest.raises(ScriptLoadError) as exc_info:
+        load(source)
+    [diagnostic] = exc_info.value.diagnostics
+    assert diagnostic.line == 4
+    assert "nested too deeply" in diagnostic.message
+    assert "sandbox" not in diagnostic.message and "traceback" not in diagnostic.message

@@ -71,6 +71,14 @@ def _histogram(name: str, doc: str, labels: list[str],
     return family
 
 
+def _family(kind: Any, name: str, doc: str, labels: list[str],
+            values: dict[tuple, float]) -> Any:
+    family = kind(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(list(key), value)
+    return family
+
+
 def _add_hist(into: dict[str, Any] | None, hist: dict[str, Any]) -> dict[str, Any]:
     if into is None:
         return {"buckets": list(hist["buckets"]), "counts": list(hist["counts"]),
@@ -132,48 +140,27 @@ class ReportCollector(Collector):
                 reload_seconds.add_metric([worker], report.get("build_seconds", 0.0))
                 reloads.add_metric([worker], report.get("reloads", 0))
 
-        family = CounterMetricFamily("chistone_requests", "Data-plane requests answered.",
-                                     labels=["tenant", "route", "status"])
-        for key, value in requests.items():
-            family.add_metric(list(key), value)
-        yield family
-        family = CounterMetricFamily("chistone_response_bytes", "Response body bytes sent.",
-                                     labels=["tenant", "route", "status"])
-        for key, value in sent.items():
-            family.add_metric(list(key), value)
-        yield family
+        yield _family(CounterMetricFamily, "chistone_requests", "Data-plane requests answered.",
+                      ["tenant", "route", "status"], requests)
+        yield _family(CounterMetricFamily, "chistone_response_bytes", "Response body bytes sent.",
+                      ["tenant", "route", "status"], sent)
         yield _histogram("chistone_request_duration_seconds", "Total time per request.",
                          ["tenant", "route", "status"], latency)
         yield _histogram("chistone_upstream_duration_seconds",
                          "Time to the upstream's response headers.",
                          ["tenant", "route", "status"], upstream)
-        family = CounterMetricFamily("chistone_lua_seconds", "Time spent running tenant Lua.",
-                                     labels=["tenant"])
-        for key, value in lua_seconds.items():
-            family.add_metric(list(key), value)
-        yield family
-        family = CounterMetricFamily("chistone_lua_errors",
-                                     "Script failures by kind (error, timeout, memory).",
-                                     labels=["tenant", "kind"])
-        for key, value in lua_errors.items():
-            family.add_metric(list(key), value)
-        yield family
-        family = CounterMetricFamily("chistone_upstream_requests", "Requests sent to backends.",
-                                     labels=["tenant", "backend"])
-        for key, value in backend_requests.items():
-            family.add_metric(list(key), value)
-        yield family
-        family = CounterMetricFamily("chistone_upstream_failures",
-                                     "Backend failures (refused, reset, timeout, bad response).",
-                                     labels=["tenant", "backend"])
-        for key, value in backend_errors.items():
-            family.add_metric(list(key), value)
-        yield family
-        family = GaugeMetricFamily("chistone_backend_healthy", "1 if the backend is in service.",
-                                   labels=["tenant", "backend"])
-        for key, value in backend_up.items():
-            family.add_metric(list(key), value)
-        yield family
+        yield _family(CounterMetricFamily, "chistone_lua_seconds",
+                      "Time spent running tenant Lua.", ["tenant"], lua_seconds)
+        yield _family(CounterMetricFamily, "chistone_lua_errors",
+                      "Script failures by kind (error, timeout, memory).", ["tenant", "kind"],
+                      lua_errors)
+        yield _family(CounterMetricFamily, "chistone_upstream_requests",
+                      "Requests sent to backends.", ["tenant", "backend"], backend_requests)
+        yield _family(CounterMetricFamily, "chistone_upstream_failures",
+                      "Backend failures (refused, reset, timeout, bad response).",
+                      ["tenant", "backend"], backend_errors)
+        yield _family(GaugeMetricFamily, "chistone_backend_healthy",
+                      "1 if the backend is in service.", ["tenant", "backend"], backend_up)
         yield CounterMetricFamily("chistone_upstream_retries", "Retries to another backend.",
                                   value=retries)
         yield generation

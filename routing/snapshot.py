@@ -101,11 +101,12 @@ class Snapshot:
     scripts: Mapping[ScriptKey, Any] = field(default_factory=dict)
     built_at: float = 0.0
     build_seconds: float = 0.0
+    # The response header naming this configuration, built once here, not per request.
+    config_header: tuple[bytes, bytes] = field(init=False)
 
-    @property
-    def config_header(self) -> tuple[bytes, bytes]:
-        """The response header naming this configuration (X-Chistone-Config: <generation>)."""
-        return (b"x-chistone-config", str(self.generation).encode())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "config_header",
+                           (b"x-chistone-config", str(self.generation).encode()))
 
     def backends(self) -> list[BackendEntry]:
         return [b for t in self.tenants.values() for b in t.backends.values()]

@@ -71,6 +71,8 @@ SCENARIOS = (
     Scenario(6, "chistone", "chistone, daphne, 1 worker"),
     Scenario(7, "chistone_workers2", "chistone, daphne, --workers 2"),
     Scenario(8, "chistone_uvicorn", "chistone, uvicorn, 1 worker"),
+    # Not a target: the same as 7 on one shared socket, to show what SO_REUSEPORT changes.
+    Scenario(9, "chistone_workers2_shared", "chistone, daphne, --workers 2 --listen shared"),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}
 
@@ -679,9 +681,10 @@ class Harness:
                 "--control-port", str(control)]
         # Always explicit: serve's defaults (one worker per core, CHISTONE_SERVER) must not
         # change what a scenario measures.
-        workers = 2 if key == "chistone_workers2" else 1
+        workers = 2 if key.startswith("chistone_workers2") else 1
         server = "uvicorn" if key == "chistone_uvicorn" else "daphne"
-        argv += ["--workers", str(workers), "--server", server]
+        listen = "shared" if key == "chistone_workers2_shared" else "reuseport"
+        argv += ["--workers", str(workers), "--server", server, "--listen", listen]
         cpus, note = self.pinning.server, ""
         if workers == 2:
             cpus = self.pinning.server_two

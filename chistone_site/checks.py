@@ -7,6 +7,8 @@ import ipaddress
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from chistone_site.workers.listeners import MODES
+
 
 @register()
 def check_installed_apps(app_configs, **kwargs):
@@ -45,6 +47,13 @@ def check_listeners(app_configs, **kwargs):
                 hint="Use CIDR notation such as 10.0.0.0/8 or 192.0.2.7/32.",
                 id="chistone.E004",
             ))
+    if conf.get("LISTEN") and conf["LISTEN"] not in MODES:
+        errors.append(Error(
+            f"CHISTONE_LISTEN is {conf['LISTEN']!r}.",
+            hint=f"Use one of {', '.join(MODES)}, or leave it unset for reuseport where the "
+                 "system supports it.",
+            id="chistone.E005",
+        ))
     return errors
 
 

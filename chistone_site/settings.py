@@ -8,6 +8,7 @@ Variables (all optional for a local try-out):
                         default: a SQLite file under CHISTONE_VAR_DIR
   CHISTONE_VAR_DIR      writable directory for the SQLite file and local state (default: ./var)
   CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
+  CHISTONE_WORKERS, CHISTONE_SERVER, CHISTONE_LISTEN  worker count, ASGI server, socket sharing
   CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
   CHISTONE_LOGIN_FAILURE_LIMIT, CHISTONE_LOGIN_COOLOFF_MINUTES  admin login throttling (5, 15)
 """
@@ -184,6 +185,9 @@ CHISTONE = {
     # Worker processes of `manage.py serve`: one per core unless told otherwise.
     "WORKERS": int(os.environ.get("CHISTONE_WORKERS") or os.cpu_count() or 1),
     "SERVER": os.environ.get("CHISTONE_SERVER", "daphne"),
+    # "reuseport" or "shared" (see chistone_site.workers.listeners); empty: reuseport where
+    # the OS has SO_REUSEPORT.
+    "LISTEN": os.environ.get("CHISTONE_LISTEN", ""),
     "WATCHDOG_SECONDS": float(os.environ.get("CHISTONE_WATCHDOG_SECONDS", "5")),
     # Overrides of luascripts.engine.Limits for scripts the gateway loads (defaults: 50 ms of
     # CPU per request, 32 MiB per runtime).

@@ -1,7 +1,8 @@
-"""The supervisor: opens the listening sockets once and keeps N workers serving on them.
+"""The supervisor: keeps N workers serving on listening sockets it opened once.
 
-- A worker that exits is replaced; the others keep serving (they share the sockets, the
-  kernel spreads connections among them).
+- Each worker slot is handed its sockets (chistone_site.workers.listeners: one SO_REUSEPORT
+  socket per slot, or one socket shared by all). A worker that exits is replaced on the same
+  sockets; the others keep serving.
 - Watchdog: a worker whose heartbeat is older than `hang_timeout` has a blocked event loop; it
   is killed and replaced, and if it was inside a tenant script at the time, `on_fault` is told
   which script version blocked it (the serve command marks that version faulty).
@@ -15,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,20 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from chistone_site.workers import heartbeat
+from chistone_site.workers.listeners import Listener
 
 log = logging.getLogger("chistone.supervisor")
 
 FaultHandler = Callable[[str, int, int], None]  # (tenant slug, version id, worker pid)
-
-
-def open_listener(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
 
 
 @dataclass
@@ -53,7 +44,7 @@ class Supervisor:
     def __init__(
         self,
         *,
-        sockets: list[socket.socket],
+        listeners: list[Listener],
         workers: int,
         server: str = "daphne",
         hang_timeout: float = 5.0,
@@ -61,7 +52,7 @@ class Supervisor:
         on_fault: FaultHandler | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.sockets = sockets
+        self.listeners = listeners
         self.count = workers
         self.server = server
         self.hang_timeout = hang_timeout
@@ -78,14 +69,13 @@ class Supervisor:
         path = os.path.join(self.slot_dir, f"worker-{index}-{time.monotonic_ns()}")
         slot = heartbeat.Slot(path, create=True)
         slot.beat()  # a fresh worker gets the startup grace, measured from now
-        fds = ",".join(str(s.fileno()) for s in self.sockets)
+        sockets = [listener.for_slot(index) for listener in self.listeners]
+        argv = [sys.executable, "-m", "chistone_site.workers.worker", "--server", self.server,
+                "--fds", ",".join(str(s.fileno()) for s in sockets)]
+        if any(len(listener.sockets) == 1 for listener in self.listeners) and self.count > 1:
+            argv.append("--shared-socket")
         env = {**self.env, heartbeat.ENV_VAR: path}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chistone_site.workers.worker", "--server", self.server,
-             "--fds", fds],
-            pass_fds=[s.fileno() for s in self.sockets],
-            env=env,
-        )
+        process = subprocess.Popen(argv, pass_fds=[s.fileno() for s in sockets], env=env)
         log.info("started worker %d (pid %d, %s)", index, process.pid, self.server)
         worker = Worker(index=index, process=process, slot=slot,
                         spawn_beat=slot.read().heartbeat)
@@ -185,8 +175,8 @@ class Supervisor:
                     worker.process.send_signal(signal.SIGTERM)
             for worker in self.workers.values():
                 self._retire(worker)
-            for sock in self.sockets:
-                sock.close()
+            for listener in self.listeners:
+                listener.close()
             try:
                 os.rmdir(self.slot_dir)
             except OSError:

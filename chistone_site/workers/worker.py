@@ -70,7 +70,7 @@ async def _beat_forever() -> None:
 
 
 def _accept_one_at_a_time(port) -> None:
-    """Share connections fairly among the workers on one listening socket.
+    """Share connections fairly among the workers on one shared listening socket.
 
     Twisted accepts up to `numberAccepts` (100, and growing) connections per wake-up, so the
     first worker to wake takes a whole burst of new keep-alive connections and the others stay
@@ -85,7 +85,7 @@ def _accept_one_at_a_time(port) -> None:
     port.doRead = fair_do_read
 
 
-def run_daphne(fds: list[int]) -> None:
+def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
     from daphne.server import Server
     from twisted.internet import reactor
 
@@ -129,7 +129,8 @@ def run_daphne(fds: list[int]) -> None:
 
     def listen_success(port):
         started(port)
-        _accept_one_at_a_time(port)
+        if shared_socket:
+            _accept_one_at_a_time(port)
         return original_listen_success(port)
 
     server.listen_success = listen_success
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
     parser.add_argument("--fds", required=True, help="comma-separated inherited socket fds")
+    parser.add_argument("--shared-socket", action="store_true",
+                        help="the sockets are shared with other workers (not SO_REUSEPORT)")
     args = parser.parse_args(argv)
     fds = [int(fd) for fd in args.fds.split(",")]
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.server == "uvicorn":
         run_uvicorn(fds)
     else:
-        run_daphne(fds)
+        run_daphne(fds, shared_socket=args.shared_socket)
 
 
 if __name__ == "__main__":

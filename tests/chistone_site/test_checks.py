@@ -25,10 +25,11 @@ def test_the_default_configuration_is_clean():
     assert checks.check_listeners(None) == []
 
 
-def test_shared_ports_and_bad_trusted_proxies(settings):
+def test_shared_ports_bad_trusted_proxies_and_listen_mode(settings):
     settings.CHISTONE = {**settings.CHISTONE, "DATA_PORT": 9000, "CONTROL_PORT": 9000,
-                         "TRUSTED_PROXIES": ["10.0.0.0/8", "not-a-net"]}
-    assert ids(checks.check_listeners(None)) == ["chistone.E003", "chistone.E004"]
+                         "TRUSTED_PROXIES": ["10.0.0.0/8", "not-a-net"], "LISTEN": "fair"}
+    assert ids(checks.check_listeners(None)) == ["chistone.E003", "chistone.E004",
+                                                  "chistone.E005"]
 
 
 def test_debug_with_the_development_secret_key(settings):
@@ -51,3 +52,26 @@ def test_check_deploy_fails_on_debug_with_default_key(settings):
 def test_serve_refuses_one_port_for_both_planes():
     with pytest.raises(CommandError, match="must differ"):
         call_command("serve", "--data-port", "8100", "--control-port", "8100")
+
+
+def test_serve_refuses_an_unknown_listen_mode_from_the_environment(settings):
+    settings.CHISTONE = {**settings.CHISTONE, "LISTEN": "fair"}
+    with pytest.raises(CommandError, match="must be one of reuseport, shared, not 'fair'"):
+        call_command("serve", "--data-port", "8100", "--control-port", "8101",
+                     skip_checks=True)
+
+
+def test_serve_reports_a_port_in_use(settings):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        with pytest.raises(CommandError, match="Cannot listen on 127.0.0.1: Address already"):
+            call_command("serve", "--host", "127.0.0.1", "--data-port", str(port),
+                         "--control-port", str(port + 1 if port < 65535 else port - 1),
+                         "--workers", "2")
+    finally:
+        taken.close()

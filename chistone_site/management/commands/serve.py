@@ -1,7 +1,9 @@
 """`manage.py serve`: run the data plane and the control plane.
 
 The listening sockets are opened once here and handed to N worker processes (daphne by
-default, uvicorn with `--server uvicorn`); chistone_site.planes sends each connection to its
+default, uvicorn with `--server uvicorn`): one SO_REUSEPORT socket per worker by default, or one
+socket shared by all with `--listen shared` (see chistone_site.workers.listeners);
+chistone_site.planes sends each connection to its
 plane by the port it arrived on, so tenant traffic can never reach the admin or the API.
 """
 
@@ -16,7 +18,8 @@ import tempfile
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chistone_site.workers.supervisor import Supervisor, open_listener
+from chistone_site.workers.listeners import MODES, default_mode, open_listener
+from chistone_site.workers.supervisor import Supervisor
 
 
 def _mark_faulty(tenant: str, version_id: int, pid: int) -> None:
@@ -45,14 +48,18 @@ class Command(BaseCommand):
                             help="Worker processes sharing the listeners (env CHISTONE_WORKERS).")
         parser.add_argument("--server", choices=("daphne", "uvicorn"), default=conf["SERVER"],
                             help="ASGI server run by each worker (env CHISTONE_SERVER).")
+        parser.add_argument("--listen", choices=MODES, default=conf["LISTEN"] or default_mode(),
+                            help="reuseport: one SO_REUSEPORT socket per worker, so the kernel "
+                                 "spreads connections evenly; shared: one socket for all "
+                                 "workers (env CHISTONE_LISTEN).")
         parser.add_argument("--hang-timeout", type=float, default=conf["WATCHDOG_SECONDS"],
                             help="Seconds a worker's event loop may stop answering before the "
                                  "watchdog replaces it (env CHISTONE_WATCHDOG_SECONDS).")
         parser.add_argument("--demo-backends", action="store_true",
                             help="Also start the demo backends used by `manage.py load_demo`.")
 
-    def handle(self, *args, host, data_port, control_port, workers, server, hang_timeout,
-               demo_backends, **options):
+    def handle(self, *args, host, data_port, control_port, workers, server, listen,
+               hang_timeout, demo_backends, **options):
         if data_port == control_port:
             raise CommandError("--data-port and --control-port must differ.")
         for port in (data_port, control_port):
@@ -62,8 +69,12 @@ class Command(BaseCommand):
             raise CommandError("--workers must be between 1 and 64.")
         if hang_timeout <= 0:
             raise CommandError("--hang-timeout must be positive.")
+        if listen not in MODES:  # a default from CHISTONE_LISTEN skips argparse's choices
+            raise CommandError(f"--listen (CHISTONE_LISTEN) must be one of {', '.join(MODES)}, "
+                               f"not {listen!r}.")
         try:
-            sockets = [open_listener(host, data_port), open_listener(host, control_port)]
+            listeners = [open_listener(host, port, slots=workers, mode=listen)
+                         for port in (data_port, control_port)]
         except OSError as exc:
             raise CommandError(f"Cannot listen on {host}: {exc.strerror or exc}.") from exc
         # The workers' plane router tells the planes apart by these ports.
@@ -78,12 +89,12 @@ class Command(BaseCommand):
         if demo_backends:
             demo = subprocess.Popen([sys.executable, "-m", "chistone_site.demo.backends"])
         self.stdout.write(
-            f"chistone: {workers} {server} worker(s)\n"
+            f"chistone: {workers} {server} worker(s), {listen} listeners\n"
             f"  data plane    http://{host}:{data_port}/\n"
             f"  control plane http://{host}:{control_port}/admin/  (API: /api/v1/)"
         )
         self.stdout.flush()
-        supervisor = Supervisor(sockets=sockets, workers=workers, server=server,
+        supervisor = Supervisor(listeners=listeners, workers=workers, server=server,
                                 hang_timeout=hang_timeout, on_fault=_mark_faulty,
                                 env={**env, "PYTHONUNBUFFERED": "1",
                                      "DJANGO_SETTINGS_MODULE": os.environ.get(

@@ -10,6 +10,7 @@ Variables (all optional for a local try-out):
   CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
   CHISTONE_WORKERS, CHISTONE_SERVER, CHISTONE_LISTEN  worker count, ASGI server, socket sharing
   CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
+  CHISTONE_LOG_FORMAT   json (default: one JSON object per line) or plain; CHISTONE_LOG_LEVEL
   CHISTONE_LOGIN_FAILURE_LIMIT, CHISTONE_LOGIN_COOLOFF_MINUTES  admin login throttling (5, 15)
 """
 
@@ -20,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -201,11 +203,19 @@ CHISTONE = {
     },
 }
 
+# One JSON object per line (routing.logs), with the request id, tenant and route of the request
+# a record was written for; CHISTONE_LOG_FORMAT=plain for human-readable lines instead.
+LOG_FORMAT = os.environ.get("CHISTONE_LOG_FORMAT", "json")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"CHISTONE_LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "json": {"()": "routing.logs.JsonFormatter"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("CHISTONE_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -32,6 +32,7 @@ from routing.errors import (
 )
 from routing.headers import downstream_headers, new_request_id
 from routing.health import HealthRegistry
+from routing.logs import current_request
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
@@ -184,6 +185,15 @@ class Gateway:
             raise RuntimeError(f"the gateway serves http only, not {scope['type']!r}")
         started = time.perf_counter()
         ex = Exchange()
+        # Log records written while this request is handled carry its id, tenant and route.
+        bound = current_request.set(ex)
+        try:
+            await self._serve(scope, receive, send, ex, started)
+        finally:
+            current_request.reset(bound)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, ex: Exchange,
+                     started: float) -> None:
         request: ClientRequest | None = None
         try:
             request = parse_scope(scope, self.conf)
@@ -231,8 +241,6 @@ class Gateway:
         outcome = None
         if tenant.script is not None:
             outcome = self._run_script(tenant, request, match.path, ex)
-            if outcome.route_pattern:
-                ex.route = outcome.route_pattern
         try:
             decision = decide(tenant, request, match.path, outcome,
                               healthy=self.health.is_healthy, balancer=self.balancer,
@@ -274,6 +282,8 @@ class Gateway:
             if guard is not None:
                 guard[1]()
         ex.lua = time.perf_counter() - lua_started
+        if outcome.route_pattern:  # before the script's log lines, which are tagged with it
+            ex.route = outcome.route_pattern
         if outcome.logs:
             for level, message in outcome.logs:
                 script_log.log(logging.getLevelName(level.upper()) if isinstance(

@@ -14,6 +14,8 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.logs import utc_timestamp
+
 access_log = logging.getLogger("chistone.access")
 
 # Upper bounds in seconds (Prometheus-style cumulative buckets are derived on export).
@@ -92,16 +94,19 @@ _fast_sink: BufferedLineHandler | None = None  # set by install_buffered_access_
 
 
 def log_access(**fields: Any) -> None:
-    """One JSON line per request on the `chistone.access` logger.
+    """One JSON line per request on the `chistone.access` logger, led by the same "ts" and
+    "logger" fields as every other log line (routing.logs).
 
     When the gateway's own batching handler is the logger's only handler, the line goes
     straight into its buffer (no LogRecord per request); otherwise through logging as usual.
     """
     sink = _fast_sink
     if sink is not None and access_log.handlers == [sink]:
-        sink.write_line(_encoder.encode(fields))
+        sink.write_line(_encoder.encode({"ts": utc_timestamp(), "logger": "chistone.access",
+                                         **fields}))
     elif access_log.isEnabledFor(logging.INFO):
-        access_log.info(_encoder.encode(fields))
+        access_log.info(_encoder.encode({"ts": utc_timestamp(), "logger": "chistone.access",
+                                         **fields}))
 
 
 class BufferedLineHandler(logging.Handler):

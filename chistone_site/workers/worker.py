@@ -156,6 +156,7 @@ def run_uvicorn(fds: list[int]) -> None:
         server_header=False,
         date_header=True,
         log_level="warning",
+        log_config=None,  # uvicorn's records go through our handlers, in our format
         timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
     )
     server = uvicorn.Server(config)
@@ -181,8 +182,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="the sockets are shared with other workers (not SO_REUSEPORT)")
     args = parser.parse_args(argv)
     fds = [int(fd) for fd in args.fds.split(",")]
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Until Django's LOGGING takes over (when the application loads), in the same format.
+    from routing.logs import make_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(os.environ.get("CHISTONE_LOG_FORMAT", "json")))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.server == "uvicorn":
         run_uvicorn(fds)
     else:

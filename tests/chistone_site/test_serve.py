@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -62,6 +63,25 @@ def test_each_plane_answers_only_its_own_traffic(served):
     response = get(f"{served.control}/hello", headers={"Host": "acme.test"})
     assert "hi from lua" not in response.text
     assert get(f"{served.control}/healthz").status_code == 200
+
+
+def test_the_log_is_one_json_object_per_line_with_request_fields(served):
+    response = get(f"{served.data}/hello", headers={"Host": "acme.test",
+                                                    "X-Request-Id": "e2e-log-1"})
+    assert response.status_code == 200
+    deadline = time.monotonic() + 5  # the access log is written in batches
+    while "e2e-log-1" not in served.log_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # stdout carries serve's banner for a person; everything on stderr is a JSON log line.
+    lines = [line for line in served.log_text().splitlines()
+             if line and not line.startswith(("chistone: ", "  data plane", "  control plane"))]
+    entries = [json.loads(line) for line in lines]
+    assert all(entry["ts"].endswith("Z") and entry["logger"] for entry in entries)
+    (access,) = [e for e in entries if e.get("request_id") == "e2e-log-1"]
+    assert access["logger"] == "chistone.access" and access["tenant"] == "acme"
+    assert access["route"] == "/hello" and access["status"] == 200
+    assert any(e["logger"] == "chistone.supervisor" and "started worker" in e["msg"]
+               for e in entries)
 
 
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(served):

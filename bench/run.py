@@ -356,14 +356,32 @@ def chistone_workers(pids: Iterable[int]) -> list[int]:
 
 
 def supervisor_lines(log: Path, count: int = 3) -> str:
-    """The last lines of a chistone log that are about workers (not access-log lines)."""
+    """The last lines of a chistone log that are about workers (not access-log lines).
+
+    chistone logs one JSON object per line (`ts`, `level`, `logger`, `msg`, maybe `exc`);
+    plain-text lines (CHISTONE_LOG_FORMAT=plain, tracebacks printed by Python) count as they are.
+    """
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return ""
-    found = [line.strip() for line in lines
-             if not line.lstrip().startswith("{") and "chistone.access" not in line
-             and re.search(r"worker|watchdog|supervisor|Traceback|Error", line)]
+    found = []
+    for line in lines:
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                entry = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or "msg" not in entry:
+                continue  # an access-log line has no msg
+            text = f"{entry.get('level', '')} {entry.get('logger', '')} {entry['msg']}"
+            if entry.get("exc"):
+                text += " | " + str(entry["exc"]).strip().splitlines()[-1]
+        elif "chistone.access" in text:
+            continue
+        if re.search(r"worker|watchdog|supervisor|Traceback|Error", text):
+            found.append(text)
     return " | ".join(found[-count:])
 
 

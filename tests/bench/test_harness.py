@@ -163,6 +163,22 @@ def test_supervisor_lines_skip_the_access_log(tmp_path):
     assert bench_run.supervisor_lines(tmp_path / "missing.log") == ""
 
 
+def test_supervisor_lines_read_json_logs(tmp_path):
+    log = tmp_path / "chistone.log"
+    log.write_text(
+        "chistone: 1 daphne worker(s), reuseport listeners\n"
+        '{"ts": "t", "level": "info", "logger": "chistone.supervisor", '
+        '"msg": "started worker 0 (pid 1, daphne)"}\n'
+        '{"ts": "t", "logger": "chistone.access", "request_id": "worker", "status": 200}\n'
+        '{"ts": "t", "level": "error", "logger": "chistone.worker", "msg": "worker crashed", '
+        '"exc": "Traceback ...\\nMemoryError: boom"}\n'
+        '{"ts": "t", "level": "warning", "logger": "chistone.supervisor", '
+        '"msg": "worker 0 (pid 1) exited with -9; replacing it"}\n')
+    lines = bench_run.supervisor_lines(log, count=2).split(" | ")
+    assert lines == ["error chistone.worker worker crashed", "MemoryError: boom",
+                     "warning chistone.supervisor worker 0 (pid 1) exited with -9; replacing it"]
+
+
 def test_chistone_workers_are_found_by_their_command_line():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)",
                              "chistone_site.workers.worker"])

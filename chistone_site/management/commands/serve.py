@@ -1,10 +1,10 @@
 """`manage.py serve`: run the data plane and the control plane.
 
 The listening sockets are opened once here and handed to N worker processes (daphne by
-default, uvicorn with `--server uvicorn`): one SO_REUSEPORT socket per worker by default, or one
-socket shared by all with `--listen shared` (see chistone_site.workers.listeners);
-chistone_site.planes sends each connection to its
-plane by the port it arrived on, so tenant traffic can never reach the admin or the API.
+default, uvicorn with `--server uvicorn`): one SO_REUSEPORT socket per worker by default, or
+one socket shared by all with `--listen shared` (chistone_site.workers.listeners).
+chistone_site.planes sends each connection to its plane by the port it arrived on, so tenant
+traffic can never reach the admin or the API.
 """
 
 from __future__ import annotations

@@ -5,8 +5,15 @@ enough for every request: the data plane marks the tenant script it is about to 
 the watchdog kills a worker whose event loop stopped answering, it knows which script
 version blocked it.
 
-Layout: heartbeat (monotonic seconds, double), busy_since (monotonic, 0 when idle),
-script version id (unsigned long long, 0 when none), tenant slug (64 bytes).
+Layout: a sequence number, then heartbeat (monotonic seconds, double), busy_since
+(monotonic, 0 when idle), script version id (unsigned long long, 0 when none), tenant slug
+(64 bytes).
+
+The reader runs in another process while the worker writes, so a read must never mix two
+writes. `struct.pack_into` zero-fills its target before writing the fields, and a read in that
+window saw a heartbeat of 0.0 (the watchdog then killed a healthy worker). So the writer
+packs off to the side and publishes with a sequence lock: the number is odd while a write is
+in progress. A reader retries until it sees the same even number before and after its read.
 """
 
 from __future__ import annotations
@@ -17,8 +24,10 @@ import struct
 import time
 from dataclasses import dataclass
 
-_FORMAT = struct.Struct("<ddQ64s")
-SLOT_SIZE = _FORMAT.size
+_SEQ = struct.Struct("<Q")
+_BODY = struct.Struct("<ddQ64s")
+SLOT_SIZE = _SEQ.size + _BODY.size
+_READ_ATTEMPTS = 1000
 ENV_VAR = "CHISTONE_HEARTBEAT_SLOT"
 
 
@@ -44,9 +53,15 @@ class Slot:
         self._tenant = b""
         self._version = 0
         self._busy = 0.0
+        self._seq = _SEQ.unpack_from(self._map, 0)[0] & ~1
 
     def beat(self) -> None:
-        _FORMAT.pack_into(self._map, 0, time.monotonic(), self._busy, self._version, self._tenant)
+        body = _BODY.pack(time.monotonic(), self._busy, self._version, self._tenant)
+        # Slice assignment copies bytes without zero-filling first (unlike pack_into).
+        self._map[0:_SEQ.size] = _SEQ.pack(self._seq + 1)
+        self._map[_SEQ.size:SLOT_SIZE] = body
+        self._seq += 2
+        self._map[0:_SEQ.size] = _SEQ.pack(self._seq)
 
     def enter(self, tenant: str, version_id: int) -> None:
         self._busy = time.monotonic()
@@ -61,7 +76,14 @@ class Slot:
         self.beat()
 
     def read(self) -> SlotState:
-        heartbeat, busy, version, tenant = _FORMAT.unpack_from(self._map, 0)
+        """The last complete write. Should the writer keep it busy for every attempt, the
+        last attempt is returned as read; the supervisor confirms a hang before acting."""
+        for _ in range(_READ_ATTEMPTS):
+            before = _SEQ.unpack_from(self._map, 0)[0]
+            fields = _BODY.unpack_from(self._map, _SEQ.size)
+            if not before & 1 and _SEQ.unpack_from(self._map, 0)[0] == before:
+                break
+        heartbeat, busy, version, tenant = fields
         return SlotState(heartbeat, busy, version, tenant.rstrip(b"\0").decode(errors="replace"))
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from chistone_site.workers.listeners import Listener
 
 log = logging.getLogger("chistone.supervisor")
 
+CONFIRM_CHECKS = 2
 FaultHandler = Callable[[str, int, int], None]  # (tenant slug, version id, worker pid)
 
 
@@ -38,6 +39,7 @@ class Worker:
     slot: heartbeat.Slot
     started: float = field(default_factory=time.monotonic)
     spawn_beat: float = 0.0  # the beat the supervisor wrote; the worker's own ones are later
+    stale_checks: int = 0  # consecutive checks that found the heartbeat too old
 
 
 class Supervisor:
@@ -111,7 +113,13 @@ class Supervisor:
             state = worker.slot.read()
             # Until its event loop has beaten once, a worker is still starting up.
             grace = self.startup_grace if state.heartbeat <= worker.spawn_beat else 0.0
-            if now - state.heartbeat > self.hang_timeout + grace:
+            if now - state.heartbeat <= self.hang_timeout + grace:
+                worker.stale_checks = 0
+                continue
+            # Confirmed on the next round (0.2 s later) before killing: one bad reading must
+            # never cost a healthy worker its connections.
+            worker.stale_checks += 1
+            if worker.stale_checks >= CONFIRM_CHECKS:
                 log.error("worker %d (pid %d) stopped answering for %.1fs%s; killing it",
                           index, worker.process.pid, now - state.heartbeat,
                           f" inside tenant {state.tenant!r}" if state.busy_since else "")

@@ -36,7 +36,7 @@ from routing.logs import current_request
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
-from routing.stats import Stats, log_access
+from routing.stats import Stats, access_line, log_access
 from routing.types import Receive, Scope, Send
 from routing.upstream import (
     Body,
@@ -211,16 +211,14 @@ class Gateway:
             self.stats.record(ex.tenant, ex.route, ex.status, total=total, upstream=ex.upstream,
                               lua=ex.lua, sent=ex.sent)
             if self.conf.access_log:
-                log_access(
+                log_access(access_line(
                     request_id=ex.request_id, tenant=ex.tenant, route=ex.route,
                     method=scope.get("method"),
                     path=request.raw_path if request else scope.get("path"),
-                    status=ex.status, backend=ex.backend or None, bytes=ex.sent,
-                    upstream_ms=round(ex.upstream * 1000, 3) if ex.upstream is not None else None,
-                    total_ms=round(total * 1000, 3), lua_ms=round(ex.lua * 1000, 3),
-                    retries=ex.retries, error=ex.error or None,
-                    client=request.client_ip if request else None,
-                )
+                    status=ex.status, backend=ex.backend or None, sent=ex.sent,
+                    upstream=ex.upstream, total=total, lua=ex.lua, retries=ex.retries,
+                    error=ex.error or None, client=request.client_ip if request else None,
+                ))
 
     async def _handle(self, request: ClientRequest, receive: Receive, send: Send,
                       ex: Exchange) -> None:

@@ -11,6 +11,7 @@ import ipaddress
 import re
 import uuid
 from collections.abc import Iterable
+from functools import lru_cache
 
 from routing.conf import IPNetwork
 from routing.types import RawHeaders
@@ -145,18 +146,28 @@ def downstream_headers(
     Content-Length is kept only when the bytes pass unchanged and no Transfer-Encoding came.
     Repeated headers (Set-Cookie) keep their order.
     """
-    had_te = False
+    out: RawHeaders = []
     named: set[bytes] | None = None
-    for name, value in raw:
+    had_te = False
+    for name, value in raw:  # one pass in the common case: runs for every proxied answer
         lower = name.lower()
-        if lower == b"transfer-encoding":
-            had_te = True
-        elif lower == b"connection":
-            named = named or set()
-            named.update(t.encode("latin-1") for t in connection_named([value.decode("latin-1")]))
-    drop = _DROP_DOWN if named is None else _DROP_DOWN | named
+        if lower in _DROP_DOWN:
+            if lower == b"connection":
+                named = set() if named is None else named
+                named.update(_connection_tokens(value))
+            elif lower == b"transfer-encoding":
+                had_te = True
+            continue
+        out.append((lower, value))
+    if named:
+        out = [header for header in out if header[0] not in named]
     if had_te and not head_or_bodiless:
-        drop = drop | {b"content-length"}
-    out: RawHeaders = [(name.lower(), value) for name, value in raw if name.lower() not in drop]
+        out = [header for header in out if header[0] != b"content-length"]
     out.append((b"x-request-id", request_id.encode("latin-1")))
     return out
+
+
+@lru_cache(maxsize=256)  # backends send the same few values ("keep-alive", "close")
+def _connection_tokens(value: bytes) -> frozenset[bytes]:
+    return frozenset(token.encode("latin-1")
+                     for token in connection_named([value.decode("latin-1")]))

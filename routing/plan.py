@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from luascripts.engine.build import fast_constructor
 from luascripts.engine.types import (
     Outcome,
     ProxyAction,
@@ -99,6 +100,9 @@ class DirectResponse:
 
 
 Decision = UpstreamPlan | DirectResponse
+# Built for every request: the same frozen objects, without the dataclass __init__'s cost.
+_new_script_request = fast_constructor(ScriptRequest)
+_new_plan = fast_constructor(UpstreamPlan)
 
 
 def script_request(tenant: TenantEntry, request: ClientRequest, router_path: str,
@@ -109,7 +113,7 @@ def script_request(tenant: TenantEntry, request: ClientRequest, router_path: str
         previous = headers.get(name)
         headers[name] = value if previous is None else f"{previous}, {value}"
     headers["x-request-id"] = request.request_id
-    return ScriptRequest(
+    return _new_script_request(
         method=request.method, path=router_path, query_string=request.query,
         host=request.host, scheme=request.forwarded_proto, client_ip=request.client_ip,
         headers=headers, tenant=tenant.slug, request_id=request.request_id,
@@ -221,7 +225,7 @@ def _plan(tenant: TenantEntry, request: ClientRequest, router_path: str, action:
     headers = _headers(request, script_headers, action)
     clean = headers is request.headers
     total = action.timeout_ms / 1000 if action.timeout_ms else total_timeout_s
-    return UpstreamPlan(
+    return _new_plan(
         tenant=tenant.slug,
         backend=backend,
         fallbacks=fallbacks,

@@ -89,24 +89,45 @@ class Stats:
         }
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), default=str)
 _fast_sink: BufferedLineHandler | None = None  # set by install_buffered_access_log
+_text = json.encoder.encode_basestring_ascii  # what json.dumps does to a str, in C
 
 
-def log_access(**fields: Any) -> None:
-    """One JSON line per request on the `chistone.access` logger, led by the same "ts" and
-    "logger" fields as every other log line (routing.logs).
+def _opt(value: str | None) -> str:
+    return "null" if value is None else _text(value)
+
+
+def _ms(seconds: float | None) -> str:
+    return "null" if seconds is None else repr(round(seconds * 1000, 3))
+
+
+def access_line(*, request_id: str, tenant: str, route: str, method: str | None,
+                path: str | None, status: int, backend: str | None, sent: int,
+                upstream: float | None, total: float, lua: float, retries: int,
+                error: str | None, client: str | None) -> str:
+    """The access-log line: what `json.dumps` gives for these fields (compact separators,
+    ASCII), written out field by field because it runs for every request (about 4x faster
+    than encoding a dict). Times come in seconds and are logged in milliseconds."""
+    return (f'{{"ts":"{utc_timestamp()}","logger":"chistone.access",'
+            f'"request_id":{_text(request_id)},"tenant":{_text(tenant)},'
+            f'"route":{_text(route)},"method":{_opt(method)},"path":{_opt(path)},'
+            f'"status":{int(status)},"backend":{_opt(backend)},"bytes":{int(sent)},'
+            f'"upstream_ms":{_ms(upstream)},"total_ms":{_ms(total)},"lua_ms":{_ms(lua)},'
+            f'"retries":{int(retries)},"error":{_opt(error)},"client":{_opt(client)}}}')
+
+
+def log_access(line: str) -> None:
+    """One JSON line per request on the `chistone.access` logger (see `access_line`), led by
+    the same "ts" and "logger" fields as every other log line (routing.logs).
 
     When the gateway's own batching handler is the logger's only handler, the line goes
     straight into its buffer (no LogRecord per request); otherwise through logging as usual.
     """
     sink = _fast_sink
     if sink is not None and access_log.handlers == [sink]:
-        sink.write_line(_encoder.encode({"ts": utc_timestamp(), "logger": "chistone.access",
-                                         **fields}))
+        sink.write_line(line)
     elif access_log.isEnabledFor(logging.INFO):
-        access_log.info(_encoder.encode({"ts": utc_timestamp(), "logger": "chistone.access",
-                                         **fields}))
+        access_log.info(line)
 
 
 class BufferedLineHandler(logging.Handler):

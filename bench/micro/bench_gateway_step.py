@@ -23,7 +23,7 @@ from routing.conf import get_conf
 from routing.plan import UpstreamPlan, decide, script_request
 from routing.request import parse_scope
 from routing.snapshot import BackendEntry, TenantEntry, compile_snapshot
-from routing.stats import Stats, log_access
+from routing.stats import Stats, access_line, log_access
 
 CONF = get_conf()
 SCOPE = {
@@ -100,10 +100,11 @@ def _step(stats: Stats, access: bool):
     stats.record(tenant.slug, outcome.route_pattern, 200, total=0.001, upstream=0.0009,
                  lua=0.00002, sent=12)
     if access:
-        log_access(request_id=request.request_id, tenant=tenant.slug,
-                   route=outcome.route_pattern, method="GET", path=request.raw_path,
-                   status=200, backend="backend", bytes=12, upstream_ms=0.9, total_ms=1.0,
-                   lua_ms=0.02, retries=0, error=None, client=request.client_ip)
+        log_access(access_line(
+            request_id=request.request_id, tenant=tenant.slug, route=outcome.route_pattern,
+            method="GET", path=request.raw_path, status=200, backend="backend", sent=12,
+            upstream=0.0009, total=0.001, lua=0.00002, retries=0, error=None,
+            client=request.client_ip))
     return plan, headers, url
 
 

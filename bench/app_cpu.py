@@ -1,0 +1,223 @@
+"""CPU per proxied request of the ASGI application alone: the gateway next to the passthrough.
+
+bench/run.py measures whole servers; a difference of 10 us per request there drowns in the
+server's own cost and the noise of a shared machine. This drives each ASGI application
+directly from an in-process client (50 concurrent request loops, like wrk's 50 connections, no
+ASGI server, no sockets on the client side), against the same nginx backend as the harness,
+and reports the process CPU time per request (and the number of answers that were not 200,
+which must be 0). The gateway runs with scenario 6's tenant,
+script and settings (the access-log line included, written to a sink that discards it).
+
+    .venv/bin/python bench/app_cpu.py                 # 3 alternating rounds of 20,000 requests
+    .venv/bin/python bench/app_cpu.py --requests 5000 --rounds 1
+
+What it reports is what our own code adds per request on top of the upstream client:
+"gateway minus passthrough". The backend is nginx when it is installed (bench/install_tools.sh),
+else bench/anchors/backend.py; the driver is pinned to the last usable core and the backend
+to the first, as in the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import io
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import MappingProxyType
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PATH = "/api/v1/svc40/items/12345"
+QUERY = b"page=2&limit=10&sort=desc"
+HEADERS = [(b"host", b"bench.local"), (b"user-agent", b"chistone-bench/1.0 (wrk)"),
+           (b"accept", b"application/json"), (b"accept-encoding", b"gzip, deflate"),
+           (b"accept-language", b"en-GB,en;q=0.9"),
+           (b"x-request-id", b"4f9c2b1e-7d3a-4c55-9e0b-bench"),
+           (b"authorization", b"Bearer bench-token-0123456789abcdef"),
+           (b"cookie", b"session=abc123def456; theme=dark")]
+
+
+def scope(port: int) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+            "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": QUERY,
+            "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", port),
+            "headers": HEADERS}
+
+
+def start_backend(workdir: Path, cpu: int | None, kind: str) -> tuple[subprocess.Popen, int]:
+    """The harness's backend: nginx answering a small 200, or bench/anchors/backend.py."""
+    from bench.run import free_port, wait_ready
+
+    port = free_port()
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
+                                      else None)
+    if kind == "nginx" or (kind == "auto" and nginx):
+        if nginx is None:
+            raise SystemExit("nginx is not installed (bench/install_tools.sh)")
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        conf = (ROOT / "bench/anchors/backend.nginx.conf").read_text()
+        path = workdir / "backend.conf"
+        path.write_text(conf.replace("@PREFIX@", str(workdir)).replace("@PORT@", str(port)))
+        argv = [nginx, "-p", str(workdir), "-e", str(workdir / "error.log"), "-c", str(path)]
+    else:
+        argv = [sys.executable, str(ROOT / "bench/anchors/backend.py"), "--port", str(port)]
+    if cpu is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", str(cpu), *argv]
+    log = workdir / "backend.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    wait_ready(port, procs=[("backend", proc, log)], timeout=15, what="backend")
+    return proc, port
+
+
+class _Discard(io.TextIOBase):
+    def write(self, text: str) -> int:
+        return len(text)
+
+
+def gateway_app(backend_port: int):
+    """The data plane's Gateway with scenario 6's tenant, built without a database."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
+    import django
+
+    django.setup()
+    from bench.seed import script_source
+    from luascripts.engine import load_script
+    from routing.conf import get_conf
+    from routing.gateway import Gateway
+    from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry, compile_snapshot
+    from routing.upstream import AiohttpTransport
+
+    backend = BackendEntry.from_url(id=1, tenant="bench", name="backend",
+                                    url=f"http://127.0.0.1:{backend_port}")
+    script = load_script(script_source(50), tenant="bench", backend_names=["backend"])
+    entry = TenantEntry(id=1, slug="bench", name="Benchmark", prefix="", domains=("bench.local",),
+                        backends=MappingProxyType({"backend": backend}),
+                        default_pool=(backend,), script=script, version_id=1,
+                        version_number=1)
+    holder = SnapshotHolder()
+    holder.swap(compile_snapshot(1, [entry]))
+    conf = get_conf()
+    return Gateway(holder=holder, transport=AiohttpTransport(conf), conf=conf)
+
+
+async def drive(app, port: int, requests: int, concurrency: int) -> tuple[float, float, int]:
+    """(process CPU seconds, wall seconds, non-200 answers) for `requests` requests."""
+    template = scope(port)
+    pending = requests
+    errors = 0
+
+    async def one_loop() -> None:
+        nonlocal pending, errors
+        never = asyncio.get_running_loop().create_future()
+        while pending > 0:
+            pending -= 1
+            first = True
+
+            async def receive():
+                nonlocal first
+                if first:
+                    first = False
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return await never  # the client stays connected
+
+            status = 0
+
+            async def send(message):
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+
+            await app(dict(template), receive, send)
+            if status != 200:
+                errors += 1
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one_loop() for _ in range(concurrency)))
+    return time.process_time() - cpu, time.perf_counter() - wall, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--only", choices=("gateway", "passthrough"))
+    parser.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
+                        help="nginx when installed (auto), or the minimal asyncio server")
+    parser.add_argument("--gc-threshold", type=int, help="gc.set_threshold(N) for generation 0")
+    args = parser.parse_args()
+
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        os.sched_setaffinity(0, {cpus[-1]})
+    workdir = Path(tempfile.mkdtemp(prefix="chistone-appcpu-"))
+    backend, backend_port = start_backend(workdir, cpus[0] if len(cpus) >= 2 else None,
+                                          args.backend)
+    try:
+        import logging
+
+        from bench.passthrough import Passthrough
+        from routing import stats
+
+        apps = {}
+        if args.only in (None, "passthrough"):
+            apps["passthrough"] = Passthrough(f"http://127.0.0.1:{backend_port}")
+        if args.only in (None, "gateway"):
+            apps["gateway"] = gateway_app(backend_port)
+            logging.getLogger("chistone.access").handlers[:] = []
+        results: dict[str, list[float]] = {name: [] for name in apps}
+        failed = 0
+
+        async def run() -> None:
+            nonlocal failed
+            handler = stats.install_buffered_access_log()
+            if handler is not None:
+                handler.stream = _Discard()
+            for app in apps.values():  # warm up: pools, caches, first allocations
+                await drive(app, 8000, 2000, args.concurrency)
+            gc.collect()
+            gc.freeze()  # as the data plane does once it has started (chistone_site.planes)
+            if args.gc_threshold:
+                gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+            for n in range(args.rounds):
+                for name, app in apps.items():
+                    cpu, wall, errors = await drive(app, 8000, args.requests, args.concurrency)
+                    failed += errors
+                    results[name].append(cpu * 1e6 / args.requests)
+                    print(f"round {n + 1} {name:12s} {cpu * 1e6 / args.requests:7.1f} us/req CPU"
+                          f"  {args.requests / wall:8,.0f} req/s  errors {errors}", flush=True)
+            for app in apps.values():
+                close = getattr(getattr(app, "transport", None) or getattr(app, "upstream", None),
+                                "close", None)
+                if close is not None:
+                    await close()
+
+        asyncio.run(run())
+        medians = {name: statistics.median(values) for name, values in results.items()}
+        for name, value in medians.items():
+            print(f"median {name:12s} {value:7.1f} us/req")
+        if failed:
+            raise SystemExit(f"app_cpu: {failed} answers were not 200: the numbers above "
+                             "do not measure proxied requests")
+        if len(medians) == 2:
+            print(f"gateway - passthrough: {medians['gateway'] - medians['passthrough']:.1f} "
+                  f"us/req; ratio {medians['passthrough'] / medians['gateway']:.2f}")
+    finally:
+        backend.terminate()
+        backend.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.backends import BackendFarm
 from tests.serving import prepare_database, server_env, start_serve
@@ -33,6 +34,7 @@ def served(farm, tmp_path_factory):
         {"slug": "acme", "domains": ["acme.test"],
          "backends": [{"name": "app", "url": backend.url}],
          "script": 'chi.get("/hello", function(req) return respond(200, "hi from lua") end)\n'
+                   'chi.get("/counted/{n}", function(req) return proxy("app") end)\n'
                    'chi.handle("*", "/*", function(req) return proxy("app") end)\n'},
     ]}, tmp)
     server = start_serve(env, tmp / "serve.log", "--workers", "2")
@@ -82,6 +84,36 @@ def test_the_log_is_one_json_object_per_line_with_request_fields(served):
     assert access["route"] == "/hello" and access["status"] == 200
     assert any(e["logger"] == "chistone.supervisor" and "started worker" in e["msg"]
                for e in entries)
+
+
+def metric_values(served) -> dict[tuple[str, tuple], float]:
+    """{(sample name, sorted labels): value} from the control plane's /metrics."""
+    text = get(f"{served.control}/metrics").text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_metrics_add_up_the_requests_of_both_workers(served):
+    requests = ("chistone_requests_total",
+                (("route", "/counted/{n}"), ("status", "200"), ("tenant", "acme")))
+    upstream = ("chistone_upstream_requests_total", (("backend", "app"), ("tenant", "acme")))
+    time.sleep(1.2)  # earlier tests' requests to the backend are published by now
+    before = metric_values(served)
+    # Fresh connections: the kernel spreads them over both workers' sockets.
+    for n in range(40):
+        assert get(f"{served.data}/counted/{n}",
+                   headers={"Host": "acme.test"}).status_code == 200
+    deadline = time.monotonic() + 10  # each worker publishes its counters once a second
+    while True:
+        after = metric_values(served)
+        counted = after.get(requests, 0) - before.get(requests, 0)
+        if counted >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counted == 40
+    assert after.get(upstream, 0) - before.get(upstream, 0) == 40
+    workers = {labels for name, labels in after if name == "chistone_config_generation"}
+    assert len(workers) == 2  # one series per worker: both reports were merged
 
 
 def test_a_killed_worker_is_replaced_and_the_other_keeps_serving(served):

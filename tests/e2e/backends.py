@@ -191,6 +191,27 @@ class Backend:
         return await self._send(writer, 200, payload, [("Content-Type", "application/json")])
 
 
+class Unaccepting:
+    """A listener that never accepts, with its accept queue already full: the kernel drops
+    every new SYN, so a connect to it hangs until the client's connect timeout (a host that
+    is up but overloaded, or a black-holed address, without leaving 127.0.0.1)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(0)  # Linux queues one connection for a backlog of 0...
+        self.port = self.listener.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=2)  # ...this one
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
 class BackendFarm:
     """Backends on one event loop in a daemon thread."""
 
@@ -199,6 +220,12 @@ class BackendFarm:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.backends: dict[str, Backend] = {}
+        self.unaccepting: list[Unaccepting] = []
+
+    def add_unaccepting(self) -> Unaccepting:
+        listener = Unaccepting()
+        self.unaccepting.append(listener)
+        return listener
 
     def run(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
@@ -216,6 +243,8 @@ class BackendFarm:
         self.run(self.backends[name].start())
 
     def close(self) -> None:
+        for listener in self.unaccepting:
+            listener.close()
         for backend in self.backends.values():
             self.run(backend.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -38,6 +38,7 @@ end)
 chi.get("/slow", function(req) return proxy("slow", {path = "/slow"}) end)
 chi.get("/drip", function(req) return proxy("dripper", {path = "/drip", timeout_ms = 1200}) end)
 chi.get("/refused", function(req) return proxy("refused") end)
+chi.get("/unaccepting", function(req) return proxy("unaccepting") end)
 chi.mount("/raw", "users")
 -- Backends that are made to fail get their own names: passive health is per backend.
 chi.mount("/resetter", "resetter")
@@ -76,6 +77,8 @@ def spec(farm: BackendFarm) -> dict:
             {"name": "users2", "url": users2.url},
             {"name": "slow", "url": slow.url, "read_timeout_ms": 500},
             {"name": "refused", "url": dead_url()},
+            {"name": "unaccepting", "url": farm.add_unaccepting().url,
+             "connect_timeout_ms": 300},
             {"name": "dripper", "url": users.url},
             {"name": "resetter", "url": users.url},
             {"name": "early", "url": users.url},

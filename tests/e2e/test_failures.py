@@ -28,6 +28,16 @@ def test_refused_is_502(client):
     assert response.json()["error"] == "backend_refused"
 
 
+def test_a_backend_that_never_accepts_is_504_after_its_connect_timeout(client):
+    started = time.monotonic()
+    response = client.get("/unaccepting", headers=H)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert response.json()["error"] == "connect_timeout"
+    assert "did not accept a connection in time" in response.json()["detail"]
+    assert 0.25 < elapsed < 2.0  # connect_timeout_ms 300, not the 30 s read timeout
+
+
 def test_slow_backend_is_504_after_its_read_timeout(client):
     started = time.monotonic()
     response = client.get("/slow", headers=H)

@@ -77,6 +77,9 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
     list_display = ("slug", "name", "where", "active", "script", "backend_count", "updated_at")
     list_filter = ("active", HasActiveScriptFilter)
     search_fields = ("slug", "name", "path_prefix", "claims__host")
+    # Explicit: the backend count below groups rows, and Django drops Meta.ordering from
+    # grouped queries (autocomplete would then paginate an unordered list).
+    ordering = ("slug",)
     readonly_fields = ("script", "config_version")
     change_form_template = "admin/tenants/tenant/change_form.html"
     fieldsets = [

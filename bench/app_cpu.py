@@ -155,7 +155,6 @@ def main() -> None:
     parser.add_argument("--only", choices=("gateway", "passthrough"))
     parser.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                         help="nginx when installed (auto), or the minimal asyncio server")
-    parser.add_argument("--gc-threshold", type=int, help="gc.set_threshold(N) for generation 0")
     args = parser.parse_args()
 
     cpus = sorted(os.sched_getaffinity(0))
@@ -188,8 +187,6 @@ def main() -> None:
                 await drive(app, 8000, 2000, args.concurrency)
             gc.collect()
             gc.freeze()  # as the data plane does once it has started (chistone_site.planes)
-            if args.gc_threshold:
-                gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
             for n in range(args.rounds):
                 for name, app in apps.items():
                     cpu, wall, errors = await drive(app, 8000, args.requests, args.concurrency)

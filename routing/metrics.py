@@ -6,6 +6,11 @@ off the request path, writes a JSON report of them to its own file in a shared d
 merges every file (`render`): counters and histograms are summed, so the totals are those of
 the whole node. Files of workers that died stay, so counters never go backwards; the
 supervisor gives each `serve` run a fresh directory. No per-request cost beyond the counters.
+
+Gauges (the generation a worker serves, its last reload time, whether a backend is healthy)
+describe the present, so they come only from fresh reports: a worker that has not published
+for STALE_AFTER_S is gone (or hung, and about to be replaced). Otherwise a worker that died
+while it saw a backend down would keep that backend reported down until `serve` restarts.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,6 +33,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 ENV_VAR = "CHISTONE_METRICS_DIR"
+STALE_AFTER_S = 5.0  # five missed publications (one a second); the watchdog's default bound
 
 
 def metrics_dir() -> Path:
@@ -38,8 +45,9 @@ def metrics_dir() -> Path:
 
 
 def write_report(report: dict[str, Any], directory: Path | None = None) -> Path:
-    """Atomically replace this process's report file."""
+    """Atomically replace this process's report file (stamped with the time it was written)."""
     directory = directory or metrics_dir()
+    report = {**report, "written": time.time()}
     target = directory / f"worker-{os.getpid()}.json"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
@@ -114,8 +122,12 @@ class ReportCollector(Collector):
                                            labels=["worker"])
         reloads = CounterMetricFamily("chistone_config_reloads",
                                       "Snapshot swaps per worker.", labels=["worker"])
+        now = time.time()
+        live = 0
         for report in self.reports:
             worker = str(report.get("pid", "?"))
+            fresh = now - report.get("written", now) <= STALE_AFTER_S
+            live += fresh
             stats = report.get("stats", {})
             for row in stats.get("requests", []):
                 key = (row["tenant"], row["route"], str(row["status"]))
@@ -132,13 +144,14 @@ class ReportCollector(Collector):
                 for name, state in backends.items():
                     backend_requests[(tenant, name)] += state.get("requests", 0)
                     backend_errors[(tenant, name)] += state.get("errors", 0)
-                    # Healthy only if every worker that knows the backend sees it healthy.
-                    up = 1 if state.get("healthy") else 0
-                    backend_up[(tenant, name)] = min(backend_up.get((tenant, name), 1), up)
+                    if fresh:  # healthy only if every live worker that knows it says so
+                        up = 1 if state.get("healthy") else 0
+                        backend_up[(tenant, name)] = min(backend_up.get((tenant, name), 1), up)
             if report.get("generation") is not None:
-                generation.add_metric([worker], report["generation"])
-                reload_seconds.add_metric([worker], report.get("build_seconds", 0.0))
                 reloads.add_metric([worker], report.get("reloads", 0))
+                if fresh:
+                    generation.add_metric([worker], report["generation"])
+                    reload_seconds.add_metric([worker], report.get("build_seconds", 0.0))
 
         yield _family(CounterMetricFamily, "chistone_requests", "Data-plane requests answered.",
                       ["tenant", "route", "status"], requests)
@@ -166,8 +179,8 @@ class ReportCollector(Collector):
         yield generation
         yield reload_seconds
         yield reloads
-        yield GaugeMetricFamily("chistone_workers_reporting", "Worker reports merged.",
-                                value=len(self.reports))
+        yield GaugeMetricFamily("chistone_workers_reporting",
+                                f"Workers that published within {STALE_AFTER_S:g} s.", value=live)
 
 
 def render(directory: Path | None = None) -> bytes:

@@ -1,4 +1,5 @@
 import json
+import time
 
 from routing import metrics
 from routing.stats import Stats
@@ -44,3 +45,21 @@ def test_write_report_replaces_atomically_and_unreadable_files_are_skipped(tmp_p
     assert path.name.startswith("worker-") and json.loads(path.read_text())["pid"] == 99
     (tmp_path / "worker-bad.json").write_text("{half")
     assert len(metrics.read_reports(tmp_path)) == 1
+
+
+def test_a_dead_workers_counters_stay_but_its_gauges_go(tmp_path):
+    alive, dead = Stats(), Stats()
+    alive.record("acme", "/", 200, total=0.001, upstream=0.001, lua=0.0, sent=1)
+    dead.record("acme", "/", 200, total=0.001, upstream=0.001, lua=0.0, sent=1)
+    metrics.write_report(report(1, alive, generation=9), tmp_path)
+    # A worker that died a minute ago, while it saw the backend down.
+    stale = {**report(2, dead, healthy=False, generation=8),
+             "written": time.time() - metrics.STALE_AFTER_S - 55}
+    (tmp_path / "worker-2.json").write_text(json.dumps(stale))
+    text = metrics.render(tmp_path).decode()
+    assert 'chistone_requests_total{route="/",status="200",tenant="acme"} 2.0' in text
+    assert 'chistone_upstream_failures_total{backend="api",tenant="acme"} 2.0' in text
+    assert 'chistone_backend_healthy{backend="api",tenant="acme"} 1.0' in text
+    assert 'chistone_config_generation{worker="1"} 9.0' in text
+    assert 'chistone_config_generation{worker="2"}' not in text
+    assert "chistone_workers_reporting 1.0" in text

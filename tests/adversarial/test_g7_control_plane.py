@@ -119,8 +119,13 @@ def test_credentials_that_are_not_a_valid_key_are_401(tenants, superuser, header
 @pytest.mark.django_db
 def test_a_forged_secret_with_a_real_prefix_is_401(tenants, make_key, client_for):
     raw = make_key(tenants=[tenants[0]])
-    prefix, secret = raw.rsplit("_", 1)
-    forged = f"{prefix}_{secret[::-1]}"
+    # "chs_<8-char prefix>_<secret>": the secret is URL-safe base64 and may itself contain
+    # "_", so it is cut by position, not at the last underscore (which once left a one-char
+    # tail whose reversal was the real key).
+    head = raw[:len("chs_") + 8 + 1]
+    secret = raw[len(head):]
+    forged = head + "".join("A" if c != "A" else "B" for c in secret)  # every char differs
+    assert forged != raw and len(forged) == len(raw)
     before = world()
     error_of(call(client_for(forged), "POST", "tenants/acme/scripts/", {"source": GOOD2}), 401,
              "authentication_failed")

@@ -55,13 +55,16 @@ class Slot:
         self._busy = 0.0
         self._seq = _SEQ.unpack_from(self._map, 0)[0] & ~1
 
-    def beat(self) -> None:
-        body = _BODY.pack(time.monotonic(), self._busy, self._version, self._tenant)
+    def beat(self) -> float:
+        """Publish the current state with a new heartbeat; returns that heartbeat."""
+        now = time.monotonic()
+        body = _BODY.pack(now, self._busy, self._version, self._tenant)
         # Slice assignment copies bytes without zero-filling first (unlike pack_into).
         self._map[0:_SEQ.size] = _SEQ.pack(self._seq + 1)
         self._map[_SEQ.size:SLOT_SIZE] = body
         self._seq += 2
         self._map[0:_SEQ.size] = _SEQ.pack(self._seq)
+        return now
 
     def enter(self, tenant: str, version_id: int) -> None:
         self._busy = time.monotonic()
@@ -75,16 +78,20 @@ class Slot:
         self._version = 0
         self.beat()
 
-    def read(self) -> SlotState:
-        """The last complete write. Should the writer keep it busy for every attempt, the
-        last attempt is returned as read; the supervisor confirms a hang before acting."""
+    def read(self) -> SlotState | None:
+        """The last complete write, or None when the writer was in the middle of a write on
+        every attempt. A worker that busy is running its event loop, not hung, so callers
+        take None as a sign of life; they never see a half-written state (returning the last
+        attempt as read once gave the supervisor a tenant from one write and a version from
+        another)."""
         for _ in range(_READ_ATTEMPTS):
             before = _SEQ.unpack_from(self._map, 0)[0]
             fields = _BODY.unpack_from(self._map, _SEQ.size)
             if not before & 1 and _SEQ.unpack_from(self._map, 0)[0] == before:
-                break
-        heartbeat, busy, version, tenant = fields
-        return SlotState(heartbeat, busy, version, tenant.rstrip(b"\0").decode(errors="replace"))
+                heartbeat, busy, version, tenant = fields
+                return SlotState(heartbeat, busy, version,
+                                 tenant.rstrip(b"\0").decode(errors="replace"))
+        return None
 
     def close(self) -> None:
         self._map.close()

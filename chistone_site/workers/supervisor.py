@@ -70,7 +70,7 @@ class Supervisor:
     def _spawn(self, index: int) -> Worker:
         path = os.path.join(self.slot_dir, f"worker-{index}-{time.monotonic_ns()}")
         slot = heartbeat.Slot(path, create=True)
-        slot.beat()  # a fresh worker gets the startup grace, measured from now
+        spawn_beat = slot.beat()  # a fresh worker gets the startup grace, measured from now
         sockets = [listener.for_slot(index) for listener in self.listeners]
         argv = [sys.executable, "-m", "chistone_site.workers.worker", "--server", self.server,
                 "--fds", ",".join(str(s.fileno()) for s in sockets)]
@@ -79,8 +79,7 @@ class Supervisor:
         env = {**self.env, heartbeat.ENV_VAR: path}
         process = subprocess.Popen(argv, pass_fds=[s.fileno() for s in sockets], env=env)
         log.info("started worker %d (pid %d, %s)", index, process.pid, self.server)
-        worker = Worker(index=index, process=process, slot=slot,
-                        spawn_beat=slot.read().heartbeat)
+        worker = Worker(index=index, process=process, slot=slot, spawn_beat=spawn_beat)
         self.workers[index] = worker
         return worker
 
@@ -111,6 +110,9 @@ class Supervisor:
                 self._spawn(index)
                 continue
             state = worker.slot.read()
+            if state is None:  # the worker was writing on every attempt: it is running
+                worker.stale_checks = 0
+                continue
             # Until its event loop has beaten once, a worker is still starting up.
             grace = self.startup_grace if state.heartbeat <= worker.spawn_beat else 0.0
             if now - state.heartbeat <= self.hang_timeout + grace:
@@ -135,10 +137,10 @@ class Supervisor:
 
     def _wait_started(self, worker: Worker, timeout: float) -> bool:
         """True once the worker's own event loop has beaten (the spawn beat is ours)."""
-        first = worker.slot.read().heartbeat
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and worker.process.poll() is None:
-            if worker.slot.read().heartbeat > first:
+            state = worker.slot.read()
+            if state is None or state.heartbeat > worker.spawn_beat:  # None: busy writing
                 return True
             time.sleep(0.05)
         return False

@@ -53,3 +53,12 @@ def test_a_confirmed_hang_inside_a_script_kills_replaces_and_reports_the_version
     assert worker.process.wait(5) != 0
     assert spawned == [0]
     assert faults == [("acme", 7, worker.process.pid)]
+
+
+def test_a_worker_writing_on_every_read_is_alive(watched, monkeypatch):
+    supervisor, worker, spawned, _ = watched
+    time.sleep(0.1)  # the last complete beat is older than the bound...
+    monkeypatch.setattr(worker.slot, "read", lambda: None)  # ...but a write is always underway
+    for _ in range(3):
+        supervisor.check()
+    assert worker.process.poll() is None and spawned == [] and worker.stale_checks == 0

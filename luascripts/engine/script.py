@@ -107,7 +107,8 @@ class ScriptRun:
         """The request is abandoned (client gone, gateway failure): free its coroutine."""
         if self.token:
             token, self.token = self.token, 0
-            self._script._abandon(self._runtime, token)
+            script = self._script
+            script._abandon(self._runtime, token, script._budget - self.used_s)
 
 
 class LoadedScript:
@@ -216,7 +217,7 @@ class LoadedScript:
             runtime, res = self._call(runtime, which, need, args, self._budget - used)
         except BaseException:
             if run is not None:  # the coroutine is gone or is freed here
-                self._abandon(runtime, args[0])
+                self._abandon(runtime, args[0], self._budget - used)
             raise
         finally:
             used += time.perf_counter() - started
@@ -230,7 +231,7 @@ class LoadedScript:
             if f[_LOGS] is not None or f[_DROPPED]:
                 run.logs.extend(log_lines(f[_LOGS]))
                 run.dropped += f[_DROPPED] or 0
-            run.token, run.effect = decode_effect(f, m.backend, m.rest)
+            run.token, run.effect = decode_effect(f, m.backend, m.rest, m.allow)
             return run
         if run is not None:
             runtime.pending -= 1
@@ -310,11 +311,18 @@ class LoadedScript:
         with self._lock:
             return runtime.lua is not None and runtime.ensure_headroom(need)
 
-    def _abandon(self, runtime: Runtime, token: int) -> None:
-        """Free a waiting request's coroutine (if Lua still holds it) and forget the run."""
+    def _abandon(self, runtime: Runtime, token: int, remaining_s: float) -> None:
+        """Free a waiting request's coroutine (if Lua still holds it) and forget the run.
+        Its to-be-closed variables run, within what is left of its CPU budget."""
         with self._lock:
             if runtime.lua is not None:
-                runtime.call(runtime.cancel_fn, token)
+                deadline = time.perf_counter() + max(remaining_s, 0.0)
+                try:
+                    ok = runtime.call(runtime.cancel_fn, deadline, token)[0]
+                except lupa.LuaError:
+                    ok = False
+                if ok is not True:
+                    runtime.recover()
             runtime.pending -= 1
 
     # -- memory -----------------------------------------------------------------------------

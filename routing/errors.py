@@ -5,6 +5,7 @@
     |   +-- UriTooLong               414 uri_too_long
     |   +-- HeadersTooLarge          431 headers_too_large
     |   +-- PayloadTooLarge          413 payload_too_large
+    |   +-- RequestTimeout           408 request_timeout (a script waited for a slow body)
     +-- TenantNotFound               404 no_tenant
     +-- RouteNotFound                404 no_route
     +-- MethodNotAllowed             405 method_not_allowed (with Allow)
@@ -65,6 +66,10 @@ class HeadersTooLarge(BadRequest):
 
 class PayloadTooLarge(BadRequest):
     status, code = 413, "payload_too_large"
+
+
+class RequestTimeout(BadRequest):
+    status, code = 408, "request_timeout"
 
 
 class TenantNotFound(GatewayError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from luascripts.engine import Outcome
-from luascripts.engine.errors import BodyTooLarge, RuntimeBusy
+from luascripts.engine.errors import BodyUnavailable
 from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
@@ -28,6 +28,7 @@ from routing.errors import (
     ConfigNotLoaded,
     GatewayError,
     PayloadTooLarge,
+    RequestTimeout,
     ScriptBusy,
     ScriptFailed,
     TenantNotFound,
@@ -164,7 +165,8 @@ class Gateway:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)
         body = RequestBody(receive, chunk=self.conf.chunk_bytes,
-                           replay_bytes=self.conf.replay_body_bytes)
+                           replay_bytes=self.conf.replay_body_bytes,
+                           timeout_s=self.conf.body_timeout_s)
         outcome: Outcome | None = None
         effects: LiveEffects | None = None
         try:
@@ -189,19 +191,11 @@ class Gateway:
         try:
             outcome = await run_script(script, sreq, effects, guard=self.script_guard,
                                        tenant=tenant.slug, version=tenant.version_id or 0)
-        except BodyTooLarge as exc:
+        except BodyUnavailable as exc:
+            # req.body() failed for the client's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             self._script_logs(tenant, request, getattr(exc, "logs", ()))
-            raise PayloadTooLarge(
-                f"The request body is larger than this route accepts "
-                f"({script.limits.max_request_body_bytes} bytes).") from None
-        except RuntimeBusy as exc:
-            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
-            self.stats.lua_error(tenant.slug, "busy")
-            log.warning("tenant %s request %s: %s", tenant.slug, request.request_id,
-                        one_line(str(exc)))
-            raise ScriptBusy(f"Tenant {tenant.slug!r} is handling too many request bodies at "
-                             "once; retry shortly.") from None
+            raise body_error(exc, tenant.slug, script.limits.max_request_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             if effects.body.disconnected:
@@ -442,6 +436,21 @@ class Gateway:
 
 class _ClientGone(Exception):
     """The client disconnected before its request could be answered (logged as 499)."""
+
+
+def body_error(exc: BodyUnavailable, tenant: str, limit: int) -> Exception:
+    """The answer for a request whose script could not have its body (one place for the
+    data plane and the dry run)."""
+    if exc.reason == "too_large":
+        return PayloadTooLarge(f"The request body is larger than this route accepts "
+                               f"({limit} bytes).")
+    if exc.reason == "timeout":
+        return RequestTimeout("The request body did not arrive in time.")
+    if exc.reason == "memory":
+        log.warning("tenant %s: %s", tenant, one_line(str(exc)))
+        return ScriptBusy(f"Tenant {tenant!r} is handling too many request bodies at once; "
+                          "retry shortly.", retry_after=1)
+    return _ClientGone()
 
 
 def decision_payload(outcome: Outcome | None, body: RequestBody) -> bytes | None:

@@ -128,12 +128,8 @@ local function failed(ctx, co, payload)
   local message = describe(payload)
   if message == "not enough memory" then return fail(ctx, "memory", message, nil) end
   local kind = "error"
-  if ctx.body_too_large and find(message, "req.body(): the request body is larger", 1, true)
-  then
-    kind = "too_large"
-  elseif ctx.overloaded and find(message, "req.body(): the tenant's script runtime has no",
-    1, true) then
-    kind = "overloaded"
+  if ctx.body_error and find(message, "req.body(): the request body ", 1, true) then
+    kind = "body:" .. ctx.body_error
   end
   return fail(ctx, kind, message, nil)
 end

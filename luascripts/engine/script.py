@@ -32,6 +32,7 @@ from luascripts.engine.effects import (
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
+    BodyUnavailable,
     RuntimeBusy,
     ScriptLoadError,
     ScriptMemoryError,
@@ -255,12 +256,12 @@ class LoadedScript:
         limits = self.limits
         error = failure(message, kind == "timeout", line, budget_ms=limits.request_cpu_ms,
                         memory_bytes=limits.memory_bytes)
-        if kind == "too_large":
-            error = BodyTooLarge(error.message, lua_traceback=error.lua_traceback,
-                                 diagnostics=error.diagnostics)
-        elif kind == "overloaded":
-            error = RuntimeBusy(error.message, lua_traceback=error.lua_traceback,
-                                diagnostics=error.diagnostics)
+        if kind.startswith("body:"):
+            reason = kind[5:]
+            cls = {"too_large": BodyTooLarge, "memory": RuntimeBusy}.get(reason, BodyUnavailable)
+            error = cls(error.message, lua_traceback=error.lua_traceback,
+                        diagnostics=error.diagnostics)
+            error.reason = reason
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()

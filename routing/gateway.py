@@ -211,7 +211,7 @@ class Gateway:
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
         # Lua time: the script's own steps, not the waits between them.
-        ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+        ex.lua = outcome.lua_seconds or time.perf_counter() - lua_started
         if outcome.route_pattern:  # before the script's log lines, which are tagged with it
             ex.route = outcome.route_pattern
         self._script_logs(tenant, request, outcome.logs)

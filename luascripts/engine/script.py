@@ -237,10 +237,11 @@ class LoadedScript:
         if run is not None:
             runtime.pending -= 1
         if state == "done":
-            return self._done(padded(res), m, run)
+            return self._done(padded(res), m, run, used)
         raise self._failed(padded(res), run)
 
-    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None) -> Outcome:
+    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None,
+              used: float) -> Outcome:
         action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
         ran = f[_RAN]
         logs = log_lines(f[_LOGS])
@@ -249,7 +250,7 @@ class LoadedScript:
             logs = (*run.logs, *logs)
             dropped += run.dropped
         return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
-                       request_headers(f[_REQH]), logs, dropped, decode_patch(f))
+                       request_headers(f[_REQH]), logs, dropped, decode_patch(f), used)
 
     def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
         kind, message, line = fail_kind(f)

@@ -14,7 +14,9 @@
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
     |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
-    |                                    was streamed to another backend)
+    |   |                                was streamed to another backend)
+    |   +-- ResponseTooLarge         502 response_too_large (a script read a backend body
+    |                                    over its limit)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
@@ -109,6 +111,10 @@ class BackendBroke(BadGateway):
 
 class BodyNotReplayable(BadGateway):
     code = "body_not_replayable"
+
+
+class ResponseTooLarge(BadGateway):
+    code = "response_too_large"
 
 
 class ServiceUnavailable(GatewayError):

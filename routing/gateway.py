@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from luascripts.engine import Outcome
-from luascripts.engine.errors import BodyUnavailable
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
 from routing.conf import GatewayConf, get_conf
 from routing.errors import (
+    BackendBroke,
     ConfigNotLoaded,
     GatewayError,
+    GatewayTimeout,
     PayloadTooLarge,
     RequestTimeout,
+    ResponseTooLarge,
     ScriptBusy,
     ScriptFailed,
     TenantNotFound,
@@ -196,6 +199,11 @@ class Gateway:
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             self._script_logs(tenant, request, getattr(exc, "logs", ()))
             raise body_error(exc, tenant.slug, script.limits.max_request_body_bytes) from None
+        except ResponseUnavailable as exc:
+            # res.body() failed for the backend's reason and the script let it through.
+            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
+            raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             if effects.body.disconnected:
@@ -451,6 +459,16 @@ def body_error(exc: BodyUnavailable, tenant: str, limit: int) -> Exception:
         return ScriptBusy(f"Tenant {tenant!r} is handling too many request bodies at once; "
                           "retry shortly.", retry_after=1)
     return _ClientGone()
+
+
+def response_error(exc: ResponseUnavailable, limit: int) -> GatewayError:
+    """The answer for a request whose script could not read a backend's body."""
+    if exc.reason == "too_large":
+        return ResponseTooLarge(f"The backend's answer is larger than this route's script may "
+                                f"read ({limit} bytes).")
+    if exc.reason == "timeout":
+        return GatewayTimeout("The backend's answer did not arrive in time.")
+    return BackendBroke("The backend closed the connection or sent an invalid response.")
 
 
 def decision_payload(outcome: Outcome | None, body: RequestBody) -> bytes | None:

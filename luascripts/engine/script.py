@@ -33,6 +33,7 @@ from luascripts.engine.effects import (
 from luascripts.engine.errors import (
     BodyTooLarge,
     BodyUnavailable,
+    ResponseUnavailable,
     RuntimeBusy,
     ScriptLoadError,
     ScriptMemoryError,
@@ -263,6 +264,10 @@ class LoadedScript:
             error = cls(error.message, lua_traceback=error.lua_traceback,
                         diagnostics=error.diagnostics)
             error.reason = reason
+        elif kind.startswith("upstream:"):
+            error = ResponseUnavailable(error.message, lua_traceback=error.lua_traceback,
+                                        diagnostics=error.diagnostics)
+            error.reason = kind[9:]
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()

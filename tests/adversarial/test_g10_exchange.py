@@ -249,3 +249,16 @@ async def test_a_request_abandoned_while_its_script_waits_frees_the_script(gatew
         await task
     assert scripts["abuser"].waiting == 0
     await everyone_else_answers(gateway, scripts)
+
+
+def test_a_script_waiting_longer_than_the_hang_timeout_is_not_a_stuck_worker(live, same_worker):
+    """The watchdog marks only the steps that run Lua: a request whose script waits 4.5 s
+    for a backend (the live server's hang timeout is 3 s) is answered, and the worker that
+    served it is still the one serving afterwards (`same_worker`)."""
+    from .conftest import WATCHDOG_S
+
+    assert WATCHDOG_S < 4.5
+    with live.client(timeout=15) as client:
+        response = client.get("/wait-long", headers={"Host": "adv.test"})
+    assert (response.status_code, response.text) == (200, "late")
+    assert "stopped answering" not in live.log_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,22 +172,29 @@ class Gateway:
                            replay_bytes=self.conf.replay_body_bytes,
                            timeout_s=self.conf.body_timeout_s)
         outcome: Outcome | None = None
-        effects: LiveEffects | None = None
+        waited: list[LiveEffects] = []  # the live effects, if the script waited
         try:
             if tenant.script is not None:
-                effects = LiveEffects(
-                    upstream=self.upstream, tenant=tenant, request=request,
-                    router_path=match.path, body=body, ex=ex, conf=self.conf,
-                    limits=tenant.script.limits, balancer=self.balancer, stats=self.stats)
-                outcome = await self._run_script(tenant, request, match.path, ex, effects)
-            await self._answer(tenant, request, match.path, outcome, body, effects, receive,
-                               send, ex)
+                def effects() -> LiveEffects:
+                    live = LiveEffects(
+                        upstream=self.upstream, tenant=tenant, request=request,
+                        router_path=match.path, body=body, ex=ex, conf=self.conf,
+                        limits=tenant.script.limits, balancer=self.balancer,
+                        stats=self.stats)
+                    waited.append(live)
+                    return live
+
+                outcome = await self._run_script(tenant, request, match.path, ex, effects,
+                                                 body)
+            await self._answer(tenant, request, match.path, outcome, body,
+                               waited[0] if waited else None, receive, send, ex)
         finally:
-            if effects is not None:
-                effects.close()
+            if waited:
+                waited[0].close()
 
     async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, effects: LiveEffects) -> Outcome:
+                          ex: Exchange, effects: Callable[[], LiveEffects],
+                          body: RequestBody) -> Outcome:
         script = tenant.script
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy)
@@ -206,7 +214,7 @@ class Gateway:
             raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
-            if effects.body.disconnected:
+            if body.disconnected:
                 raise _ClientGone() from None
             kind = type(exc).__name__
             self.stats.lua_error(tenant.slug, kind)

@@ -290,6 +290,8 @@ class LoadedScript:
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()
+        if kind in ("timeout", "error"):
+            self._collect_if_heavy()
         logs = log_lines(f[_LOGS])
         if run is not None:
             logs = (*run.logs, *logs)
@@ -368,6 +370,17 @@ class LoadedScript:
         if not runtime.ensure_headroom(need):
             raise ScriptMemoryError("The script's runtime has no memory left for this request.")
         return runtime
+
+    def _collect_if_heavy(self) -> None:
+        """A failed request can leave a lot behind (a runaway recursion's stack of many
+        megabytes): collect it now, outside any request's budget, rather than in the middle
+        of whichever request allocates next."""
+        with self._lock:
+            compiled = self._compiled
+            runtime = compiled.runtime
+            if runtime.lua is not None and \
+                    runtime.memory_used() - compiled.loaded_bytes > self.limits.memory_bytes // 4:
+                runtime.collect()
 
     def _after_memory_error(self) -> None:
         """A script that keeps state in upvalues can fill its cap for good (every later

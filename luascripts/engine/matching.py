@@ -41,9 +41,11 @@ def match(root: View, method: str, path: str) -> Match:
         leaf, values, allowed = view.tree.find(method, path)
         if leaf is None:
             found = params if params is not None else NO_PARAMS
+            pattern = view.pattern if joined is None else (route_pattern(joined) or None)
+            if view.empty:
+                return Match(None, found, view.not_found, pattern=pattern)
             if seen:
                 allowed |= seen
-            pattern = view.pattern if joined is None else (route_pattern(joined) or None)
             if allowed:
                 return Match(None, found, view.method_not_allowed, tuple(sorted(allowed)),
                              pattern=pattern)

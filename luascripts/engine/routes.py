@@ -14,7 +14,9 @@ mux with its script line. Here those records become:
 
 Chains run mux middleware first, outermost mux first, then inline (`with`) middleware, as in
 chi. A fallback (404/405) of a view runs the middleware of every mux on the way, then the
-view's own or inherited not_found / method_not_allowed handler, or the router's default.
+router's not_found / method_not_allowed handler, or the router's default. A router gets its
+parent's handler the way chi hands it down, in registration order: when it is mounted
+without one of its own, and when the parent sets one later while it still has none.
 
 Route patterns are chi's RoutePattern(): the patterns matched at each level joined, then
 normalised (patterns.route_pattern). A mount registers three patterns (`/api`, `/api/` and
@@ -79,6 +81,7 @@ class View:
     method_not_allowed: Fallback
     prefix: str = ""  # the mount patterns joined on the way here ("/api/*" + "/v1/*")
     pattern: str | None = None  # what a 404/405 here reports: RoutePattern(prefix) or None
+    empty: bool = False  # no routes: chi answers not-found at once, whatever it saw before
 
 
 @dataclass(slots=True)
@@ -110,6 +113,7 @@ class _Mux:
     method_not_allowed: _Special | None = None
     # The router's patterns so far, as chi's tree would hold them when mount() is called.
     registered: Tree = field(default_factory=Tree)
+    mounted: list[int] = field(default_factory=list)  # routers mounted here so far
 
 
 @dataclass(slots=True)
@@ -156,7 +160,19 @@ class _Builder:
                 self._mount(self._mux(mux_id), str(a), str(b), str(c), _ids(str(mws)), line)
             elif kind in ("not_found", "method_not_allowed"):
                 special = _Special(int(a), _ids(str(mws)))  # type: ignore[arg-type]
-                setattr(self._mux(mux_id), kind, special)
+                mux = self._mux(mux_id)
+                setattr(mux, kind, special)
+                self._hand_down(mux, kind, special, set())
+
+    def _hand_down(self, mux: _Mux, kind: str, special: _Special, seen: set[int]) -> None:
+        """chi's updateSubRoutes: routers mounted here that have no such handler yet take
+        this one, and hand it down to theirs."""
+        for child_id in mux.mounted:
+            child = self._mux(child_id)
+            if child_id not in seen and getattr(child, kind) is None:
+                seen.add(child_id)
+                setattr(child, kind, special)
+                self._hand_down(child, kind, special, seen)
 
     def _parse(self, pattern: str, line: int) -> tuple[Token, ...] | None:
         try:
@@ -205,6 +221,16 @@ class _Builder:
                 f"mount({prefix!r}, ...): unknown backend {_text(target)!r} "
                 f"(this tenant has: {known})"))
             return
+        if target_kind == "router":
+            # chi's Mount(): a router without its own not-found / method-not-allowed
+            # handler takes the parent's, as the parent has it now.
+            child = self._mux(int(target))
+            mux.mounted.append(child.id)
+            for kind in ("not_found", "method_not_allowed"):
+                special = getattr(mux, kind)
+                if special is not None and getattr(child, kind) is None:
+                    setattr(child, kind, special)
+                    self._hand_down(child, kind, special, {child.id})
         mux.entries.append(_Entry("mount", line, mws, pattern=prefix,
                                   stubs=tuple(zip(stub_patterns, stubs, strict=True)),
                                   target_kind=target_kind, target=target))
@@ -234,14 +260,11 @@ class _Builder:
     # -- views ----------------------------------------------------------------------------
 
     def view(self, mux_id: int, prefix: str, outer: tuple[int, ...],
-             not_found: _Special | None, method_not_allowed: _Special | None,
              stack: tuple[int, ...]) -> View:
         """The view of `mux` reached through the mount patterns `prefix`, below the
         middleware `outer`."""
         mux = self._mux(mux_id)
         mws = outer + mux.mws
-        not_found = mux.not_found or not_found
-        method_not_allowed = mux.method_not_allowed or method_not_allowed
         tree = Tree()
         for entry in mux.entries:
             if len(self.routes) > MAX_ROUTES:
@@ -274,8 +297,7 @@ class _Builder:
                     entry.line or None, None,
                     f"mount({entry.pattern!r}, ...): a router cannot be mounted inside itself"))
                 continue
-            child = self.view(child_id, prefix + through, entry_mws, not_found,
-                              method_not_allowed, (*stack, child_id))
+            child = self.view(child_id, prefix + through, entry_mws, (*stack, child_id))
             for local, tokens in entry.stubs:
                 tree.insert("*", tokens, Target(
                     SUBROUTER, route_pattern(prefix + local), NO_LUA, (), view=child,
@@ -287,16 +309,16 @@ class _Builder:
         # chi answers for a router with no routes without running its middleware (its
         # ServeHTTP goes straight to the not-found handler).
         fallback_mws = mws if mux.entries else outer
-        return View(tree, self._fallback(fallback_mws, not_found),
-                    self._fallback(fallback_mws, method_not_allowed), prefix,
-                    route_pattern(prefix) or None)
+        return View(tree, self._fallback(fallback_mws, mux.not_found),
+                    self._fallback(fallback_mws, mux.method_not_allowed), prefix,
+                    route_pattern(prefix) or None, not mux.entries)
 
 
 def compile_routes(flat: Sequence[object], backend_names: Collection[str] | None,
                    ) -> tuple[CompiledRoutes | None, list[Diagnostic]]:
     """Build the root view from an export of records; (None, errors) when anything is wrong."""
     builder = _Builder(flat, backend_names)
-    root = builder.view(1, "", (), None, None, (1,))
+    root = builder.view(1, "", (), (1,))
     if builder.errors:
         return None, builder.errors
     return CompiledRoutes(root, tuple(builder.routes), builder.chain_flat), []

@@ -50,6 +50,7 @@ from luascripts.engine import (
     ScriptLoadError,
     validate,
 )
+from luascripts.engine.matching import match
 
 from .support import load, request
 
@@ -1032,3 +1033,20 @@ def test_route_pattern_of_backend_mounts_and_mount_points() -> None:
     assert body(script, "/api") == "/api/*"
     assert body(script, "/api/") == "/api//*"
     assert body(script, "/api/x") == "/api/*"
+
+
+def test_route_pattern_chi_reports_in_not_found_handlers() -> None:
+    """In a 404/405 handler chi's RoutePattern() holds the mount patterns matched on the way
+    ("" at the root). The matcher computes it (Match.pattern) for the script runner."""
+    script = load("""
+    local sr = chi.router()
+    sr.get("/sub", function(req) return respond(200, "sub") end)
+    chi.mount("/admin", sr)
+    chi.get("/hi", function(req) return respond(200, "hi") end)
+    """)
+    root = script._compiled.routes.root
+    assert match(root, "GET", "/nope").pattern is None
+    assert match(root, "GET", "/admin/nope").pattern == "/admin/*"
+    assert match(root, "GET", "/admin").pattern == "/admin"  # the mount point: sr sees "/"
+    assert match(root, "POST", "/admin/sub").pattern == "/admin/*"
+    assert match(root, "GET", "/admin/sub").pattern == "/admin/sub"

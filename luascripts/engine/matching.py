@@ -40,16 +40,7 @@ def match(root: View, method: str, path: str) -> Match:
     while True:
         leaf, values, allowed = view.tree.find(method, path)
         if leaf is None:
-            found = params if params is not None else NO_PARAMS
-            pattern = view.pattern if joined is None else (route_pattern(joined) or None)
-            if view.empty:
-                return Match(None, found, view.not_found, pattern=pattern)
-            if seen:
-                allowed |= seen
-            if allowed:
-                return Match(None, found, view.method_not_allowed, tuple(sorted(allowed)),
-                             pattern=pattern)
-            return Match(None, found, view.not_found, pattern=pattern)
+            return _fallback(view, params, allowed, seen, joined)
         if allowed:
             seen = allowed if seen is None else seen | allowed
         if values:
@@ -61,9 +52,8 @@ def match(root: View, method: str, path: str) -> Match:
             if joined is not None:
                 target = target.for_prefix(joined)
             found = params if params is not None else NO_PARAMS
-            if target.kind == BACKEND:
-                return Match(target, found, None, (), "/" + found.get("*", ""), target.pattern)
-            return Match(target, found, pattern=target.pattern)
+            rest = "/" + found.get("*", "") if target.kind == BACKEND else "/"
+            return _new(Match, (target, found, None, (), rest, target.pattern))
         # Into a mounted router: it sees "/" + whatever the mount's "*" caught (chi's
         # nextRoutePath); that "*" belongs to the mount, not to the final route.
         if joined is not None:
@@ -73,3 +63,20 @@ def match(root: View, method: str, path: str) -> Match:
         rest = params.pop("*", "") if params is not None else ""
         path = "/" + rest
         view = target.view  # type: ignore[assignment]
+
+
+def _fallback(view: View, params: dict[str, str] | None, allowed: set[str],
+              seen: set[str] | None, joined: str | None) -> Match:
+    found = params if params is not None else NO_PARAMS
+    pattern = view.pattern if joined is None else (route_pattern(joined) or None)
+    if view.empty:
+        return Match(None, found, view.not_found, (), "/", pattern)
+    if seen:
+        allowed |= seen
+    if allowed:
+        return Match(None, found, view.method_not_allowed, tuple(sorted(allowed)), "/",
+                     pattern)
+    return Match(None, found, view.not_found, (), "/", pattern)
+
+
+_new = tuple.__new__  # Match's own __new__ is a Python function: too slow per request

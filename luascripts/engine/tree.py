@@ -206,7 +206,7 @@ def _search(node: Node, method: str, path: str, i: int, n: int, values: list[str
             child = static.get(path[i])
             if child is not None and path.startswith(child.prefix, i):
                 end = i + len(child.prefix)
-                if end == n:
+                if end == n and child.endpoints is not None:
                     leaf = _leaf(child, method, allowed)
                     if leaf is not None:
                         return leaf
@@ -227,7 +227,7 @@ def _search(node: Node, method: str, path: str, i: int, n: int, values: list[str
                 if not child.regexp.matches(value):
                     continue
                 values.append(value)
-                if end == n:
+                if end == n and child.endpoints is not None:
                     leaf = _leaf(child, method, allowed)
                     if leaf is not None:
                         return leaf
@@ -257,7 +257,11 @@ def _search(node: Node, method: str, path: str, i: int, n: int, values: list[str
                 elif tail != "/" and path.find("/", i, end) >= 0:
                     continue  # a plain param never spans path segments
                 values.append(path[i:end])  # empty when the tail comes right away
-                if end == n:
+                if end == n and child.endpoints is not None:
+                    # _leaf() inlined: this is where most requests end
+                    leaf = child.endpoints.get(method)
+                    if leaf is not None:
+                        return leaf
                     leaf = _leaf(child, method, allowed)
                     if leaf is not None:
                         return leaf

@@ -12,10 +12,14 @@
     +-- BadGateway                   502 bad_gateway
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
+    |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
+    |                                    was streamed to another backend)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
     |   +-- TenantUnavailable        503 tenant_unavailable (its script cannot run)
+    |   +-- ScriptBusy               503 script_busy (the tenant's runtime holds as many
+    |                                    bodies of concurrent requests as it can)
     +-- GatewayTimeout               504 gateway_timeout
         +-- ConnectTimeout           504 connect_timeout (nothing reached the backend)
 
@@ -98,6 +102,10 @@ class BackendBroke(BadGateway):
     code = "backend_broke"
 
 
+class BodyNotReplayable(BadGateway):
+    code = "body_not_replayable"
+
+
 class ServiceUnavailable(GatewayError):
     status, code = 503, "unavailable"
 
@@ -116,6 +124,10 @@ class ConfigNotLoaded(ServiceUnavailable):
 
 class TenantUnavailable(ServiceUnavailable):
     code = "tenant_unavailable"
+
+
+class ScriptBusy(ServiceUnavailable):
+    code = "script_busy"
 
 
 class GatewayTimeout(GatewayError):

@@ -123,5 +123,7 @@ def test_simulation_result_is_json_ready(active, acme):
     result = simulation.simulate(tenant=acme, request={"path": "/hello"}, version=active)
     data = result.to_dict()
     assert set(data) == {"tenant", "version", "route_pattern", "params", "middleware", "action",
-                         "logs", "error", "warnings"}
+                         "logs", "error", "warnings", "response", "calls", "exchanges",
+                         "stopped"}
+    assert data["response"]["status"] == data["action"]["status"]
     assert data["tenant"] == "acme" and data["action"]["kind"] == "respond"

@@ -63,16 +63,11 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from luascripts.engine.errors import BodyTooLarge, RuntimeBusy
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, Outcome, RejectAction, ResponsePatch
 from routing.conf import get_conf
-from routing.errors import (
-    GatewayError,
-    PayloadTooLarge,
-    ScriptBusy,
-    error_response,
-    reject_error,
-)
+from routing.errors import GatewayError, error_response, reject_error
+from routing.gateway import body_error, response_error
 from routing.headers import downstream_headers
 from routing.patch import patch_headers, patch_status
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
@@ -288,12 +283,14 @@ class _Runner:
                 outcome = run_sync(run_script(self.entry.script, sreq, effects))
             except NoStub as stop:
                 return self._stopped(stop, effects, warnings)
-            except BodyTooLarge as exc:
-                error = PayloadTooLarge(f"The request body is larger than this route accepts "
-                                        f"({self.limits.max_request_body_bytes} bytes).")
+            except BodyUnavailable as exc:
+                error = body_error(exc, self.spec.slug, self.limits.max_request_body_bytes)
+                assert isinstance(error, GatewayError)
                 return self._failed_run(exc, error, effects, warnings)
-            except RuntimeBusy as exc:
-                return self._failed_run(exc, ScriptBusy(str(exc)), effects, warnings)
+            except ResponseUnavailable as exc:
+                return self._failed_run(
+                    exc, response_error(exc, self.limits.max_response_body_bytes), effects,
+                    warnings)
             except Exception as exc:  # ScriptError: the data plane answers 500
                 message = f"The script failed: {getattr(exc, 'message', None) or exc}"
                 return self._result(error=message, warnings=warnings,

@@ -5,6 +5,7 @@
     |   +-- UriTooLong               414 uri_too_long
     |   +-- HeadersTooLarge          431 headers_too_large
     |   +-- PayloadTooLarge          413 payload_too_large
+    |   +-- RequestTimeout           408 request_timeout (a script waited for a slow body)
     +-- TenantNotFound               404 no_tenant
     +-- RouteNotFound                404 no_route
     +-- MethodNotAllowed             405 method_not_allowed (with Allow)
@@ -13,7 +14,9 @@
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
     |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
-    |                                    was streamed to another backend)
+    |   |                                was streamed to another backend)
+    |   +-- ResponseTooLarge         502 response_too_large (a script read a backend body
+    |                                    over its limit)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
@@ -67,6 +70,10 @@ class PayloadTooLarge(BadRequest):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeout(BadRequest):
+    status, code = 408, "request_timeout"
+
+
 class TenantNotFound(GatewayError):
     status, code = 404, "no_tenant"
 
@@ -104,6 +111,10 @@ class BackendBroke(BadGateway):
 
 class BodyNotReplayable(BadGateway):
     code = "body_not_replayable"
+
+
+class ResponseTooLarge(BadGateway):
+    code = "response_too_large"
 
 
 class ServiceUnavailable(GatewayError):

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,8 +67,10 @@ class RequestBody:
 
     Nothing is read until proxying (`read_ahead`) or the script (`read_all`) needs it."""
 
-    def __init__(self, receive: Receive, *, chunk: int, replay_bytes: int) -> None:
+    def __init__(self, receive: Receive, *, chunk: int, replay_bytes: int,
+                 timeout_s: float = 30.0) -> None:
         self.receive = receive
+        self.timeout_s = timeout_s
         self.prefix = b""  # bytes read so far and not yet sent
         self.more = True  # more bytes may follow the prefix
         self.chunk = chunk
@@ -96,15 +99,20 @@ class RequestBody:
                 return
 
     async def read_all(self, limit: int) -> BodyAnswer:
-        """The whole body, or why not ("too_large": more than `limit` bytes; what was read
-        stays the prefix of the stream; "disconnected")."""
+        """The whole body, or why not ("too_large": more than `limit` bytes, what was read
+        stays the prefix of the stream; "timeout": not all there within the body timeout;
+        "disconnected")."""
         if self.complete:
             return BodyAnswer(self.prefix)
         if self.started:
             return BodyAnswer(error="already sent to a backend")
-        while self.more and len(self.prefix) <= limit:
-            if not await self._receive():
-                return BodyAnswer(error="disconnected")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while self.more and len(self.prefix) <= limit:
+                    if not await self._receive():
+                        return BodyAnswer(error="disconnected")
+        except TimeoutError:
+            return BodyAnswer(error="timeout")
         if len(self.prefix) > limit:
             return BodyAnswer(error="too_large")
         self.complete = True

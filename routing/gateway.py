@@ -19,15 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from luascripts.engine import Outcome
-from luascripts.engine.errors import BodyTooLarge, RuntimeBusy
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
 from routing.conf import GatewayConf, get_conf
 from routing.errors import (
+    BackendBroke,
     ConfigNotLoaded,
     GatewayError,
+    GatewayTimeout,
     PayloadTooLarge,
+    RequestTimeout,
+    ResponseTooLarge,
     ScriptBusy,
     ScriptFailed,
     TenantNotFound,
@@ -164,7 +168,8 @@ class Gateway:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)
         body = RequestBody(receive, chunk=self.conf.chunk_bytes,
-                           replay_bytes=self.conf.replay_body_bytes)
+                           replay_bytes=self.conf.replay_body_bytes,
+                           timeout_s=self.conf.body_timeout_s)
         outcome: Outcome | None = None
         effects: LiveEffects | None = None
         try:
@@ -189,19 +194,16 @@ class Gateway:
         try:
             outcome = await run_script(script, sreq, effects, guard=self.script_guard,
                                        tenant=tenant.slug, version=tenant.version_id or 0)
-        except BodyTooLarge as exc:
+        except BodyUnavailable as exc:
+            # req.body() failed for the client's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             self._script_logs(tenant, request, getattr(exc, "logs", ()))
-            raise PayloadTooLarge(
-                f"The request body is larger than this route accepts "
-                f"({script.limits.max_request_body_bytes} bytes).") from None
-        except RuntimeBusy as exc:
+            raise body_error(exc, tenant.slug, script.limits.max_request_body_bytes) from None
+        except ResponseUnavailable as exc:
+            # res.body() failed for the backend's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
-            self.stats.lua_error(tenant.slug, "busy")
-            log.warning("tenant %s request %s: %s", tenant.slug, request.request_id,
-                        one_line(str(exc)))
-            raise ScriptBusy(f"Tenant {tenant.slug!r} is handling too many request bodies at "
-                             "once; retry shortly.") from None
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
+            raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             if effects.body.disconnected:
@@ -217,7 +219,7 @@ class Gateway:
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
         # Lua time: the script's own steps, not the waits between them.
-        ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+        ex.lua = outcome.lua_seconds or time.perf_counter() - lua_started
         if outcome.route_pattern:  # before the script's log lines, which are tagged with it
             ex.route = outcome.route_pattern
         self._script_logs(tenant, request, outcome.logs)
@@ -442,6 +444,31 @@ class Gateway:
 
 class _ClientGone(Exception):
     """The client disconnected before its request could be answered (logged as 499)."""
+
+
+def body_error(exc: BodyUnavailable, tenant: str, limit: int) -> Exception:
+    """The answer for a request whose script could not have its body (one place for the
+    data plane and the dry run)."""
+    if exc.reason == "too_large":
+        return PayloadTooLarge(f"The request body is larger than this route accepts "
+                               f"({limit} bytes).")
+    if exc.reason == "timeout":
+        return RequestTimeout("The request body did not arrive in time.")
+    if exc.reason == "memory":
+        log.warning("tenant %s: %s", tenant, one_line(str(exc)))
+        return ScriptBusy(f"Tenant {tenant!r} is handling too many request bodies at once; "
+                          "retry shortly.", retry_after=1)
+    return _ClientGone()
+
+
+def response_error(exc: ResponseUnavailable, limit: int) -> GatewayError:
+    """The answer for a request whose script could not read a backend's body."""
+    if exc.reason == "too_large":
+        return ResponseTooLarge(f"The backend's answer is larger than this route's script may "
+                                f"read ({limit} bytes).")
+    if exc.reason == "timeout":
+        return GatewayTimeout("The backend's answer did not arrive in time.")
+    return BackendBroke("The backend closed the connection or sent an invalid response.")
 
 
 def decision_payload(outcome: Outcome | None, body: RequestBody) -> bytes | None:

@@ -57,15 +57,15 @@ end
 local as_response = K.as_response
 
 local function invoke(ctx, chain, i, req)
-  local step = chain[i]
+  local handler = chain[i] -- (the name tracebacks show for a handler or a middleware)
   local previous = K.current
-  K.current = step
+  K.current = handler
   local result
   if i == chain.n then
-    result = step(req)
+    result = handler(req)
   else
     if i > ctx.ran then ctx.ran = i end
-    result = step(req, function(r2)
+    result = handler(req, function(r2)
       if r2 == nil then r2 = req end
       if type(r2) ~= "table" then error("next() expects the request table", 2) end
       return as_response(ctx, invoke(ctx, chain, i + 1, r2), r2)
@@ -128,12 +128,11 @@ local function failed(ctx, co, payload)
   local message = describe(payload)
   if message == "not enough memory" then return fail(ctx, "memory", message, nil) end
   local kind = "error"
-  if ctx.body_too_large and find(message, "req.body(): the request body is larger", 1, true)
-  then
-    kind = "too_large"
-  elseif ctx.overloaded and find(message, "req.body(): the tenant's script runtime has no",
-    1, true) then
-    kind = "overloaded"
+  if ctx.body_error and find(message, "req.body(): the request body ", 1, true) then
+    kind = "body:" .. ctx.body_error
+  elseif ctx.response_error and find(message, "res.body(): the backend's response body ", 1,
+    true) then
+    kind = "upstream:" .. ctx.response_error
   end
   return fail(ctx, kind, message, nil)
 end

@@ -120,12 +120,13 @@ local function read_body(st)
   open(st)
   local answer = { wait("res.body()", "response_body", st.id) }
   local body, err = answer[LBA.body], answer[LBA.error]
-  if err == "too_large" then
-    error(K.script_where() .. "res.body(): the response body is larger than " ..
-      limits.max_response_body_bytes .. " bytes (max_response_body_bytes)", 0)
-  elseif err ~= nil then
-    error(K.script_where() .. "res.body(): the backend's response body could not be read (" ..
-      err .. ")", 0)
+  if err ~= nil then
+    -- Remembered so that, if the script does not catch this error, the host answers for
+    -- the cause (502, 504) rather than with a script failure.
+    st.ctx.response_error = err
+    local why = err == "too_large" and ("is larger than " .. limits.max_response_body_bytes ..
+      " bytes (max_response_body_bytes)") or ("could not be read (" .. err .. ")")
+    error(K.script_where() .. "res.body(): the backend's response body " .. why, 0)
   end
   st.body = body or ""
   return st.body

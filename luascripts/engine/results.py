@@ -41,7 +41,8 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "dispatch:", "[C]: in ?")
+                   "response:", "calls:", "dispatch:", "[C]: in ?",
+                   "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Positions (Lua's, = Python index in an xpcall result tuple).

@@ -32,6 +32,8 @@ from luascripts.engine.effects import (
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
+    BodyUnavailable,
+    ResponseUnavailable,
     RuntimeBusy,
     ScriptLoadError,
     ScriptMemoryError,
@@ -236,10 +238,11 @@ class LoadedScript:
         if run is not None:
             runtime.pending -= 1
         if state == "done":
-            return self._done(padded(res), m, run)
+            return self._done(padded(res), m, run, used)
         raise self._failed(padded(res), run)
 
-    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None) -> Outcome:
+    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None,
+              used: float) -> Outcome:
         action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
         ran = f[_RAN]
         logs = log_lines(f[_LOGS])
@@ -248,19 +251,23 @@ class LoadedScript:
             logs = (*run.logs, *logs)
             dropped += run.dropped
         return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
-                       request_headers(f[_REQH]), logs, dropped, decode_patch(f))
+                       request_headers(f[_REQH]), logs, dropped, decode_patch(f), used)
 
     def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
         kind, message, line = fail_kind(f)
         limits = self.limits
         error = failure(message, kind == "timeout", line, budget_ms=limits.request_cpu_ms,
                         memory_bytes=limits.memory_bytes)
-        if kind == "too_large":
-            error = BodyTooLarge(error.message, lua_traceback=error.lua_traceback,
-                                 diagnostics=error.diagnostics)
-        elif kind == "overloaded":
-            error = RuntimeBusy(error.message, lua_traceback=error.lua_traceback,
-                                diagnostics=error.diagnostics)
+        if kind.startswith("body:"):
+            reason = kind[5:]
+            cls = {"too_large": BodyTooLarge, "memory": RuntimeBusy}.get(reason, BodyUnavailable)
+            error = cls(error.message, lua_traceback=error.lua_traceback,
+                        diagnostics=error.diagnostics)
+            error.reason = reason
+        elif kind.startswith("upstream:"):
+            error = ResponseUnavailable(error.message, lua_traceback=error.lua_traceback,
+                                        diagnostics=error.diagnostics)
+            error.reason = kind[9:]
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()

@@ -12,6 +12,7 @@
     +-- BadGateway                   502 bad_gateway
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
+    |       +-- InvalidResponse          (a response that cannot be framed for the client)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
@@ -96,6 +97,11 @@ class BackendRefused(BadGateway):
 
 class BackendBroke(BadGateway):
     code = "backend_broke"
+
+
+class InvalidResponse(BackendBroke):
+    """The backend's answer cannot be passed on as valid HTTP (a control character in a
+    header, a malformed header name): the client gets a 502, never the broken answer."""
 
 
 class ServiceUnavailable(GatewayError):

@@ -107,3 +107,42 @@ def test_trusted_proxies_walk_from_the_right(settings):
     assert request.forwarded_proto == "https"  # believed from a trusted peer only
     untrusted = parse_scope(http_scope("/", headers=[("x-forwarded-proto", "https")]), conf)
     assert untrusted.forwarded_proto == "http"
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\x00b", "a\x7fb", "a\x0bb", "a\x0cb", "\x1fa",
+                                   "a\x1b[31mred", "chunked\x08"])
+def test_header_value_with_a_control_character_is_400(value):
+    """`X: a\\x01b` passes Twisted and would make the upstream client raise (a 500)."""
+    with pytest.raises(BadRequest) as info:
+        parse_scope(http_scope("/", headers=[("x-thing", value)]), get_conf())
+    assert info.value.status == 400 and "x-thing" in info.value.detail
+
+
+@pytest.mark.parametrize("value", ["a\tb", "caf\xe9", "\x80\xff", "a b", "\xa0x", "\xadx"])
+def test_header_values_with_tab_or_obs_text_pass(value):
+    scope = http_scope("/")
+    scope["headers"].append((b"x-thing", value.encode("latin-1")))
+    request = parse_scope(scope, get_conf())
+    assert ("x-thing", value) in request.headers
+
+
+@pytest.mark.parametrize("name", [b"x thing", b"x\x01", b"x:y", b"", b"\xe9", b"x(y)",
+                                  b"x\ty", b"x/y", b"x@y", b"x\"y"])
+def test_header_name_that_is_not_a_token_is_400(name):
+    scope = http_scope("/")
+    scope["headers"].append((name, b"v"))
+    with pytest.raises(BadRequest) as info:
+        parse_scope(scope, get_conf())
+    assert "token" in info.value.detail
+
+
+@pytest.mark.parametrize("path", ["/a\x01b", "/a b", "/a\tb", "/a\x7f", "/a\x1b"])
+def test_path_with_a_space_or_control_character_is_400(path):
+    with pytest.raises(BadRequest):
+        check_path(path)
+
+
+@pytest.mark.parametrize("query", ["a=\x01", "a=b c", "a=\x7f", "a#frag", "a=\x00"])
+def test_client_query_with_a_control_character_is_400(query):
+    with pytest.raises(BadRequest):
+        parse_scope(http_scope("/", query=query), get_conf())

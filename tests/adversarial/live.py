@@ -199,6 +199,7 @@ class Farm:
     faulty: FaultyBackend
     canary: Backend
     refused_url: str
+    smuggle: Backend
 
     def close(self) -> None:
         self.farm.close()
@@ -210,7 +211,8 @@ def make_farm() -> Farm:
     faulty = add_backend(farm, "adv-faulty", FaultyBackend)
     canary = add_backend(farm, "adv-canary")
     faulty.redirect_to = f"{canary.url}/stolen"
-    return Farm(farm, echo, faulty, canary, dead_url())
+    smuggle = add_backend(farm, "adv-smuggle")
+    return Farm(farm, echo, faulty, canary, dead_url(), smuggle)
 
 
 def spec(farm: Farm) -> dict:
@@ -223,6 +225,9 @@ def spec(farm: Farm) -> dict:
         {"slug": "nb", "domains": ["nb.test"], "script": NEIGHBOUR_SCRIPT,
          "backends": [{"name": "echo", "url": echo}]},
         {"slug": "plain", "domains": ["plain.test"], "backends": [{"name": "echo", "url": echo}]},
+        # No script: every request proxies to the echo backend (the smuggler scan's target).
+        {"slug": "smuggle", "domains": ["smuggle.test"],
+         "backends": [{"name": "echo", "url": farm.smuggle.url}]},
         {"slug": "faults", "domains": ["faults.test"], "script": FAULTS_SCRIPT,
          "backends": [{"name": "refused", "url": farm.refused_url},
                       *({"name": name, "url": faulty, "read_timeout_ms": 800}

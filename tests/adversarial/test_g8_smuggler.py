@@ -2,8 +2,8 @@
 live `serve` (tests/adversarial/smuggler/: its payload files unchanged, its detection ported).
 
 Required: zero findings (smuggler's own verdict), and every probe answered: no 5xx, no hang,
-no connection dropped without an answer, every refusal a JSON 400. The backend behind the scanned tenant must only
-ever have received requests the gateway framed itself.
+no connection dropped without an answer, every refusal a JSON 400. The backend behind the
+scanned tenant must only ever have received requests the gateway framed itself.
 """
 
 from __future__ import annotations

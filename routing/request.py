@@ -35,7 +35,7 @@ _HOST_RE = re.compile(
 )
 _ENCODED_CONTROL = re.compile(r"%(?:0[aAdD0]|00)")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
-_PATH_CONTROL = re.compile(r"[\x00-\x20\x7f]")
+_PATH_CONTROL = re.compile(r"[\x00-\x20\x7f#]")
 _SPECIAL = HOP_BY_HOP | {"host", "x-forwarded-for", "x-request-id", "x-forwarded-proto"}
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 
@@ -88,7 +88,7 @@ def check_path(path: str) -> str:
     if not path.startswith("/") or path.startswith("//"):
         raise BadRequest("The request path must start with exactly one '/'.")
     if _PATH_CONTROL.search(path) is not None:
-        raise BadRequest("The request path contains a space or a control character.")
+        raise BadRequest("The request path contains a space, a control character or '#'.")
     if "%" in path or "." in path or "\\" in path:
         if "%" in path and _ENCODED_CONTROL.search(path):
             raise BadRequest("The request path contains an encoded control character.")
@@ -103,6 +103,24 @@ def check_query(query: str) -> str:
     if _BAD_QUERY.search(query):
         raise BadRequest("The query string contains a space, '#' or a control character.")
     return query
+
+
+def check_transfer_encoding(value: str, http_version: str) -> None:
+    """The server de-chunked the body; refuse what it should not have accepted (400): a
+    coding other than `chunked` (`identity` is no coding any more, RFC 9112 7), or any
+    Transfer-Encoding on an HTTP/1.0 request, whose framing is then faulty (RFC 9112 6.1)."""
+    if http_version == "1.0":
+        raise BadRequest("An HTTP/1.0 request cannot carry Transfer-Encoding.")
+    if value.strip().lower() != "chunked":
+        raise BadRequest("The only transfer coding accepted is 'chunked'.")
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
@@ -152,6 +170,10 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
             raise BadRequest("A request header name is not a valid HTTP token.")
         if not value.isprintable() and not is_field_value(value):
             raise BadRequest(f"The request header {name!r} contains a control character.")
+        if not value.isascii() and not _utf8(value_b):
+            # The upstream client sends header values as UTF-8 text: other bytes above 0x7f
+            # could not reach the backend as they came.
+            raise BadRequest(f"The request header {name!r} is not valid UTF-8.")
         size += len(name) + len(value) + 4
         if name in _SPECIAL:
             if name == "host":
@@ -165,6 +187,9 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
             elif name == "connection":
                 connection = connection or []
                 connection.append(value)
+                continue
+            elif name == "transfer-encoding":
+                check_transfer_encoding(value, scope.get("http_version", "1.1"))
                 continue
             elif name in HOP_BY_HOP:
                 continue

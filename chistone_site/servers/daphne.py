@@ -16,8 +16,8 @@ What daphne does not offer through ASGI, and how this module gets it:
   `twisted.web.http.Request`) from it. Nothing else is searched.
 - **Startup.** daphne has no lifespan events: `start_when_running()` starts the data plane
   from a reactor timer, which runs inside the asyncio loop the reactor drives.
-- **Its own error answers** (requests Twisted cannot parse, invalid header bytes daphne
-  refuses, daphne's own failures) become JSON like the gateway's (`install_json_errors()`).
+- **What Twisted and daphne answer on their own** (requests they cannot parse, invalid
+  header bytes, their own failures) is made strict and JSON: `daphne_parser.install()`.
 - **Serving inherited sockets** and **draining** (`serve()`), used by the worker processes.
 
 `tests/chistone_site/servers/test_daphne.py` runs a real daphne and fails if any of this can
@@ -37,6 +37,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, Protocol
+
+from chistone_site.servers import daphne_parser
 
 log = logging.getLogger("chistone.servers.daphne")
 
@@ -187,65 +189,6 @@ def install_reactor() -> None:
     import daphne.server  # noqa: F401
 
 
-MALFORMED_DETAIL = ("The request is not valid HTTP/1.1 (its request line, a header or its "
-                    "framing is malformed or ambiguous).")
-_ERROR_CODES = {400: "bad_request", 408: "request_timeout", 413: "payload_too_large",
-                431: "headers_too_large", 503: "unavailable"}
-
-
-def _json_error(status: int, code: str, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    from routing.errors import json_body
-    from routing.headers import new_request_id
-
-    request_id = new_request_id()
-    body = json_body(code, detail, request_id)
-    return [(b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store"),
-            (b"x-request-id", request_id.encode())], body
-
-
-def install_json_errors() -> None:
-    """Make the answers Twisted and daphne give on their own JSON, like the gateway's.
-
-    Twisted refuses a request it cannot parse (malformed request line or header, ambiguous
-    framing: Content-Length with Transfer-Encoding, two lengths, a bad chunk size, ...) in
-    `HTTPChannel._respondToBadRequestAndDisconnect` with a bare `400 Bad Request`; daphne
-    answers invalid header names and values, non-ASCII paths, its own failures and timeouts
-    with an HTML page (`WebRequest.basic_error`). Both become `{"error", "detail",
-    "request_id"}` answers. Raises `AdapterError` when either hook is gone (an upgrade).
-    """
-    from daphne.http_protocol import WebRequest
-    from twisted.web.http import HTTPChannel
-
-    from chistone_site.servers import AdapterError
-
-    missing = [name for owner, name in ((HTTPChannel, "_respondToBadRequestAndDisconnect"),
-                                        (WebRequest, "basic_error"))
-               if not callable(getattr(owner, name, None))]
-    if missing:
-        raise AdapterError(f"daphne/Twisted no longer have {missing}: their own error answers "
-                           f"would not be JSON (chistone_site/servers/daphne.py)")
-
-    def respond_bad_request(channel: Any) -> None:
-        headers, body = _json_error(400, "bad_request", MALFORMED_DETAIL)
-        head = b"".join(b"%s: %s\r\n" % pair for pair in headers)
-        channel.transport.write(b"HTTP/1.1 400 Bad Request\r\n" + head
-                                + b"connection: close\r\n\r\n" + body)
-        channel.loseConnection()
-
-    def basic_error(request: Any, status: int, status_text: bytes, detail: str) -> None:
-        code = _ERROR_CODES.get(status, "internal_error")
-        headers, body = _json_error(status, code, detail if status < 500 else
-                                    "The server failed while handling this request.")
-        request.handle_reply({"type": "http.response.start", "status": status,
-                              "headers": headers})
-        request.handle_reply({"type": "http.response.body", "body": body})
-
-    HTTPChannel._respondToBadRequestAndDisconnect = respond_bad_request
-    WebRequest.basic_error = basic_error
-
-
 def _accept_one_at_a_time(port: Any) -> None:
     """Share connections fairly among the workers on one shared listening socket.
 
@@ -311,7 +254,7 @@ def serve(app: Any, fds: list[int], *, counter: Drainable, shared_socket: bool,
         return original_listen_success(port)
 
     server.listen_success = listen_success
-    install_json_errors()
+    daphne_parser.install()
     start_when_running(on_start)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
     signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(drain))

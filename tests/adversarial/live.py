@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.adversarial.differential.recorder import Recorder
 from tests.e2e.backends import Backend, BackendFarm, free_port
 from tests.serving import MANAGE, ROOT, Served
 
@@ -200,6 +201,8 @@ class Farm:
     canary: Backend
     refused_url: str
     smuggle: Backend
+    # The differential suite's recording backends: one behind nginx, one behind chistone.
+    recorders: dict[str, Recorder]
 
     def close(self) -> None:
         self.farm.close()
@@ -212,7 +215,10 @@ def make_farm() -> Farm:
     canary = add_backend(farm, "adv-canary")
     faulty.redirect_to = f"{canary.url}/stolen"
     smuggle = add_backend(farm, "adv-smuggle")
-    return Farm(farm, echo, faulty, canary, dead_url(), smuggle)
+    recorders = {name: Recorder(name) for name in ("nginx", "chistone")}
+    for recorder in recorders.values():
+        farm.run(recorder.start())
+    return Farm(farm, echo, faulty, canary, dead_url(), smuggle, recorders)
 
 
 def spec(farm: Farm) -> dict:
@@ -225,6 +231,9 @@ def spec(farm: Farm) -> dict:
         {"slug": "nb", "domains": ["nb.test"], "script": NEIGHBOUR_SCRIPT,
          "backends": [{"name": "echo", "url": echo}]},
         {"slug": "plain", "domains": ["plain.test"], "backends": [{"name": "echo", "url": echo}]},
+        # No script: every request proxies to the recording backend (the differential suite).
+        {"slug": "diff", "domains": ["diff.test"],
+         "backends": [{"name": "recorder", "url": farm.recorders["chistone"].url}]},
         # No script: every request proxies to the echo backend (the smuggler scan's target).
         {"slug": "smuggle", "domains": ["smuggle.test"],
          "backends": [{"name": "echo", "url": farm.smuggle.url}]},

@@ -5,6 +5,7 @@
     |   +-- UriTooLong               414 uri_too_long
     |   +-- HeadersTooLarge          431 headers_too_large
     |   +-- PayloadTooLarge          413 payload_too_large
+    |   +-- RequestTimeout           408 request_timeout (a script waited for a slow body)
     +-- TenantNotFound               404 no_tenant
     +-- RouteNotFound                404 no_route
     +-- MethodNotAllowed             405 method_not_allowed (with Allow)
@@ -13,10 +14,14 @@
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
     |       +-- InvalidResponse          (a response that cannot be framed for the client)
+    |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
+    |                                    was streamed to another backend)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
     |   +-- TenantUnavailable        503 tenant_unavailable (its script cannot run)
+    |   +-- ScriptBusy               503 script_busy (the tenant's runtime holds as many
+    |                                    bodies of concurrent requests as it can)
     +-- GatewayTimeout               504 gateway_timeout
         +-- ConnectTimeout           504 connect_timeout (nothing reached the backend)
 
@@ -64,6 +69,10 @@ class PayloadTooLarge(BadRequest):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeout(BadRequest):
+    status, code = 408, "request_timeout"
+
+
 class TenantNotFound(GatewayError):
     status, code = 404, "no_tenant"
 
@@ -104,6 +113,10 @@ class InvalidResponse(BackendBroke):
     header, a malformed header name): the client gets a 502, never the broken answer."""
 
 
+class BodyNotReplayable(BadGateway):
+    code = "body_not_replayable"
+
+
 class ServiceUnavailable(GatewayError):
     status, code = 503, "unavailable"
 
@@ -122,6 +135,10 @@ class ConfigNotLoaded(ServiceUnavailable):
 
 class TenantUnavailable(ServiceUnavailable):
     code = "tenant_unavailable"
+
+
+class ScriptBusy(ServiceUnavailable):
+    code = "script_busy"
 
 
 class GatewayTimeout(GatewayError):

@@ -44,6 +44,7 @@ class Recorder:
     port: int = 0
     received: list[Received | Unparseable] = field(default_factory=list)
     server: asyncio.base_events.Server | None = None
+    _open: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -54,11 +55,16 @@ class Recorder:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        """Stop listening and end the proxies' kept-alive connections."""
         if self.server is not None:
             self.server.close()
+        for writer in list(self._open):
+            writer.close()
+        await asyncio.sleep(0.05)  # let the connection handlers see the end and return
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         buffer = _Buffer(reader)
+        self._open.add(writer)
         try:
             while True:
                 try:
@@ -81,6 +87,7 @@ class Recorder:
                 self.received.append(Unparseable("connection ended mid-request",
                                                  bytes(buffer.seen)))
         finally:
+            self._open.discard(writer)
             writer.close()
 
 

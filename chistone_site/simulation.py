@@ -63,11 +63,11 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from luascripts.engine.errors import BodyUnavailable
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, Outcome, RejectAction, ResponsePatch
 from routing.conf import get_conf
 from routing.errors import GatewayError, error_response, reject_error
-from routing.gateway import body_error
+from routing.gateway import body_error, response_error
 from routing.headers import downstream_headers
 from routing.patch import patch_headers, patch_status
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
@@ -287,6 +287,10 @@ class _Runner:
                 error = body_error(exc, self.spec.slug, self.limits.max_request_body_bytes)
                 assert isinstance(error, GatewayError)
                 return self._failed_run(exc, error, effects, warnings)
+            except ResponseUnavailable as exc:
+                return self._failed_run(
+                    exc, response_error(exc, self.limits.max_response_body_bytes), effects,
+                    warnings)
             except Exception as exc:  # ScriptError: the data plane answers 500
                 message = f"The script failed: {getattr(exc, 'message', None) or exc}"
                 return self._result(error=message, warnings=warnings,

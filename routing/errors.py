@@ -15,7 +15,9 @@
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
     |       +-- InvalidResponse          (a response that cannot be framed for the client)
     |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
-    |                                    was streamed to another backend)
+    |   |                                was streamed to another backend)
+    |   +-- ResponseTooLarge         502 response_too_large (a script read a backend body
+    |                                    over its limit)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
@@ -115,6 +117,10 @@ class InvalidResponse(BackendBroke):
 
 class BodyNotReplayable(BadGateway):
     code = "body_not_replayable"
+
+
+class ResponseTooLarge(BadGateway):
+    code = "response_too_large"
 
 
 class ServiceUnavailable(GatewayError):

@@ -15,20 +15,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from luascripts.engine import Outcome
-from luascripts.engine.errors import BodyUnavailable
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
 from routing.conf import GatewayConf, get_conf
 from routing.errors import (
+    BackendBroke,
     ConfigNotLoaded,
     GatewayError,
+    GatewayTimeout,
     PayloadTooLarge,
     RequestTimeout,
+    ResponseTooLarge,
     ScriptBusy,
     ScriptFailed,
     TenantNotFound,
@@ -179,22 +183,29 @@ class Gateway:
                            replay_bytes=self.conf.replay_body_bytes,
                            timeout_s=self.conf.body_timeout_s)
         outcome: Outcome | None = None
-        effects: LiveEffects | None = None
+        waited: list[LiveEffects] = []  # the live effects, if the script waited
         try:
             if tenant.script is not None:
-                effects = LiveEffects(
-                    upstream=self.upstream, tenant=tenant, request=request,
-                    router_path=match.path, body=body, ex=ex, conf=self.conf,
-                    limits=tenant.script.limits, balancer=self.balancer, stats=self.stats)
-                outcome = await self._run_script(tenant, request, match.path, ex, effects)
-            await self._answer(tenant, request, match.path, outcome, body, effects, receive,
-                               send, ex)
+                def effects() -> LiveEffects:
+                    live = LiveEffects(
+                        upstream=self.upstream, tenant=tenant, request=request,
+                        router_path=match.path, body=body, ex=ex, conf=self.conf,
+                        limits=tenant.script.limits, balancer=self.balancer,
+                        stats=self.stats)
+                    waited.append(live)
+                    return live
+
+                outcome = await self._run_script(tenant, request, match.path, ex, effects,
+                                                 body)
+            await self._answer(tenant, request, match.path, outcome, body,
+                               waited[0] if waited else None, receive, send, ex)
         finally:
-            if effects is not None:
-                effects.close()
+            if waited:
+                waited[0].close()
 
     async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, effects: LiveEffects) -> Outcome:
+                          ex: Exchange, effects: Callable[[], LiveEffects],
+                          body: RequestBody) -> Outcome:
         script = tenant.script
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy)
@@ -207,9 +218,14 @@ class Gateway:
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
             self._script_logs(tenant, request, getattr(exc, "logs", ()))
             raise body_error(exc, tenant.slug, script.limits.max_request_body_bytes) from None
+        except ResponseUnavailable as exc:
+            # res.body() failed for the backend's reason and the script let it through.
+            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
+            raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
-            if effects.body.disconnected:
+            if body.disconnected:
                 raise _ClientGone() from None
             kind = type(exc).__name__
             self.stats.lua_error(tenant.slug, kind)
@@ -462,6 +478,16 @@ def body_error(exc: BodyUnavailable, tenant: str, limit: int) -> Exception:
         return ScriptBusy(f"Tenant {tenant!r} is handling too many request bodies at once; "
                           "retry shortly.", retry_after=1)
     return _ClientGone()
+
+
+def response_error(exc: ResponseUnavailable, limit: int) -> GatewayError:
+    """The answer for a request whose script could not read a backend's body."""
+    if exc.reason == "too_large":
+        return ResponseTooLarge(f"The backend's answer is larger than this route's script may "
+                                f"read ({limit} bytes).")
+    if exc.reason == "timeout":
+        return GatewayTimeout("The backend's answer did not arrive in time.")
+    return BackendBroke("The backend closed the connection or sent an invalid response.")
 
 
 def decision_payload(outcome: Outcome | None, body: RequestBody) -> bytes | None:

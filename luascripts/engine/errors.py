@@ -10,6 +10,8 @@
             |                        the script did not catch it (`reason` says which)
             +-- BodyTooLarge     ... a body over the limit (413)
             +-- RuntimeBusy      ... the runtime cannot hold one more body now (503)
+        +-- ResponseUnavailable  ... because res.body() failed for the backend's reason
+                                 (`reason`: too_large, timeout, broken) and was not caught
 
 Timeouts and memory errors are runtime errors too, so a caller that only wants "this request
 failed because of the script" catches ScriptRuntimeError. Messages are written for the
@@ -67,6 +69,13 @@ class BodyTooLarge(BodyUnavailable):
     """A request body over `max_request_body_bytes`: the request is answered 413."""
 
     reason = "too_large"
+
+
+class ResponseUnavailable(ScriptRuntimeError):
+    """res.body() failed because of the backend (a body over `max_response_body_bytes`, too
+    slow, broken) and the script did not catch the error: the gateway answers 502 or 504."""
+
+    reason = "unavailable"
 
 
 class RuntimeBusy(BodyUnavailable):

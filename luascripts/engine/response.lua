@@ -25,9 +25,8 @@ local gmatch, format = S.gmatch, S.format
 local math_type = math.type
 
 local L = K.layout
-local LP, LR, LJ = L.proxy, L.respond, L.reject
+local LP, LR, LJ, LU = L.proxy, L.respond, L.reject, L.exchange
 local LH, LBA, LRA = L.head, L.body_answer, L.render_answer
-local OFF = L.offsets
 local ACTIONS, KIND_NAMES = K.ACTIONS, K.KIND_NAMES
 local wait, limits = K.wait, K.limits
 local header_table, header_state, header_changes = K.header_table, K.header_state,
@@ -120,12 +119,13 @@ local function read_body(st)
   open(st)
   local answer = { wait("res.body()", "response_body", st.id) }
   local body, err = answer[LBA.body], answer[LBA.error]
-  if err == "too_large" then
-    error(K.script_where() .. "res.body(): the response body is larger than " ..
-      limits.max_response_body_bytes .. " bytes (max_response_body_bytes)", 0)
-  elseif err ~= nil then
-    error(K.script_where() .. "res.body(): the backend's response body could not be read (" ..
-      err .. ")", 0)
+  if err ~= nil then
+    -- Remembered so that, if the script does not catch this error, the host answers for
+    -- the cause (502, 504) rather than with a script failure.
+    st.ctx.response_error = err
+    local why = err == "too_large" and ("is larger than " .. limits.max_response_body_bytes ..
+      " bytes (max_response_body_bytes)") or ("could not be read (" .. err .. ")")
+    error(K.script_where() .. "res.body(): the backend's response body " .. why, 0)
   end
   st.body = body or ""
   return st.body
@@ -291,38 +291,25 @@ function K.as_response(ctx, result, req)
   return new_response(ctx, flat, req)
 end
 
--- The "done" payload: the action slots at OFF.payload, the patch at OFF.patch, plus the
--- request headers blob (for a proxy) in out.reqh. `out.n` is the last position used.
-local LPATCH = L.patch
+-- What a finished request hands back: (request headers blob or nil, the patch's status,
+-- headers, removed names and body, the action's flat record). dispatch.lua returns these
+-- as the "done" result (boundary.py: RESULT, then PATCH, then the action).
 function K.final(ctx, result, selector, pool)
-  local out = {}
   local st = response_state(result)
-  local flat
   if st == nil then
-    flat = K.action_flat(result, selector, pool)
-    out.reqh = changed_headers(ctx.req)
-  else
-    local kind = st.kind
-    if (kind == "P" or kind == "M") and st.head then
-      flat = { [L.exchange.kind] = "U", [L.exchange.id] = st.id, n = L.exchange._n }
-    else
-      flat = st.flat
-      if kind == "P" or kind == "M" then out.reqh = changed_headers(st.req) end
-    end
-    local n = OFF.patch
-    if st.status ~= nil then out[n + LPATCH.status] = st.status end
-    local hst = header_state(st.headers)
-    if hst then
-      out[n + LPATCH.headers], out[n + LPATCH.removed] = header_changes(hst)
-    end
-    if st.body_set then out[n + LPATCH.body] = st.body end
+    return changed_headers(ctx.req), nil, nil, nil, nil, K.action_flat(result, selector, pool)
   end
-  local base = OFF.payload
-  for i = 1, flat.n do out[base + i] = flat[i] end
-  local last = OFF.patch + LPATCH._n
-  while last > base and out[last] == nil do last = last - 1 end
-  out.n = last
-  return out
+  local kind, reqh, flat = st.kind, nil, nil
+  if (kind == "P" or kind == "M") and st.head then
+    flat = { [LU.kind] = "U", [LU.id] = st.id, n = LU._n }
+  else
+    flat = st.flat
+    if kind == "P" or kind == "M" then reqh = changed_headers(st.req) end
+  end
+  local set, removed
+  local hst = header_state(st.headers)
+  if hst then set, removed = header_changes(hst) end
+  return reqh, st.status, set, removed, st.body_set and st.body or nil, flat
 end
 
 -- For tests of the encoding from the host.

@@ -79,7 +79,7 @@ def test_helper_errors_point_at_the_calling_line() -> None:
     with pytest.raises(ScriptRuntimeError) as exc_info:
         script.handle(request("/"))
     assert exc_info.value.diagnostics[0].line == 2
-    assert "script:2: in local 'step'" in exc_info.value.lua_traceback
+    assert "script:2: in local 'handler'" in exc_info.value.lua_traceback
     assert "dispatch:" not in exc_info.value.lua_traceback  # sandbox frames are filtered
 
 

@@ -76,6 +76,8 @@ class Exchange:
     error: str = ""
     # X-Chistone-Config: the generation of the snapshot this request was served under.
     config: tuple[bytes, bytes] | None = None
+    # The server adapter's back-pressure and abort for this connection (routing.respond).
+    connection: respond.ServerConnection | None = None
 
 
 class Gateway:
@@ -114,7 +116,7 @@ class Gateway:
         if scope["type"] != "http":
             raise RuntimeError(f"the gateway serves http only, not {scope['type']!r}")
         started = time.perf_counter()
-        ex = Exchange()
+        ex = Exchange(connection=respond.server_connection(scope))
         # Log records written while this request is handled carry its id, tenant and route.
         bound = current_request.set(ex)
         try:
@@ -138,6 +140,15 @@ class Gateway:
                 log.warning("%s %s: %s (request %s)", error.status, error.code, error.detail,
                             ex.request_id)
             ex.sent = await respond.send_error(send, error, ex.request_id, ex.config)
+        except respond.ResponseAborted:  # the server is meant to drop the connection
+            raise
+        except Exception:  # the last resort: a bug must not become the server's HTML 500
+            ex.request_id = ex.request_id or new_request_id()
+            ex.error = "internal_error"
+            log.exception("request %s: unexpected error in the gateway", ex.request_id)
+            sent = await respond.send_internal_error(scope, send, ex.request_id, ex.config)
+            if sent is not None:  # else the response had started: its status is what was sent
+                ex.status, ex.sent = 500, sent
         finally:
             total = time.perf_counter() - started
             self.stats.record(ex.tenant, ex.route, ex.status, total=total, upstream=ex.upstream,
@@ -430,7 +441,7 @@ class Gateway:
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
-                await respond.wait_writable(send)
+                await respond.wait_writable(ex.connection)
                 chunk = await response.read_chunk()
         except UpstreamError as exc:
             ex.sent = sent
@@ -441,7 +452,7 @@ class Gateway:
             log.warning("request %s: backend %s broke after %d bytes (%s); aborting the client "
                         "connection", request.request_id, name, sent, exc)
             response.close()
-            respond.abort(send)
+            await respond.abort(ex.connection)
             return
         ex.sent = sent
         await send({"type": "http.response.body", "body": b""})

@@ -231,6 +231,18 @@ class GatewayReport:
     workers: int = 1
 
 
+def when(epoch: float | None, now: float | None = None) -> str:
+    """"03:51:20 UTC (4 min ago)" for a wall-clock time, "" for none."""
+    if not epoch:
+        return ""
+    now = time.time() if now is None else now
+    ago = max(0, int(now - epoch))
+    span = (f"{ago} s" if ago < 120 else f"{ago // 60} min" if ago < 7200
+            else f"{ago // 3600} h" if ago < 172800 else f"{ago // 86400} days")
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+    return f"{stamp} UTC ({span} ago)"
+
+
 # Which state wins when workers disagree: the worst one (one worker that took a backend out
 # is worth seeing), then "pending" over "healthy".
 _STATE_RANK = {"unhealthy": 0, "pending": 1, "healthy": 2, "disabled": 3}
@@ -259,6 +271,8 @@ def _merge_health(views: list[dict[str, Any]]) -> dict[str, Any]:
         workers_unhealthy=sum(1 for v in fresh if v.get("state") == "unhealthy"),
         workers=len(fresh),
     )
+    merged["since_text"] = when(merged["since"])
+    merged["last_check_text"] = when(merged["last_check"])
     if not merged.get("last_error"):
         merged["last_error"] = next((v["last_error"] for v in views if v.get("last_error")), "")
     return merged

@@ -19,6 +19,7 @@ from django.urls import reverse
 from chistone_site.admin_gateway import gateway_report
 from chistone_site.simulation import simulate
 from luascripts.admin import ScriptVersionAdmin
+from luascripts.middleware_names import name_labels
 from luascripts.models import ScriptVersion
 from tenants.admin import BackendAdmin, TenantAdmin
 from tenants.admin_scoping import visible_tenants
@@ -56,10 +57,15 @@ class GatewayBackendAdmin(BackendAdmin):
 
 
 class GatewayScriptVersionAdmin(ScriptVersionAdmin):
-    def simulate_request(self, *, tenant: Tenant, version: ScriptVersion,
-                         request_data: dict[str, Any]) -> dict[str, Any]:
+    def simulate_request(self, *, tenant: Tenant, version: ScriptVersion | None,
+                         request_data: dict[str, Any], source: str | None = None
+                         ) -> dict[str, Any]:
         try:
-            result = simulate(tenant=tenant, request=request_data, version=version).to_dict()
+            if version is None:
+                result = simulate(tenant=tenant, request=request_data, source=source).to_dict()
+            else:
+                result = simulate(tenant=tenant, request=request_data,
+                                  version=version).to_dict()
         except ServiceError as exc:
             return {"error": exc.message}
         action = result.get("action")
@@ -68,6 +74,8 @@ class GatewayScriptVersionAdmin(ScriptVersionAdmin):
                 value = action.get(key) or []
                 action[key] = [tuple(pair) for pair in
                                (value.items() if isinstance(value, Mapping) else value)]
+        result["middleware"] = name_labels(result.get("middleware") or [],
+                                           version.source if version is not None else source)
         result["logs"] = [line if isinstance(line, Mapping)
                           else {"level": line[0], "message": line[1]}
                           for line in result.get("logs") or []]

@@ -292,7 +292,12 @@ class HostClaimAdmin(TenantScopedAdminMixin, ReadOnlyAdmin):
 
 @admin.register(ConfigState)
 class ConfigStateAdmin(ReadOnlyAdmin):
-    list_display = ("generation", "updated_at")
+    list_display = ("generation", "updated")
+
+    @admin.display(description="updated at", ordering="updated_at")
+    def updated(self, obj: ConfigState) -> str:
+        # To the second: generations can follow each other within a minute.
+        return obj.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def has_view_permission(self, request, obj=None):
         return sees_all_tenants(request.user)

@@ -87,7 +87,7 @@ def eventually(check, timeout: float = 15.0):
 class _Backend(BaseHTTPRequestHandler):
     """/ok: 200; /fail: 503; /slow: 200 after 0.6 s; /health-slow: 200 after 6 s."""
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path.endswith("/slow"):
             time.sleep(0.6)

@@ -76,10 +76,9 @@ def seeded(server, backend):
 @pytest.fixture
 def page(browser, screenshots_dir, request, seeded):
     page = browser.new_page(viewport={"width": 1366, "height": 900})
-    page.shots = Shots(page, request.node.name.removeprefix("test_")[:24], screenshots_dir)
+    name = "-".join(request.node.name.removeprefix("test_").split("_")[:3])
+    page.shots = Shots(page, f"console-{name}", screenshots_dir)
     yield page
-    if request.node.rep_call_failed if hasattr(request.node, "rep_call_failed") else False:
-        page.shots("failure")
     page.close()
 
 

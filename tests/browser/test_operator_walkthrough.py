@@ -204,8 +204,9 @@ def walk(page, shot, base: str, data_port: int, backend: str) -> None:
                                            "e => getComputedStyle(e).color")
     assert keyword_colour != page.eval_on_selector("#diff .side-by-side td.code",
                                                    "e => getComputedStyle(e).color")
-    wrap = page.eval_on_selector("#diff .side-by-side td.code",
-                                 "e => [getComputedStyle(e).wordBreak, getComputedStyle(e).overflowWrap]")
+    wrap = page.eval_on_selector(
+        "#diff .side-by-side td.code",
+        "e => [getComputedStyle(e).wordBreak, getComputedStyle(e).overflowWrap]")
     assert wrap == ["normal", "normal"]  # lines break at spaces, never inside a word
     assert page.locator(".chistone-diff-wide").is_visible()
     assert not page.locator(".chistone-diff-narrow").is_visible()

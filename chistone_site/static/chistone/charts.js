@@ -25,9 +25,11 @@
                   : [{show: false}, {show: false}],
       series: [
         {},
-        {label: "req/s", stroke: css("--link-fg", "#447e9b"), width: 1.5, fill: "rgba(68,126,155,0.12)"},
-        {label: "4xx/s", stroke: "#c77c02", width: 1},
-        {label: "5xx/s", stroke: "#c62828", width: 1.5}
+        // Bars: a minute with traffic shows even when it is the only one in the hour.
+        {label: "req/s", stroke: css("--link-fg", "#447e9b"), width: 1, fill: "rgba(68,126,155,0.35)",
+         paths: uPlot.paths.bars({size: [0.9, 12]}), points: {show: false}},
+        {label: "4xx/s", stroke: "#c77c02", width: 1, points: {show: false}},
+        {label: "5xx/s", stroke: "#c62828", width: 1.5, points: {show: false}}
       ]
     };
     holder.chart = new uPlot(opts, [data.x, data.rps, data.c4, data.c5], holder);

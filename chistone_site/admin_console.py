@@ -17,7 +17,11 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
 from chistone_site import admin_gateway
-from tenants.admin_scoping import get_visible_tenant_or_404, visible_tenants
+from tenants.admin_scoping import (
+    get_visible_tenant_or_404,
+    sees_all_tenants,
+    visible_tenants,
+)
 from tenants.models import Tenant
 
 
@@ -112,15 +116,18 @@ def requests_view(request):
         rows = []
     else:
         filters = form.cleaned_data if form.is_bound else {}
+        # Requests that matched no tenant ("-") belong to no operator: superusers only.
+        readable = [*tenants, "-"] if sees_all_tenants(request.user) else list(tenants)
         rows = admin_gateway.recent_requests(
-            tenants, request_id=filters.get("request_id", ""),
+            readable, request_id=filters.get("request_id", ""),
             tenant=filters.get("tenant", ""), status=filters.get("status", ""),
             route=filters.get("route", ""))
         for row in rows or []:
             tenant = tenants.get(row["tenant"])
             row["when"] = datetime.fromtimestamp(row["time"], UTC)
-            row["tenant_url"] = reverse("admin:tenants_tenant_change", args=[tenant.pk])
-            row["version_url"] = _version_url(tenant, row["version"])
+            row["tenant_url"] = (reverse("admin:tenants_tenant_change", args=[tenant.pk])
+                                 if tenant is not None else None)
+            row["version_url"] = _version_url(tenant, row["version"]) if tenant else None
             row["status_class"] = ("bad" if row["status"] >= 500 else
                                    "warn" if row["status"] >= 400 else "ok")
     context = {**admin.site.each_context(request), "title": "Recent requests", "form": form,

@@ -144,6 +144,12 @@ def test_request_lookup_finds_by_id_status_route_and_links_tenant_and_version(su
     assert "A status code (502) or a class (5xx)." in bad
 
 
+def test_requests_that_matched_no_tenant_are_for_superusers(su_client, op_client, plane):
+    observe(plane, "-", "-", 404, request_id="nobody-404", path="/x")
+    assert "nobody-404" in su_client.get(reverse("admin:requests")).content.decode()
+    assert "nobody-404" not in op_client.get(reverse("admin:requests")).content.decode()
+
+
 def test_request_lookup_is_scoped(op_client, plane):
     content = op_client.get(reverse("admin:requests")).content.decode()
     assert "acme-200-7" in content and "globex-secret" not in content

@@ -259,7 +259,8 @@ class ScriptPagesMixin:
             data = console.cleaned_data
             request_data = {"method": data["method"], "host": data["host"],
                             "path": data["path"], "query": data["query"],
-                            "headers": data["headers"]}
+                            "headers": data["headers"], "body": data["body"],
+                            "upstream": data["upstream"], "calls": data["calls"]}
             if data["version"] == EDITOR:
                 version = None
                 result = self.simulate_request(tenant=tenant, version=None,

@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "UPSTREAM_KEEPALIVE_S": 30.0,  # idle keep-alive connections are closed after this
     "CHUNK_BYTES": 64 * 1024,  # streaming chunk bound, both directions
     "REPLAY_BODY_BYTES": 64 * 1024,  # request bodies up to this size can be sent again on retry
+    "BODY_TIMEOUT_S": 30.0,  # req.body(): the whole body must arrive within this (else 408)
     "RETRIES": 1,  # extra tries on another backend, per request
     "RETRY_BUDGET_RATIO": 0.2,  # retries allowed per request, averaged over time
     "RETRY_BUDGET_MIN": 10.0,  # retries always allowed in a burst
@@ -51,6 +52,7 @@ class GatewayConf:
     upstream_keepalive_s: float
     chunk_bytes: int
     replay_body_bytes: int
+    body_timeout_s: float
     retries: int
     retry_budget_ratio: float
     retry_budget_min: float
@@ -95,6 +97,7 @@ def get_conf() -> GatewayConf:
         upstream_keepalive_s=float(_raw("UPSTREAM_KEEPALIVE_S")),
         chunk_bytes=int(_raw("CHUNK_BYTES")),
         replay_body_bytes=int(_raw("REPLAY_BODY_BYTES")),
+        body_timeout_s=float(_raw("BODY_TIMEOUT_S")),
         retries=int(_raw("RETRIES")),
         retry_budget_ratio=float(_raw("RETRY_BUDGET_RATIO")),
         retry_budget_min=float(_raw("RETRY_BUDGET_MIN")),

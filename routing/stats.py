@@ -56,6 +56,8 @@ class Stats:
     series: dict[tuple[str, str, int], Series] = field(default_factory=dict)
     lua_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (tenant, kind)
     retries: int = 0
+    # http.request calls by (tenant, backend, outcome: ok|refused|timeout|broken|too_large)
+    calls: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     window: TrafficWindow = field(default_factory=TrafficWindow)  # the console's last hour
     recent: RecentRequests = field(default_factory=RecentRequests)  # the request lookup
 
@@ -87,6 +89,15 @@ class Stats:
             series.upstream_latency.observe(upstream)
         series.lua_seconds += lua
 
+    def call(self, tenant: str, backend: str, outcome: str, seconds: float) -> None:
+        key = (tenant, backend, outcome)
+        histogram = self.calls.get(key)
+        if histogram is None:
+            if len(self.calls) > 10_000:
+                return
+            histogram = self.calls[key] = Histogram()
+        histogram.observe(seconds)
+
     def lua_error(self, tenant: str, kind: str) -> None:
         key = (tenant, kind)
         self.lua_errors[key] = self.lua_errors.get(key, 0) + 1
@@ -103,6 +114,8 @@ class Stats:
             "lua_errors": [{"tenant": t, "kind": k, "count": n}
                            for (t, k), n in self.lua_errors.items()],
             "retries": self.retries,
+            "calls": [{"tenant": t, "backend": b, "outcome": o, "latency": h.to_dict()}
+                      for (t, b, o), h in self.calls.items()],
         }
 
 

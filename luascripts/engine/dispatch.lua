@@ -25,7 +25,6 @@ local co_create, co_resume, co_status, co_close = K.co_create, K.co_resume, K.co
   K.co_close
 local sethook, hook, HOOK_COUNT = K.sethook, K.hook, K.HOOK_COUNT
 local EFFECT, ANSWER, TIMEOUT, DRIVERS = K.EFFECT, K.ANSWER, K.TIMEOUT, K.DRIVERS
-local traceback = K.traceback
 local L = K.layout
 local LREQ, LRES, LFAIL, OFF = L.request, L.result, L.fail, L.offsets
 
@@ -58,15 +57,15 @@ end
 local as_response = K.as_response
 
 local function invoke(ctx, chain, i, req)
-  local step = chain[i]
+  local handler = chain[i] -- (the name tracebacks show for a handler or a middleware)
   local previous = K.current
-  K.current = step
+  K.current = handler
   local result
   if i == chain.n then
-    result = step(req)
+    result = handler(req)
   else
     if i > ctx.ran then ctx.ran = i end
-    result = step(req, function(r2)
+    result = handler(req, function(r2)
       if r2 == nil then r2 = req end
       if type(r2) ~= "table" then error("next() expects the request table", 2) end
       return as_response(ctx, invoke(ctx, chain, i + 1, r2), r2)
@@ -78,8 +77,9 @@ end
 
 ---------------------------------------------------------------------------- steps
 local PENDING, ntoken = {}, 0 -- token -> ctx of a request waiting for the host
+local DONE = setmetatable({}, { __metatable = false }) -- a driver finished its request
 
-local function body(ctx, chain)
+local function run_chain(ctx, chain)
   local result
   if chain then
     result = invoke(ctx, chain, 1, ctx.req)
@@ -89,6 +89,43 @@ local function body(ctx, chain)
     K.current = nil
   end
   return K.final(ctx, result, chain == nil, ctx.pool)
+end
+
+-- A driver runs one request's chain inside xpcall, so that an error -- a timeout raised by
+-- the hook included -- unwinds within the coroutine. That restores the thread's hook (Lua
+-- turns hooks off while one runs and only a protected call turns them back on) before the
+-- script's to-be-closed variables run, and the message handler takes the traceback where
+-- the error happened. Then it parks, yielding DONE and the results, and waits for its next
+-- request: drivers are reused, since creating a coroutine per request costs more than the
+-- rest of a small script's step.
+local xpcall, on_error = xpcall, K.on_error
+local co_yield = coroutine.yield
+local function driver(ctx, chain)
+  while true do
+    ctx, chain = co_yield(DONE, xpcall(run_chain, on_error, ctx, chain))
+  end
+end
+
+local POOL, npool, MAX_POOL = {}, 0, 32
+
+local function acquire()
+  if npool > 0 then
+    local co = POOL[npool]
+    POOL[npool], npool = nil, npool - 1
+    return co
+  end
+  local co = co_create(driver)
+  DRIVERS[co] = true
+  return co
+end
+
+local function release(co)
+  if npool < MAX_POOL then
+    npool = npool + 1
+    POOL[npool] = co
+  else
+    DRIVERS[co] = nil
+  end
 end
 
 local function fail(ctx, kind, message, line)
@@ -107,70 +144,83 @@ local function describe(e)
   return "error() was called with a " .. t .. " value, not a message string"
 end
 
-local function after(ctx, ok, first, ...)
+-- `dead`: the coroutine itself died (outside its xpcall); its to-be-closed variables, if
+-- any are left, run now, still under the request's deadline.
+local function failed(ctx, payload, dead)
+  if dead then
+    DRIVERS[ctx.co] = nil
+    co_close(ctx.co)
+  end
   disarm()
-  ctx.current = K.current
+  local was, line = K.reset()
   K.current, K.ctx = nil, nil
+  if was or rawequal(payload, TIMEOUT) then
+    return fail(ctx, "timeout", "CPU time limit exceeded", line)
+  end
+  local message = describe(payload)
+  if message == "not enough memory" then return fail(ctx, "memory", message, nil) end
+  local kind = "error"
+  if ctx.body_error and find(message, "req.body(): the request body ", 1, true) then
+    kind = "body:" .. ctx.body_error
+  elseif ctx.response_error and find(message, "res.body(): the backend's response body ", 1,
+    true) then
+    kind = "upstream:" .. ctx.response_error
+  end
+  return fail(ctx, kind, message, nil)
+end
+
+-- "done": RESULT, then PATCH, then the action's flat record (boundary.py).
+local function done(ctx, reqh, status, set, removed, body, flat)
+  local logs, dropped = take_logs()
+  return "done", ctx.ran, reqh, logs, dropped, status, set, removed, body,
+    unpack(flat, 1, flat.n)
+end
+
+local function after(ctx, ok, first, xok, ...)
+  ctx.current = K.current
   local co = ctx.co
-  if not ok then
-    DRIVERS[co] = nil
-    local was, line = K.reset()
-    if was or rawequal(first, TIMEOUT) then
-      co_close(co)
-      return fail(ctx, "timeout", "CPU time limit exceeded", line)
-    end
-    if first == "not enough memory" then
-      co_close(co)
-      return fail(ctx, "memory", first, nil)
-    end
-    local message = describe(first)
-    local kind = "error"
-    if ctx.body_too_large and find(message, "req.body(): the request body is larger", 1, true)
-    then
-      kind = "too_large"
-    elseif ctx.overloaded and find(message, "req.body(): the tenant's script runtime has no",
-      1, true) then
-      kind = "overloaded"
-    end
-    local tb = traceback(co, message)
-    co_close(co)
-    return fail(ctx, kind, tb, nil)
+  if not ok then -- the coroutine died outside its xpcall (an error in the message handler)
+    return failed(ctx, K.timed_out() and TIMEOUT or first, true)
   end
-  if co_status(co) == "dead" then
-    DRIVERS[co] = nil
-    local logs, dropped = take_logs()
-    local out = first -- K.final's flat payload
-    out[LRES.state], out[LRES.ran], out[LRES.request_headers] = "done", ctx.ran, out.reqh
-    out[LRES.logs], out[LRES.dropped_logs] = logs, dropped
-    return unpack(out, 1, out.n)
+  if rawequal(first, DONE) then
+    release(co)
+    if not xok then return failed(ctx, (...), false) end -- xpcall caught an error
+    disarm()
+    K.current, K.ctx = nil, nil
+    return done(ctx, ...)
   end
+  disarm()
+  K.current, K.ctx = nil, nil
   -- Suspended: `first` is EFFECT, then the effect's op and fields.
   if not rawequal(first, EFFECT) then
-    co_close(co)
     DRIVERS[co] = nil
     return fail(ctx, "error", "the request's coroutine yielded outside the gateway's control",
       nil)
   end
+  K.save_request_state(ctx)
   ntoken = ntoken + 1
   PENDING[ntoken] = ctx
   ctx.token = ntoken
   local logs, dropped = take_logs()
-  return "wait", ctx.ran, nil, logs, dropped, ntoken, ...
+  return "wait", ctx.ran, nil, logs, dropped, ntoken, xok, ...
 end
 
 local function step(ctx, dl, ...)
   arm(dl)
   reset_logs()
   K.ctx, K.current = ctx, ctx.current
+  K.load_request_state(ctx)
   local co = ctx.co
   sethook(co, hook, "", HOOK_COUNT)
   return after(ctx, co_resume(co, ...))
 end
 
+local gmatch, concat = S.gmatch, table.concat
+
 local function backends_of(blob)
   local list, names, n = {}, {}, 0
   local parts, np = {}, 0
-  for part in S.gmatch(blob .. "\0", "([^%z]*)%z") do
+  for part in gmatch(blob .. "\0", "([^%z]*)%z") do
     np = np + 1
     parts[np] = part
   end
@@ -181,31 +231,41 @@ local function backends_of(blob)
       healthy = parts[i + 3] == "1" }
     names[n] = parts[i]
   end
-  return list, n > 0 and table.concat(names, "\0") or nil
+  return list, n > 0 and concat(names, "\0") or nil
 end
 
--- The per-request entry point (always called through xpcall by the host). Arguments are
--- the REQUEST record, then the URL params (name, value, ...).
-function K.run(dl, ...)
-  local r = { ... }
+-- The per-request entry point (always called through xpcall by the host). Its parameters
+-- after the deadline are boundary.py's REQUEST record, in its order (checked at load,
+-- below), then the URL params (name, value, ...).
+function K.run(dl, chain, pattern, fallback_status, method, path, query, host, scheme,
+               client_ip, tenant, request_id, headers, websocket, backends, ...)
   local params = {}
-  for i = LREQ._n + 1, select("#", ...), 2 do params[r[i]] = r[i + 1] end
+  for i = 1, select("#", ...), 2 do
+    local k, v = select(i, ...)
+    params[k] = v
+  end
   local ctx = { ran = 0, exchanges = 0, calls = 0, pdepth = 0,
-    fallback_status = r[LREQ.fallback_status] }
-  ctx.req = new_request(ctx, r[LREQ.method], r[LREQ.path], r[LREQ.query], r[LREQ.host],
-    r[LREQ.scheme], r[LREQ.client_ip], r[LREQ.tenant], r[LREQ.request_id], r[LREQ.pattern],
-    r[LREQ.headers], params, r[LREQ.websocket] == true)
-  local chain = nil
-  local backends = r[LREQ.backends]
+    fallback_status = fallback_status, hblob = headers, noverlay = 0 }
+  ctx.req = new_request(ctx, method, path, query, host, scheme, client_ip, tenant, request_id,
+    pattern, headers, params, websocket == true)
+  local steps = nil
   if backends ~= nil then
     ctx.backends, ctx.pool = backends_of(backends)
   else
-    chain = CHAINS[r[LREQ.chain]]
+    steps = CHAINS[chain]
   end
-  local co = co_create(body)
-  DRIVERS[co] = true
-  ctx.co = co
-  return step(ctx, dl, ctx, chain)
+  ctx.co = acquire()
+  return step(ctx, dl, ctx, steps)
+end
+
+do -- K.run's parameters are the REQUEST record's fields, in its order
+  local getlocal = debug.getlocal
+  for name, position in next, K.layout.request do
+    if name ~= "_n" and getlocal(K.run, position + 1) ~= name then
+      error("dispatch.lua: K.run's parameter " .. position + 1 .. " is not '" .. name ..
+        "' as luascripts/engine/boundary.py declares")
+    end
+  end
 end
 
 -- Resume a waiting request with the host's answer (the answer record's fields).
@@ -217,12 +277,18 @@ function K.resume(dl, token, ...)
 end
 
 -- The host gave up on a waiting request (the client went away, or the host failed).
-function K.cancel(token)
+-- Closing runs the script's to-be-closed variables: under the request's deadline too.
+function K.cancel(dl, token)
   local ctx = PENDING[token]
   if ctx == nil then return false end
   PENDING[token] = nil
   DRIVERS[ctx.co] = nil
+  arm(dl)
+  K.ctx = ctx
   co_close(ctx.co)
+  K.ctx = nil
+  disarm()
+  K.reset()
   return true
 end
 

@@ -25,9 +25,8 @@ local gmatch, format = S.gmatch, S.format
 local math_type = math.type
 
 local L = K.layout
-local LP, LR, LJ = L.proxy, L.respond, L.reject
+local LP, LR, LJ, LU = L.proxy, L.respond, L.reject, L.exchange
 local LH, LBA, LRA = L.head, L.body_answer, L.render_answer
-local OFF = L.offsets
 local ACTIONS, KIND_NAMES = K.ACTIONS, K.KIND_NAMES
 local wait, limits = K.wait, K.limits
 local header_table, header_state, header_changes = K.header_table, K.header_state,
@@ -53,7 +52,7 @@ local function lookup_blob(pairs_blob)
   return concat(out)
 end
 
-local RES_MT_INDEX, RES_MT_NEWINDEX -- forward
+local RES_MT_INDEX, RES_MT_NEWINDEX, body_handle -- forward
 
 local function response_state(v)
   if type(v) ~= "table" then return nil end
@@ -120,18 +119,20 @@ local function read_body(st)
   open(st)
   local answer = { wait("res.body()", "response_body", st.id) }
   local body, err = answer[LBA.body], answer[LBA.error]
-  if err == "too_large" then
-    error(K.script_where() .. "res.body(): the response body is larger than " ..
-      limits.max_response_body_bytes .. " bytes (max_response_body_bytes)", 0)
-  elseif err ~= nil then
-    error(K.script_where() .. "res.body(): the backend's response body could not be read (" ..
-      err .. ")", 0)
+  if err ~= nil then
+    -- Remembered so that, if the script does not catch this error, the host answers for
+    -- the cause (502, 504) rather than with a script failure.
+    st.ctx.response_error = err
+    local why = err == "too_large" and ("is larger than " .. limits.max_response_body_bytes ..
+      " bytes (max_response_body_bytes)") or ("could not be read (" .. err .. ")")
+    error(K.script_where() .. "res.body(): the backend's response body " .. why, 0)
   end
   st.body = body or ""
   return st.body
 end
 
 local function set_body(st, s)
+  s = K.body_value(s)
   if type(s) == "number" then s = tostring(s) end
   if type(s) ~= "string" then
     K.script_error("res.set_body(): the body must be a string, got " .. type(s))
@@ -141,6 +142,44 @@ local function set_body(st, s)
       limits.max_body_bytes)
   end
   st.body, st.body_set = s, true
+end
+
+-- `res.body` of a respond(): callable (res.body(), the contract) and, for scripts written
+-- when next() returned the action itself and `a.body` was its body string, usable as that
+-- string too (concatenation, tostring, #, string methods, respond()/set_body arguments).
+local HANDLE_CALL
+local function handle_value(v)
+  if type(v) == "table" then
+    local mt = raw_getmetatable(v)
+    if type(mt) == "table" and mt.__call == HANDLE_CALL then return read_body(mt.st) end
+  end
+  return v
+end
+K.body_value = handle_value
+
+HANDLE_CALL = function(h, self)
+  local mt = raw_getmetatable(h)
+  if self ~= nil and not rawequal(self, mt.res) then
+    K.script_error("res.body() takes no arguments")
+  end
+  return read_body(mt.st)
+end
+
+local capped_string = string -- the real string table, as caps.lua patched it
+local HANDLE_INDEX = function(h, k)
+  local f = type(k) == "string" and capped_string[k]
+  if type(f) ~= "function" then return nil end
+  return function(self, ...) return f(handle_value(self), ...) end
+end
+
+function body_handle(st, res)
+  return setmetatable({}, {
+    __call = HANDLE_CALL, __index = HANDLE_INDEX, __metatable = "body",
+    __concat = function(a, b) return handle_value(a) .. handle_value(b) end,
+    __tostring = function(h) return handle_value(h) end,
+    __len = function(h) return #handle_value(h) end,
+    st = st, res = res,
+  })
 end
 
 local function headers_of(res, st)
@@ -169,11 +208,15 @@ RES_MT_INDEX = function(res, k)
   if k == "body" then
     local f = st.body_fn
     if f == nil then
-      f = function(self)
-        if self ~= nil and not rawequal(self, res) then
-          K.script_error("res.body() takes no arguments")
+      if st.kind == "R" then
+        f = body_handle(st, res)
+      else
+        f = function(self)
+          if self ~= nil and not rawequal(self, res) then
+            K.script_error("res.body() takes no arguments")
+          end
+          return read_body(st)
         end
-        return read_body(st)
       end
       st.body_fn = f
     end
@@ -248,38 +291,25 @@ function K.as_response(ctx, result, req)
   return new_response(ctx, flat, req)
 end
 
--- The "done" payload: the action slots at OFF.payload, the patch at OFF.patch, plus the
--- request headers blob (for a proxy) in out.reqh. `out.n` is the last position used.
-local LPATCH = L.patch
+-- What a finished request hands back: (request headers blob or nil, the patch's status,
+-- headers, removed names and body, the action's flat record). dispatch.lua returns these
+-- as the "done" result (boundary.py: RESULT, then PATCH, then the action).
 function K.final(ctx, result, selector, pool)
-  local out = {}
   local st = response_state(result)
-  local flat
   if st == nil then
-    flat = K.action_flat(result, selector, pool)
-    out.reqh = changed_headers(ctx.req)
-  else
-    local kind = st.kind
-    if (kind == "P" or kind == "M") and st.head then
-      flat = { [L.exchange.kind] = "U", [L.exchange.id] = st.id, n = L.exchange._n }
-    else
-      flat = st.flat
-      if kind == "P" or kind == "M" then out.reqh = changed_headers(st.req) end
-    end
-    local n = OFF.patch
-    if st.status ~= nil then out[n + LPATCH.status] = st.status end
-    local hst = header_state(st.headers)
-    if hst then
-      out[n + LPATCH.headers], out[n + LPATCH.removed] = header_changes(hst)
-    end
-    if st.body_set then out[n + LPATCH.body] = st.body end
+    return changed_headers(ctx.req), nil, nil, nil, nil, K.action_flat(result, selector, pool)
   end
-  local base = OFF.payload
-  for i = 1, flat.n do out[base + i] = flat[i] end
-  local last = OFF.patch + LPATCH._n
-  while last > base and out[last] == nil do last = last - 1 end
-  out.n = last
-  return out
+  local kind, reqh, flat = st.kind, nil, nil
+  if (kind == "P" or kind == "M") and st.head then
+    flat = { [LU.kind] = "U", [LU.id] = st.id, n = LU._n }
+  else
+    flat = st.flat
+    if kind == "P" or kind == "M" then reqh = changed_headers(st.req) end
+  end
+  local set, removed
+  local hst = header_state(st.headers)
+  if hst then set, removed = header_changes(hst) end
+  return reqh, st.status, set, removed, st.body_set and st.body or nil, flat
 end
 
 -- For tests of the encoding from the host.

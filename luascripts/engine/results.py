@@ -41,13 +41,15 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "dispatch:", "[C]: in ?")
+                   "response:", "calls:", "dispatch:", "[C]: in ?",
+                   "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Positions (Lua's, = Python index in an xpcall result tuple).
-_PAYLOAD = len(B.RESULT)  # the action (done), the wait record or the fail record start after
-_PATCH = _PAYLOAD + B.ACTION_SLOTS
-_SIZE = _PATCH + len(B.PATCH) + 1
+_PAYLOAD = len(B.RESULT)  # the wait or fail record starts after the RESULT fields
+_PATCH = _PAYLOAD  # "done": the patch, then the action
+_ACTION = _PATCH + len(B.PATCH)
+_SIZE = _ACTION + B.ACTION_SLOTS + 1
 _PAD = (None,) * _SIZE
 _EFFECT = _PAYLOAD + len(B.WAIT) - 1  # effects' fields are numbered from WAIT's "op"
 _UPSTREAM_ACTION = _EFFECT + len(B.UPSTREAM)
@@ -123,11 +125,12 @@ def decode_action(f: tuple[Any, ...], at: int, method: str, allow: tuple[str, ..
     return router_reject(method, allow)  # "N": the router's own 404/405
 
 
+_PS, _PH, _PR, _PB = (_PATCH + B.PATCH.status, _PATCH + B.PATCH.headers,
+                      _PATCH + B.PATCH.removed, _PATCH + B.PATCH.body)
+
+
 def decode_patch(f: tuple[Any, ...]) -> ResponsePatch | None:
-    status = f[_PATCH + B.PATCH.status]
-    headers = f[_PATCH + B.PATCH.headers]
-    removed = f[_PATCH + B.PATCH.removed]
-    body = f[_PATCH + B.PATCH.body]
+    status, headers, removed, body = f[_PS], f[_PH], f[_PR], f[_PB]
     if status is None and headers is None and removed is None and body is None:
         return None
     changes: list[tuple[str, str | None]] = list(pairs(headers))
@@ -153,7 +156,8 @@ def log_lines(blob: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((level, lua_text(msg)) for level, msg in pairs(blob))
 
 
-def decode_effect(f: tuple[Any, ...], backend: str, rest: str) -> tuple[int, Effect]:
+def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
+                  allow: tuple[str, ...]) -> tuple[int, Effect]:
     """(token, effect) of a "wait" result."""
     token = f[_PAYLOAD + B.WAIT.token]
     op = f[_EFFECT + 1]
@@ -176,8 +180,9 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str) -> tuple[int, Eff
             timeout_ms=int(f[_EFFECT + c.timeout_ms]))
     if op == "render":
         message = f[_EFFECT + B.RENDER.message]
-        return token, Render(int(f[_EFFECT + B.RENDER.status]),
-                             None if message is None else lua_text(message))
+        status = int(f[_EFFECT + B.RENDER.status])
+        return token, Render(status, None if message is None else lua_text(message),
+                             allow if status == 405 else ())
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import lupa.lua54 as lupa
 
 from luascripts.engine import boundary as B
+from luascripts.engine.build import fast_constructor
 from luascripts.engine.compile import Compiled, compile_script
 from luascripts.engine.effects import (
     Answer,
@@ -32,6 +33,8 @@ from luascripts.engine.effects import (
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
+    BodyUnavailable,
+    ResponseUnavailable,
     RuntimeBusy,
     ScriptLoadError,
     ScriptMemoryError,
@@ -39,7 +42,9 @@ from luascripts.engine.errors import (
 )
 from luascripts.engine.matching import match
 from luascripts.engine.results import (
-    _PAYLOAD,
+    _ACTION,
+    _PAD,
+    _SIZE,
     EMPTY,
     decode_action,
     decode_effect,
@@ -55,6 +60,7 @@ from luascripts.engine.routes import NO_LUA
 from luascripts.engine.runtime import HEADROOM_SLACK, Runtime
 from luascripts.engine.types import Limits, Outcome, ProxyAction, RouteInfo, ScriptRequest
 
+_new_outcome = fast_constructor(Outcome)  # per request: skip the dataclass __init__
 MAX_INPUT_BYTES = 1024 * 1024  # path, query, headers... handed to one call
 _CALL_OVERHEAD = 2048  # Lua string headers and the call's stack slots
 _R = B.RESULT
@@ -62,16 +68,11 @@ _STATE, _RAN, _REQH, _LOGS, _DROPPED = _R.state, _R.ran, _R.request_headers, _R.
     _R.dropped_logs
 
 
-class _Match:
-    """What a request matched: kept by a waiting run to decode what comes back."""
-
-    __slots__ = ("allow", "backend", "labels", "method", "params", "pattern", "rest")
-
-    def __init__(self, method: str, pattern: str | None, params: Mapping[str, str],
-                 labels: tuple[str, ...], allow: tuple[str, ...], backend: str,
-                 rest: str) -> None:
-        self.method, self.pattern, self.params, self.labels = method, pattern, params, labels
-        self.allow, self.backend, self.rest = allow, backend, rest
+# What a request matched, kept by a waiting run to decode what comes back. A plain tuple
+# (built for every request, so it must be cheap): method, pattern, params, labels, allow,
+# backend (of a mount), rest (the path below a mount).
+_Match = tuple
+_METHOD, _PATTERN, _PARAMS, _LABELS, _ALLOW, _BACKEND, _REST = range(7)
 
 
 class ScriptRun:
@@ -107,7 +108,8 @@ class ScriptRun:
         """The request is abandoned (client gone, gateway failure): free its coroutine."""
         if self.token:
             token, self.token = self.token, 0
-            self._script._abandon(self._runtime, token)
+            script = self._script
+            script._abandon(self._runtime, token, script._budget - self.used_s)
 
 
 class LoadedScript:
@@ -184,13 +186,18 @@ class LoadedScript:
         # Param values are slices of the path, hence the path counted twice.
         need = (2 * len(path) + len(req.query_string) + len(blob) + len(req.host)
                 + len(req.client_ip) + len(req.request_id) + len(req.tenant))
-        run = _Match(method, pattern, params, labels, m.allow,
-                     target.backend if target is not None else "", m.rest)
-        return self._step(
-            self._compiled.runtime, "run", need,
-            (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
-             req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket, None,
-             *(chain.from_iterable(params.items()) if params else ())), run, None)
+        matched = (method, pattern, params, labels, m.allow,
+                   target.backend if target is not None else "", m.rest)
+        args = (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
+                req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket,
+                None, *(chain.from_iterable(params.items()) if params else ()))
+        # The hot path, inline: one protected call, and most scripts are done after it.
+        started = time.perf_counter()
+        runtime, res = self._call(self._compiled.runtime, "run", need, args, self._budget)
+        used = time.perf_counter() - started
+        if res[_STATE] == "done":
+            return self._done(res + _PAD if len(res) < _SIZE else res, matched, None, used)
+        return self._first_step(runtime, res, matched, used)
 
     def _select(self, req: ScriptRequest) -> Outcome | ScriptRun:
         blob = _header_blob(req.headers)
@@ -206,7 +213,7 @@ class LoadedScript:
             self._compiled.runtime, "run", need,
             (0, None, 0, req.method, req.path, req.query_string, req.host, req.scheme,
              req.client_ip, req.tenant, req.request_id, blob, req.websocket, backends),
-            _Match(req.method, None, EMPTY, (), (), "", "/"), None)
+            (req.method, None, EMPTY, (), (), "", "/"), None)
 
     def _step(self, runtime: Runtime, which: str, need: int, args: tuple[Any, ...],
               m: _Match, run: ScriptRun | None) -> Outcome | ScriptRun:
@@ -216,50 +223,70 @@ class LoadedScript:
             runtime, res = self._call(runtime, which, need, args, self._budget - used)
         except BaseException:
             if run is not None:  # the coroutine is gone or is freed here
-                self._abandon(runtime, args[0])
+                self._abandon(runtime, args[0], self._budget - used)
             raise
         finally:
             used += time.perf_counter() - started
+        if run is None:
+            return self._first_step(runtime, res, m, used)
+        return self._next_step(runtime, res, m, used, run)
+
+    def _first_step(self, runtime: Runtime, res: tuple[Any, ...], m: _Match,
+                    used: float) -> Outcome | ScriptRun:
+        state = res[_STATE]
+        if state == "wait":
+            run = ScriptRun(self, runtime, m)
+            runtime.pending += 1
+            return self._next_step(runtime, res, m, used, run)
+        if state == "done":
+            return self._done(padded(res), m, None, used)
+        raise self._failed(padded(res), None)
+
+    def _next_step(self, runtime: Runtime, res: tuple[Any, ...], m: _Match, used: float,
+                   run: ScriptRun) -> Outcome | ScriptRun:
         state = res[_STATE]
         if state == "wait":
             f = padded(res)
-            if run is None:
-                run = ScriptRun(self, runtime, m)
-                runtime.pending += 1
             run.used_s = used
             if f[_LOGS] is not None or f[_DROPPED]:
                 run.logs.extend(log_lines(f[_LOGS]))
                 run.dropped += f[_DROPPED] or 0
-            run.token, run.effect = decode_effect(f, m.backend, m.rest)
+            run.token, run.effect = decode_effect(f, m[_BACKEND], m[_REST], m[_ALLOW])
             return run
-        if run is not None:
-            runtime.pending -= 1
+        runtime.pending -= 1
         if state == "done":
-            return self._done(padded(res), m, run)
+            return self._done(padded(res), m, run, used)
         raise self._failed(padded(res), run)
 
-    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None) -> Outcome:
-        action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
+    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None,
+              used: float) -> Outcome:
+        action = decode_action(f, _ACTION, m[_METHOD], m[_ALLOW], m[_BACKEND], m[_REST])
         ran = f[_RAN]
-        logs = log_lines(f[_LOGS])
+        logs = log_lines(f[_LOGS]) if f[_LOGS] is not None else ()
         dropped = f[_DROPPED] or 0
         if run is not None and (run.logs or run.dropped):
             logs = (*run.logs, *logs)
             dropped += run.dropped
-        return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
-                       request_headers(f[_REQH]), logs, dropped, decode_patch(f))
+        reqh = f[_REQH]
+        return _new_outcome(action, m[_PATTERN], m[_PARAMS], m[_LABELS][:ran] if ran else (),
+                            None if reqh is None else request_headers(reqh), logs, dropped,
+                            decode_patch(f), used)
 
     def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
         kind, message, line = fail_kind(f)
         limits = self.limits
         error = failure(message, kind == "timeout", line, budget_ms=limits.request_cpu_ms,
                         memory_bytes=limits.memory_bytes)
-        if kind == "too_large":
-            error = BodyTooLarge(error.message, lua_traceback=error.lua_traceback,
-                                 diagnostics=error.diagnostics)
-        elif kind == "overloaded":
-            error = RuntimeBusy(error.message, lua_traceback=error.lua_traceback,
-                                diagnostics=error.diagnostics)
+        if kind.startswith("body:"):
+            reason = kind[5:]
+            cls = {"too_large": BodyTooLarge, "memory": RuntimeBusy}.get(reason, BodyUnavailable)
+            error = cls(error.message, lua_traceback=error.lua_traceback,
+                        diagnostics=error.diagnostics)
+            error.reason = reason
+        elif kind.startswith("upstream:"):
+            error = ResponseUnavailable(error.message, lua_traceback=error.lua_traceback,
+                                        diagnostics=error.diagnostics)
+            error.reason = kind[9:]
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()
@@ -310,11 +337,18 @@ class LoadedScript:
         with self._lock:
             return runtime.lua is not None and runtime.ensure_headroom(need)
 
-    def _abandon(self, runtime: Runtime, token: int) -> None:
-        """Free a waiting request's coroutine (if Lua still holds it) and forget the run."""
+    def _abandon(self, runtime: Runtime, token: int, remaining_s: float) -> None:
+        """Free a waiting request's coroutine (if Lua still holds it) and forget the run.
+        Its to-be-closed variables run, within what is left of its CPU budget."""
         with self._lock:
             if runtime.lua is not None:
-                runtime.call(runtime.cancel_fn, token)
+                deadline = time.perf_counter() + max(remaining_s, 0.0)
+                try:
+                    ok = runtime.call(runtime.cancel_fn, deadline, token)[0]
+                except lupa.LuaError:
+                    ok = False
+                if ok is not True:
+                    runtime.recover()
             runtime.pending -= 1
 
     # -- memory -----------------------------------------------------------------------------

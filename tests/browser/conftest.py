@@ -168,8 +168,10 @@ def manage_shell(server, code: str) -> str:
     return out.stdout
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(server):
+    """Per module: Playwright's sync API runs an event loop in this thread while it is open,
+    which the asynchronous tests of later modules must not find running."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

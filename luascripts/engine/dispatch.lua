@@ -116,16 +116,8 @@ local function acquire()
   end
   local co = co_create(driver)
   DRIVERS[co] = true
+  sethook(co, hook, "", HOOK_COUNT) -- once: a driver that ever failed is not reused
   return co
-end
-
-local function release(co)
-  if npool < MAX_POOL then
-    npool = npool + 1
-    POOL[npool] = co
-  else
-    DRIVERS[co] = nil
-  end
 end
 
 local function fail(ctx, kind, message, line)
@@ -144,13 +136,12 @@ local function describe(e)
   return "error() was called with a " .. t .. " value, not a message string"
 end
 
--- `dead`: the coroutine itself died (outside its xpcall); its to-be-closed variables, if
--- any are left, run now, still under the request's deadline.
-local function failed(ctx, payload, dead)
-  if dead then
-    DRIVERS[ctx.co] = nil
-    co_close(ctx.co)
-  end
+-- A failed request's driver is dropped, not reused (its hook may be the sticky one of a
+-- timeout); closing it runs the to-be-closed variables left, if any (a driver that died
+-- outside its xpcall), still under the request's deadline.
+local function failed(ctx, payload)
+  DRIVERS[ctx.co] = nil
+  co_close(ctx.co)
   disarm()
   local was, line = K.reset()
   K.current, K.ctx = nil, nil
@@ -170,30 +161,34 @@ local function failed(ctx, payload, dead)
 end
 
 -- "done": RESULT, then PATCH, then the action's flat record (boundary.py).
-local function done(ctx, reqh, status, set, removed, body, flat)
+local function done(ctx, co, reqh, status, set, removed, body, flat)
+  disarm()
+  K.current, K.ctx = nil, nil
+  if npool < MAX_POOL then
+    npool = npool + 1
+    POOL[npool] = co
+  else
+    DRIVERS[co] = nil
+  end
   local logs, dropped = take_logs()
   return "done", ctx.ran, reqh, logs, dropped, status, set, removed, body,
     unpack(flat, 1, flat.n)
 end
 
 local function after(ctx, ok, first, xok, ...)
-  ctx.current = K.current
-  local co = ctx.co
+  if first == DONE then
+    if xok then return done(ctx, ctx.co, ...) end
+    return failed(ctx, (...)) -- the driver's xpcall caught an error
+  end
   if not ok then -- the coroutine died outside its xpcall (an error in the message handler)
-    return failed(ctx, K.timed_out() and TIMEOUT or first, true)
+    return failed(ctx, K.timed_out() and TIMEOUT or first)
   end
-  if rawequal(first, DONE) then
-    release(co)
-    if not xok then return failed(ctx, (...), false) end -- xpcall caught an error
-    disarm()
-    K.current, K.ctx = nil, nil
-    return done(ctx, ...)
-  end
+  ctx.current = K.current
   disarm()
   K.current, K.ctx = nil, nil
   -- Suspended: `first` is EFFECT, then the effect's op and fields.
   if not rawequal(first, EFFECT) then
-    DRIVERS[co] = nil
+    DRIVERS[ctx.co] = nil
     return fail(ctx, "error", "the request's coroutine yielded outside the gateway's control",
       nil)
   end
@@ -203,16 +198,6 @@ local function after(ctx, ok, first, xok, ...)
   ctx.token = ntoken
   local logs, dropped = take_logs()
   return "wait", ctx.ran, nil, logs, dropped, ntoken, xok, ...
-end
-
-local function step(ctx, dl, ...)
-  arm(dl)
-  reset_logs()
-  K.ctx, K.current = ctx, ctx.current
-  K.load_request_state(ctx)
-  local co = ctx.co
-  sethook(co, hook, "", HOOK_COUNT)
-  return after(ctx, co_resume(co, ...))
 end
 
 local gmatch, concat = S.gmatch, table.concat
@@ -244,8 +229,7 @@ function K.run(dl, chain, pattern, fallback_status, method, path, query, host, s
     local k, v = select(i, ...)
     params[k] = v
   end
-  local ctx = { ran = 0, exchanges = 0, calls = 0, pdepth = 0,
-    fallback_status = fallback_status, hblob = headers, noverlay = 0 }
+  local ctx = { ran = 0, fallback_status = fallback_status }
   ctx.req = new_request(ctx, method, path, query, host, scheme, client_ip, tenant, request_id,
     pattern, headers, params, websocket == true)
   local steps = nil
@@ -254,8 +238,12 @@ function K.run(dl, chain, pattern, fallback_status, method, path, query, host, s
   else
     steps = CHAINS[chain]
   end
-  ctx.co = acquire()
-  return step(ctx, dl, ctx, steps)
+  local co = acquire()
+  ctx.co = co
+  arm(dl)
+  reset_logs()
+  K.ctx = ctx
+  return after(ctx, co_resume(co, ctx, steps))
 end
 
 do -- K.run's parameters are the REQUEST record's fields, in its order
@@ -273,7 +261,11 @@ function K.resume(dl, token, ...)
   local ctx = PENDING[token]
   if ctx == nil then error("no request is waiting under token " .. tostring(token), 0) end
   PENDING[token] = nil
-  return step(ctx, dl, ANSWER, ...)
+  arm(dl)
+  reset_logs()
+  K.ctx, K.current = ctx, ctx.current
+  K.load_request_state(ctx)
+  return after(ctx, co_resume(ctx.co, ANSWER, ...))
 end
 
 -- The host gave up on a waiting request (the client went away, or the host failed).

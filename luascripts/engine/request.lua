@@ -237,7 +237,7 @@ end
 -- Reads the running request's state: call it while that request runs.
 function K.changed_headers(req)
   local h = rawget(req, "headers")
-  if rawequal(h, REQ_HEADERS) then
+  if h == REQ_HEADERS then
     if CURRENT.overlay == nil then return nil end
     h = materialize(CURRENT)
   else
@@ -254,16 +254,16 @@ function K.changed_headers(req)
   return blob or ""
 end
 
--- A request's metatable carries what its lazy fields need (query string, context); its
--- headers are the running request's (see above).
+-- The request's context doubles as its metatable (one table per request): it carries what
+-- the lazy fields need (the query string) and everything dispatch.lua keeps per request;
+-- __metatable hides it from the script. Its headers are the running request's (see above).
 function K.new_request(ctx, method, path, qs, host, scheme, client_ip, tenant, request_id,
                        pattern, blob, params, websocket)
   CURRENT.blob, CURRENT.overlay, CURRENT.noverlay = blob, nil, 0
+  ctx.__index, ctx.__metatable, ctx.qs, ctx.ctx = REQ_INDEX, false, qs, ctx
   return setmetatable({
     method = method, path = path, host = host, scheme = scheme, client_ip = client_ip,
     tenant = tenant, request_id = request_id, route_pattern = pattern, params = params,
     headers = REQ_HEADERS, websocket = websocket,
-  }, {
-    __index = REQ_INDEX, __metatable = false, qs = qs, ctx = ctx,
-  })
+  }, ctx)
 end

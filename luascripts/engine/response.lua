@@ -69,7 +69,7 @@ local function open(st)
   if K.ctx ~= ctx then
     error(K.script_where() .. "this response belongs to another request", 0)
   end
-  ctx.exchanges = ctx.exchanges + 1
+  ctx.exchanges = (ctx.exchanges or 0) + 1
   st.id = ctx.exchanges
   local flat = st.flat
   local answer = { wait("reading the response", "upstream", st.id,
@@ -285,21 +285,28 @@ end
 
 -- What next(req) returns for the rest of the chain's result.
 function K.as_response(ctx, result, req)
-  if result == nil or response_state(result) then return result end
-  local flat = ACTIONS[result]
-  if flat == nil then flat = K.action_flat(result, false, nil) end -- lua-stone tables
+  local flat = ACTIONS[result] -- the usual case: a handler returned an action
+  if flat == nil then
+    if result == nil or response_state(result) then return result end
+    flat = K.action_flat(result, false, nil) -- lua-stone tables
+  end
   return new_response(ctx, flat, req)
 end
 
 -- What a finished request hands back: (request headers blob or nil, the patch's status,
 -- headers, removed names and body, the action's flat record). dispatch.lua returns these
 -- as the "done" result (boundary.py: RESULT, then PATCH, then the action).
+local ACTIONS_ = ACTIONS
 function K.final(ctx, result, selector, pool)
+  local flat = ACTIONS_[result]
+  if flat ~= nil then -- the usual case: the chain returned an action, nobody looked
+    return changed_headers(ctx.req), nil, nil, nil, nil, flat
+  end
   local st = response_state(result)
   if st == nil then
     return changed_headers(ctx.req), nil, nil, nil, nil, K.action_flat(result, selector, pool)
   end
-  local kind, reqh, flat = st.kind, nil, nil
+  local kind, reqh = st.kind, nil
   if (kind == "P" or kind == "M") and st.head then
     flat = { [LU.kind] = "U", [LU.id] = st.id, n = LU._n }
   else

@@ -2,9 +2,10 @@
 --
 -- Registration only records: every call appends a record (with the script line it came
 -- from) that the host turns into route trees once the script has run. Checks that depend
--- on call order -- use() after routes, mounting twice on one prefix, registering after
--- load -- are made here, at the call, so the error points at the offending line. Pattern
--- syntax is checked by the host (patterns.py), which reports every bad pattern at once.
+-- on call order -- use() after routes, registering after load -- are made here, at the
+-- call, so the error points at the offending line. Pattern syntax and mounts on a path a
+-- router already serves are checked by the host (patterns.py, routes.py), which knows
+-- chi's tree and reports every such problem at once, each with the line of its record.
 
 local K = ...
 
@@ -12,14 +13,14 @@ local type, tostring, error, select, next = type, tostring, error, select, next
 local rawequal, setmetatable = rawequal, setmetatable
 local getinfo = debug.getinfo
 local S = K.S
-local upper, sub = S.upper, S.sub
+local upper = S.upper
 local concat = table.concat
 
 local MAX_RECORDS = 5000
 local METHOD_NAMES = { "get", "post", "put", "patch", "delete", "head", "options", "trace",
-  "connect" }
+  "connect", "query" }
 local KNOWN_METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true,
-  HEAD = true, OPTIONS = true, TRACE = true, CONNECT = true, ["*"] = true }
+  HEAD = true, OPTIONS = true, TRACE = true, CONNECT = true, QUERY = true, ["*"] = true }
 
 local open = false          -- registration window
 local records, nrec = {}, 0 -- flat: 7 fields per record
@@ -56,14 +57,27 @@ local function fn_id(f)
   return id
 end
 
-local function record(kind, mux, a, b, c, mws)
-  if nrec >= MAX_RECORDS * 7 then
+-- Records are laid out as luascripts/engine/boundary.py declares (K.layout.route_record,
+-- ...): STRIDE values each, fields placed by name, the script line last.
+local L = K.layout
+local STRIDE = L.offsets.registration_stride
+local LAYOUT = { route = L.route_record, mount = L.mount_record, not_found = L.handler_record,
+  method_not_allowed = L.handler_record, mux = L.mux_record, label = L.label_record }
+
+local function put(out, base, kind, fields, line)
+  local layout = LAYOUT[kind]
+  for i = 1, STRIDE do out[base + i] = "" end
+  out[base + layout.kind] = kind
+  for name, value in next, fields do out[base + layout[name]] = value end
+  out[base + STRIDE] = line
+end
+
+local function record(kind, fields)
+  if nrec >= MAX_RECORDS * STRIDE then
     fail("too many routes: a script may register at most " .. MAX_RECORDS)
   end
-  records[nrec + 1], records[nrec + 2], records[nrec + 3] = kind, mux, a
-  records[nrec + 4], records[nrec + 5], records[nrec + 6] = b, c, mws
-  records[nrec + 7] = script_line()
-  nrec = nrec + 7
+  put(records, nrec, kind, fields, script_line())
+  nrec = nrec + STRIDE
 end
 
 local function ids(list)
@@ -93,7 +107,7 @@ local new_router
 
 local function new_mux()
   nmux = nmux + 1
-  local mux = { id = nmux, mws = {}, sealed = false, patterns = {} }
+  local mux = { id = nmux, mws = {}, sealed = false }
   muxes[nmux] = mux
   return mux
 end
@@ -121,8 +135,8 @@ new_router = function(mux, inline)
     check_pattern(pattern, "the route pattern")
     check_fn(handler, "the handler")
     seal()
-    mux.patterns[pattern] = true
-    record("route", mux.id, m, pattern, fn_id(handler), ids(inline or {}))
+    record("route", { mux = mux.id, method = m, pattern = pattern, handler = fn_id(handler),
+      middleware = ids(inline or {}) })
   end
 
   for _, name in next, METHOD_NAMES do
@@ -135,7 +149,7 @@ new_router = function(mux, inline)
     local mu = upper(m)
     if not KNOWN_METHODS[mu] then
       fail("unknown HTTP method '" .. m .. "' (use GET, POST, PUT, PATCH, DELETE, HEAD, " ..
-        "OPTIONS, TRACE, CONNECT or \"*\")")
+        "OPTIONS, TRACE, CONNECT, QUERY or \"*\")")
     end
     add(mu, pattern, handler)
   end
@@ -183,10 +197,6 @@ new_router = function(mux, inline)
   local function mount(prefix, target)
     check_open("mount")
     check_pattern(prefix, "the mount prefix")
-    local key = sub(prefix, -1) == "/" and prefix .. "*" or prefix .. "/*"
-    if mux.patterns[key] or mux.patterns[prefix .. "*"] then
-      fail("attempting to mount() a handler on an existing path, '" .. prefix .. "'")
-    end
     local kind, value
     if type(target) == "string" then
       if target == "" or #target > 200 then fail("the backend name must be 1 to 200 bytes") end
@@ -201,8 +211,8 @@ new_router = function(mux, inline)
       fail("mount() target must be a backend name or a router made with chi.router()")
     end
     seal()
-    mux.patterns[key] = true
-    record("mount", mux.id, prefix, kind, value, ids(inline or {}))
+    record("mount", { mux = mux.id, prefix = prefix, target_kind = kind, target = value,
+      middleware = ids(inline or {}) })
   end
   r.mount = method(r, mount)
 
@@ -220,7 +230,7 @@ new_router = function(mux, inline)
     return method(r, function(handler)
       check_open(kind)
       check_fn(handler, "the handler")
-      record(kind, mux.id, fn_id(handler), "", "", ids(inline or {}))
+      record(kind, { mux = mux.id, handler = fn_id(handler), middleware = ids(inline or {}) })
     end)
   end
   r.not_found = special("not_found")
@@ -273,19 +283,18 @@ function K.export(globals)
   for i = 1, nrec do out[i] = records[i] end
   n = nrec
   for id = 1, nmux do
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = "mux", id, ids(muxes[id].mws), ""
-    out[n + 5], out[n + 6], out[n + 7] = "", "", 0
-    n = n + 7
+    put(out, n, "mux", { mux = id, middleware = ids(muxes[id].mws),
+      used = muxes[id].sealed and 1 or 0 }, 0)
+    n = n + STRIDE
   end
   local names = labels(globals or {})
   for id = 1, nfn do
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = "label", id, names[id], ""
-    out[n + 5], out[n + 6], out[n + 7] = "", "", 0
-    n = n + 7
+    put(out, n, "label", { ["function"] = id, label = names[id] }, 0)
+    n = n + STRIDE
   end
   return table.unpack(out, 1, n)
 end
 
 function K.route_count()
-  return nrec // 7
+  return nrec // STRIDE
 end

@@ -171,15 +171,16 @@ class LoadedScript:
         fallback_status = 0
         if target is not None:
             if target.chain == NO_LUA:  # a backend mount with no middleware
-                return Outcome(ProxyAction((target.backend,), path=m.rest), target.pattern,
+                return Outcome(ProxyAction((target.backend,), path=m.rest), m.pattern,
                                m.params)
-            chain_id, pattern, labels = target.chain, target.pattern, target.labels
+            chain_id, pattern, labels = target.chain, m.pattern, target.labels
         else:
             fallback = m.fallback
             assert fallback is not None
             if fallback.chain == NO_LUA:
-                return Outcome(router_reject(method, m.allow), None, m.params)
-            chain_id, pattern, labels = fallback.chain, None, fallback.labels
+                return Outcome(router_reject(method, m.allow), m.pattern, m.params)
+            # chi reports the pattern of the mounts on the way (None at the root)
+            chain_id, pattern, labels = fallback.chain, m.pattern, fallback.labels
             fallback_status = 405 if m.allow else 404
         params = m.params
         blob = _header_blob(req.headers)
@@ -290,6 +291,8 @@ class LoadedScript:
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()
+        if kind in ("timeout", "error"):
+            self._collect_if_heavy()
         logs = log_lines(f[_LOGS])
         if run is not None:
             logs = (*run.logs, *logs)
@@ -368,6 +371,17 @@ class LoadedScript:
         if not runtime.ensure_headroom(need):
             raise ScriptMemoryError("The script's runtime has no memory left for this request.")
         return runtime
+
+    def _collect_if_heavy(self) -> None:
+        """A failed request can leave a lot behind (a runaway recursion's stack of many
+        megabytes): collect it now, outside any request's budget, rather than in the middle
+        of whichever request allocates next."""
+        with self._lock:
+            compiled = self._compiled
+            runtime = compiled.runtime
+            if runtime.lua is not None and \
+                    runtime.memory_used() - compiled.loaded_bytes > self.limits.memory_bytes // 4:
+                runtime.collect()
 
     def _after_memory_error(self) -> None:
         """A script that keeps state in upvalues can fill its cap for good (every later

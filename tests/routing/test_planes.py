@@ -109,3 +109,20 @@ async def test_an_active_check_says_why_it_failed():
     assert results[1].reason == "connection refused or unreachable (refused)"
     assert results[2].reason == "no answer within 2 s"
     assert transport.calls[0].method == "GET" and transport.calls[0].url.endswith("/health")
+
+
+async def test_a_data_plane_that_fails_before_the_gateway_answers_json_500(caplog):
+    app, _ = router()
+    app.data_plane.started = False
+
+    async def broken_start():
+        raise OSError("the first snapshot could not be built")
+
+    app.data_plane.start = broken_start
+    result = await call(app, http_scope("/"))
+    assert result.status == 500 and result.header("content-type") == "application/json"
+    body = result.json()
+    assert body["error"] == "internal_error"
+    assert body["request_id"] == result.header("x-request-id") and len(body["request_id"]) == 32
+    assert "snapshot" not in result.body.decode()
+    assert any(body["request_id"] in r.getMessage() for r in caplog.records)

@@ -19,7 +19,6 @@ from django.urls import reverse
 from chistone_site.admin_gateway import gateway_report
 from chistone_site.simulation import simulate
 from luascripts.admin import ScriptVersionAdmin
-from luascripts.middleware_names import name_labels
 from luascripts.models import ScriptVersion
 from tenants.admin import BackendAdmin, TenantAdmin
 from tenants.admin_scoping import visible_tenants
@@ -74,8 +73,6 @@ class GatewayScriptVersionAdmin(ScriptVersionAdmin):
                 value = action.get(key) or []
                 action[key] = [tuple(pair) for pair in
                                (value.items() if isinstance(value, Mapping) else value)]
-        result["middleware"] = name_labels(result.get("middleware") or [],
-                                           version.source if version is not None else source)
         result["logs"] = [line if isinstance(line, Mapping)
                           else {"level": line[0], "message": line[1]}
                           for line in result.get("logs") or []]

@@ -3,7 +3,8 @@
 Pure functions over strings: side by side (one row per line pair) and unified (git-style
 hunks with three lines of context). Each row carries its text as HTML too: Lua syntax colour
 (luascripts.lua_tokens) and, on a changed line paired with its new form, the words that
-changed marked (`<span class="tk-... chg">`). `route_changes` compares two route tables.
+changed marked (`<span class="tk-... chg">`). `route_changes` (luascripts.route_table)
+compares two route tables.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from django.utils.safestring import SafeString, mark_safe
 
 from luascripts import lua_tokens
 from luascripts.lua_tokens import Token
+from luascripts.route_table import RouteChanges, route_changes
+
+__all__ = ["RouteChanges", "route_changes", "side_by_side", "unified", "stats", "highlight",
+           "unified_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,30 +191,3 @@ def highlight(source: str) -> list[SafeString]:
     """Each line of `source` as coloured HTML."""
     h = _Highlighter(source)
     return [h.html(i) for i in range(len(h.text))]
-
-
-@dataclass(frozen=True, slots=True)
-class RouteChanges:
-    added: list[dict]
-    removed: list[dict]
-    changed: list[tuple[dict, dict]]  # (old, new)
-
-    @property
-    def none(self) -> bool:
-        return not (self.added or self.removed or self.changed)
-
-
-def route_changes(old: list[dict] | None, new: list[dict] | None) -> RouteChanges:
-    """Routes added, removed and changed (their middleware or target), by method and
-    pattern, between two stored route tables (ScriptVersion.routes)."""
-    def key(route: dict) -> tuple[str, str]:
-        return (str(route.get("method", "")), str(route.get("pattern", "")))
-
-    before = {key(r): r for r in old or []}
-    after = {key(r): r for r in new or []}
-    added = [after[k] for k in after if k not in before]
-    removed = [before[k] for k in before if k not in after]
-    changed = [(before[k], after[k]) for k in after if k in before
-               and (before[k].get("middleware"), before[k].get("target"))
-               != (after[k].get("middleware"), after[k].get("target"))]
-    return RouteChanges(added=added, removed=removed, changed=changed)

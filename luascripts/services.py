@@ -1,7 +1,13 @@
-"""Write services for script versions: publish, activate (and so roll back).
+"""Storage services for script versions: store a version, point the tenant at one.
 
 Keyword-only, one transaction each, an audit row inside it, the configuration generation
 bumped inside it; the data plane hears about the change after commit.
+
+These are the storage half. People and CI reach them only through the action layer
+(chistone_site.actions: publish validates once, activation runs the stored tests first,
+rollouts, shadows and the guard), which the admin, the API, config sync, management
+commands and the CLI all call; tests/chistone_site/actions/test_one_path.py checks that
+nothing else activates a version.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from django.db.models import Max
 
 from luascripts.engine import Limits, ValidationResult, validate
 from luascripts.models import ScriptFault, ScriptVersion
+from luascripts.route_table import stored_rows
 from tenants.audit import Actor, record
 from tenants.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from tenants.events import config_changed
@@ -64,16 +71,20 @@ def publish_version(
     source: str,
     message: str = "",
     tests: Sequence[dict[str, Any]] = (),
+    result: ValidationResult | None = None,
 ) -> tuple[ScriptVersion, bool]:
     """Store `source` as the tenant's next version; returns (version, created).
 
     Publishing a source identical to an existing version returns that version unchanged, so a
     CI retry is safe. An invalid source is stored as a draft (`valid=False`) that can never be
     activated: the admin keeps the operator's work; the API refuses drafts before calling this.
+    `result` is the source's validation when the caller already has it (validation runs once
+    per publish); without it the source is validated here.
     """
     source = check_source(source)
     digest = source_sha256(source)
-    result = validate_for_tenant(tenant=tenant, source=source)
+    if result is None:
+        result = validate_for_tenant(tenant=tenant, source=source)
     for _attempt in range(3):
         try:
             with transaction.atomic():
@@ -93,7 +104,7 @@ def publish_version(
                     valid=result.valid,
                     errors=[d.to_dict() for d in result.errors],
                     warnings=[d.to_dict() for d in result.warnings],
-                    routes=[r.to_dict() for r in result.routes],
+                    routes=stored_rows(result.routes, source),
                     tests=list(tests),
                 )
                 record(actor=actor, action="script.publish", obj=version, tenant=tenant,
@@ -112,8 +123,8 @@ def get_version(*, tenant: Tenant, number: int) -> ScriptVersion:
     return version
 
 
-def activate_version(*, actor: Actor, tenant: Tenant, version: ScriptVersion) -> Tenant:
-    """Point the tenant at `version`. Rolling back is activating an older version."""
+def check_activatable(*, tenant: Tenant, version: ScriptVersion) -> None:
+    """Refuse a version that can never go live: another tenant's, a draft, a faulty one."""
     if version.tenant_id != tenant.pk:
         raise NotFound(f"Tenant {tenant.slug!r} has no script version {version.number}.")
     if ScriptFault.objects.filter(version=version).exists():
@@ -127,6 +138,15 @@ def activate_version(*, actor: Actor, tenant: Tenant, version: ScriptVersion) ->
             "fix the script and publish a new version.",
             detail={"errors": version.errors},
         )
+
+
+def activate_version(*, actor: Actor, tenant: Tenant, version: ScriptVersion,
+                     detail: dict[str, Any] | None = None) -> Tenant:
+    """Point the tenant at `version`. Rolling back is activating an older version.
+
+    `detail` is added to the audit row (the action layer records the tests' outcome there).
+    """
+    check_activatable(tenant=tenant, version=version)
     with transaction.atomic():
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         previous = locked.active_version
@@ -142,7 +162,7 @@ def activate_version(*, actor: Actor, tenant: Tenant, version: ScriptVersion) ->
         )
         record(actor=actor, action=action, obj=version, tenant=locked,
                detail={"version": version.number,
-                       "previous": previous.number if previous else None})
+                       "previous": previous.number if previous else None, **(detail or {})})
         config_changed([locked.slug])
     tenant.active_version = locked.active_version
     tenant.config_version = locked.config_version

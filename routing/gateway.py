@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from luascripts.engine import Outcome
@@ -40,6 +40,7 @@ from routing.errors import (
     error_response,
 )
 from routing.exchange import LiveEffects, Opened, RequestBody, Upstream, upstream_error
+from routing.guard import NEW, OLD
 from routing.headers import downstream_headers, new_request_id
 from routing.health import HealthRegistry
 from routing.logs import current_request
@@ -47,6 +48,7 @@ from routing.patch import patch_headers, patch_status
 from routing.plan import UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.script_run import ScriptGuard, drive
+from routing.shadow import ShadowRunner
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
 from routing.types import Receive, Scope, Send
@@ -79,6 +81,11 @@ class Exchange:
     config: tuple[bytes, bytes] | None = None
     # The server adapter's back-pressure and abort for this connection (routing.respond).
     connection: respond.ServerConnection | None = None
+    # A guarded rollout's counts this request feeds (routing.guard): its id and side.
+    guard: int = 0
+    arm: int = 0
+    # (tenant, router path, body) when the tenant has a shadow: offered once answered.
+    shadow: tuple[TenantEntry, str, RequestBody] | None = None
 
 
 class Gateway:
@@ -105,6 +112,7 @@ class Gateway:
         self.upstream = Upstream(transport=transport, health=self.health, conf=self.conf,
                                  on_retry=self._count_retry)
         self.script_guard = script_guard
+        self.shadow = ShadowRunner(healthy=self.health.is_healthy, guard=script_guard)
 
     @property
     def budget(self) -> Any:  # the retry budget (tests drain it)
@@ -153,6 +161,9 @@ class Gateway:
         finally:
             total = time.perf_counter() - started
             self.stats.observe(ex, total, scope, request)
+            if ex.shadow is not None and request is not None:  # answered: now the shadow
+                tenant, path, body = ex.shadow
+                self.shadow.offer(tenant, request, path, body.prefix if body.complete else b"")
             if self.conf.access_log:
                 log_access(access_line(
                     request_id=ex.request_id, tenant=ex.tenant, route=ex.route,
@@ -176,29 +187,51 @@ class Gateway:
             raise TenantNotFound("No tenant answers for this host and path.")
         tenant = match.tenant
         ex.tenant, ex.version = tenant.slug, tenant.version_number
+        if tenant.config_header is not None:
+            ex.config = tenant.config_header
         if tenant.unavailable:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)
         conf = self.conf
         body = RequestBody(receive, conf.chunk_bytes, conf.replay_body_bytes,
                            conf.body_timeout_s)
-        if tenant.script is None:
+        script = tenant.script
+        if script is None:
             await self._answer(tenant, request, match.path, None, body, None, receive, send, ex)
             return
+        version_id = tenant.version_id or 0
+        if tenant.rollout is not None or tenant.guard:
+            script, version_id = self._pick(tenant, request, ex)
+        if tenant.shadow is not None:
+            ex.shadow = (tenant, match.path, body)
         waited: list[LiveEffects] = []  # the live effects, made only if the script waits
         try:
-            outcome = await self._run_script(tenant, request, match.path, ex, body, waited)
+            outcome = await self._run_script(tenant, script, version_id, request, match.path,
+                                             ex, body, waited)
             await self._answer(tenant, request, match.path, outcome, body,
                                waited[0] if waited else None, receive, send, ex)
         finally:
             if waited:
                 waited[0].close()
 
-    async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, body: RequestBody, waited: list[LiveEffects]
-                          ) -> Outcome:
-        script = tenant.script
-        assert script is not None
+    @staticmethod
+    def _pick(tenant: TenantEntry, request: ClientRequest, ex: Exchange) -> tuple[Any, int]:
+        """The version that answers: a running rollout's for its share of the keys
+        (routing.rollout), else the active one; which side a guard counts it on."""
+        rollout = tenant.rollout
+        if rollout is not None and rollout.takes(request):
+            ex.version, ex.config = rollout.version_number, rollout.config_header
+            ex.guard, ex.arm = tenant.guard, NEW
+            return rollout.script, rollout.version_id
+        # Without a rollout entry the guard watches a full activation: all of it is new.
+        ex.guard, ex.arm = tenant.guard, OLD if rollout is not None else NEW
+        return tenant.script, tenant.version_id or 0
+
+    async def _run_script(self, tenant: TenantEntry, script: Any, version_id: int,
+                          request: ClientRequest, path: str, ex: Exchange, body: RequestBody,
+                          waited: list[LiveEffects]) -> Outcome:
+        if script is not tenant.script and script.is_selector != tenant.is_selector:
+            tenant = replace(tenant, is_selector=script.is_selector)  # a rollout's other kind
         sreq = script_request(tenant, request, path, self.health.is_healthy)
         guard = self.script_guard
         lua_started = time.perf_counter()
@@ -206,7 +239,7 @@ class Gateway:
             # The first step inline (most scripts are done after it); the driver only for
             # scripts that wait.
             if guard is not None:
-                guard[0](tenant.slug, tenant.version_id or 0)
+                guard[0](tenant.slug, version_id)
             try:
                 step = script.start(sreq)
             finally:
@@ -219,7 +252,7 @@ class Gateway:
                     balancer=self.balancer, stats=self.stats)
                 waited.append(live)
                 step = await drive(step, live, guard=guard, tenant=tenant.slug,
-                                   version=tenant.version_id or 0)
+                                   version=version_id)
         except BodyUnavailable as exc:
             # req.body() failed for the client's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
@@ -241,7 +274,7 @@ class Gateway:
             # a script forge log lines (another tenant's access-log entry, say).
             message = one_line(str(exc))
             log.error("tenant %s v%s request %s: %s: %s | traceback: %s", tenant.slug,
-                      tenant.version_number, request.request_id, kind, message,
+                      ex.version, request.request_id, kind, message,
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
         outcome = step

@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -25,6 +26,8 @@ from routing.resolve import Claim, Resolver
 
 if TYPE_CHECKING:
     from luascripts.engine import LoadedScript
+    from routing.rollout import RolloutEntry
+    from routing.shadow import ShadowEntry
 
 log = logging.getLogger("chistone.snapshot")
 
@@ -87,6 +90,14 @@ class TenantEntry:
     version_number: int | None = None
     is_selector: bool = False
     unavailable: str = ""  # why the tenant answers 503 (faulty or unloadable script)
+    # A running rollout: the version that answers its share of the requests (routing.rollout).
+    rollout: RolloutEntry | None = None
+    # A running shadow: the version that also decides, without effects (routing.shadow).
+    shadow: ShadowEntry | None = None
+    # The guarded rollout whose counts this tenant's requests feed (0: none; routing.guard).
+    guard: int = 0
+    # X-Chistone-Config when the active version answers: "<generation>; version=<n>".
+    config_header: tuple[bytes, bytes] | None = None
 
     def backend_views(self, healthy: Callable[[BackendEntry], bool]) -> tuple[BackendView, ...]:
         return tuple(BackendView(b.name, b.url, b.weight, b.enabled and healthy(b))
@@ -116,6 +127,9 @@ def compile_snapshot(generation: int, tenants: list[TenantEntry], *,
                      scripts: Mapping[ScriptKey, Any] | None = None,
                      build_seconds: float = 0.0) -> Snapshot:
     """Index already-built tenant entries (also used by tests and the dry run)."""
+    tenants = [t if t.config_header is not None or t.version_number is None
+               else replace(t, config_header=config_header(generation, t.version_number))
+               for t in tenants]
     claims = []
     for tenant in tenants:
         for host in tenant.domains or ("",):
@@ -128,6 +142,12 @@ def compile_snapshot(generation: int, tenants: list[TenantEntry], *,
         built_at=time.time(),
         build_seconds=build_seconds,
     )
+
+
+def config_header(generation: int, version: int | None) -> tuple[bytes, bytes]:
+    """X-Chistone-Config: the generation, and the script version that answered."""
+    value = str(generation) if version is None else f"{generation}; version={version}"
+    return (b"x-chistone-config", value.encode())
 
 
 def _default_loader() -> Loader:
@@ -149,7 +169,7 @@ def read_config() -> dict[str, Any]:
     """Everything a snapshot is built from, as plain JSON-able data (one consistent read)."""
     from django.db import transaction
 
-    from luascripts.models import ScriptFault
+    from luascripts.models import Rollout, ScriptFault, Shadow
     from tenants.events import current_generation
     from tenants.models import Backend, Tenant
 
@@ -164,6 +184,15 @@ def read_config() -> dict[str, Any]:
                 "connect_timeout_ms": b.connect_timeout_ms,
                 "read_timeout_ms": b.read_timeout_ms})
         faults = dict(ScriptFault.objects.values_list("version_id", "reason"))
+        rollouts = {r.tenant_id: r for r in Rollout.objects.filter(
+            state=Rollout.RUNNING, tenant__active=True).select_related("version")}
+        shadows = {s.tenant_id: s for s in Shadow.objects.filter(
+            state=Shadow.RUNNING, tenant__active=True).select_related("version")}
+
+    def version_of(version: Any) -> dict[str, Any]:
+        return {"id": version.pk, "number": version.number, "sha256": version.sha256,
+                "source": version.source, "fault": faults.get(version.pk)}
+
     tenants = []
     for row in rows:
         version = row.active_version
@@ -171,17 +200,45 @@ def read_config() -> dict[str, Any]:
             "id": row.pk, "slug": row.slug, "name": row.name, "prefix": row.path_prefix,
             "domains": list(row.domains or ()), "backends": by_tenant.get(row.pk, []),
             "limits": row.script_limits(),
-            "version": None if version is None else {
-                "id": version.pk, "number": version.number, "sha256": version.sha256,
-                "source": version.source, "fault": faults.get(version.pk)},
+            "version": None if version is None else version_of(version),
+            "rollout": None if (r := rollouts.get(row.pk)) is None else {
+                "id": r.pk, "percent": r.percent, "key_header": r.key_header,
+                "guarded": r.max_error_rate is not None, "version": version_of(r.version)},
+            "shadow": None if (sh := shadows.get(row.pk)) is None else {
+                "id": sh.pk, "rate": sh.sample_rate, "version": version_of(sh.version)},
         })
     return {"generation": generation, "tenants": tenants}
+
+
+def _load_version(version: Mapping[str, Any], what: str, *, row: Mapping[str, Any],
+                  backends: Mapping[str, BackendEntry], overrides: Mapping[str, int],
+                  cache: Mapping[ScriptKey, Any], scripts: dict[ScriptKey, Any],
+                  load: Loader) -> Any:
+    """A tenant version's script, from the previous snapshot's cache or loaded (into
+    `scripts` either way); None when it cannot load."""
+    key: ScriptKey = (row["id"], version["number"], version["sha256"],
+                      frozenset(backends), tuple(sorted(overrides.items())))
+    script = cache.get(key) or scripts.get(key)
+    if script is None:
+        try:
+            script = load(version["source"], tenant=row["slug"],
+                          backend_names=sorted(backends), limits=script_limits(overrides))
+        except Exception as exc:  # ScriptLoadError, or anything the engine raised
+            log.error("tenant %s: %s script v%s could not be loaded: %s",
+                      row["slug"], what, version["number"], exc)
+            return None
+    scripts[key] = script
+    return script
 
 
 def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = None, *,
                       loader: Loader | None = None) -> Snapshot:
     """Build a snapshot from `read_config()` data; reuse unchanged scripts of `previous`."""
+    from routing.rollout import RolloutEntry, salt_for
+    from routing.shadow import ShadowEntry
+
     started = time.perf_counter()
+    generation = config["generation"]
     load = loader or _default_loader()
     cache = previous.scripts if previous is not None else {}
     scripts: dict[ScriptKey, Any] = {}
@@ -196,6 +253,10 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
                 read_timeout_ms=b["read_timeout_ms"])
             for b in row["backends"]
         }
+        overrides = dict(row.get("limits") or {})
+
+        loaded = partial(_load_version, row=row, backends=backends, overrides=overrides,
+                         cache=cache, scripts=scripts, load=load)
         script = None
         unavailable = ""
         version = row["version"]
@@ -205,21 +266,32 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
                                f"blocked a gateway worker ({version['fault']}); "
                                "activate another one")
             else:
-                overrides = dict(row.get("limits") or {})
-                key: ScriptKey = (row["id"], version["number"], version["sha256"],
-                                  frozenset(backends), tuple(sorted(overrides.items())))
-                script = cache.get(key)
+                script = loaded(version, "active")
                 if script is None:
-                    try:
-                        script = load(version["source"], tenant=row["slug"],
-                                      backend_names=sorted(backends),
-                                      limits=script_limits(overrides))
-                    except Exception as exc:  # ScriptLoadError, or anything the engine raised
-                        log.error("tenant %s: script v%s could not be loaded: %s",
-                                  row["slug"], version["number"], exc)
-                        unavailable = f"script version {version['number']} could not be loaded"
-                if script is not None:
-                    scripts[key] = script
+                    unavailable = f"script version {version['number']} could not be loaded"
+        rollout, guard = None, 0
+        spec = row.get("rollout")
+        if spec is not None and script is not None:
+            candidate = spec["version"]
+            if version is not None and candidate["id"] == version["id"]:
+                # A guarded full activation: the active version answers everything.
+                guard = spec["id"] if spec["guarded"] else 0
+            elif not candidate["fault"] and (new := loaded(candidate, "rollout")) is not None:
+                rollout = RolloutEntry(
+                    id=spec["id"], script=new, version_id=candidate["id"],
+                    version_number=candidate["number"], percent=spec["percent"],
+                    key_header=spec["key_header"], salt=salt_for(row["slug"], spec["id"]),
+                    config_header=config_header(generation, candidate["number"]))
+                guard = spec["id"] if spec["guarded"] else 0
+        shadow = None
+        spec = row.get("shadow")
+        if spec is not None and script is not None and not spec["version"]["fault"]:
+            other = loaded(spec["version"], "shadow")
+            if other is not None:
+                shadow = ShadowEntry(id=spec["id"], script=other,
+                                     version_id=spec["version"]["id"],
+                                     version_number=spec["version"]["number"],
+                                     rate=spec["rate"])
         tenants.append(TenantEntry(
             id=row["id"], slug=row["slug"], name=row["name"], prefix=row["prefix"],
             domains=tuple(row["domains"]),
@@ -230,8 +302,11 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
             version_number=version["number"] if version is not None else None,
             is_selector=bool(getattr(script, "is_selector", False)),
             unavailable=unavailable,
+            rollout=rollout, shadow=shadow, guard=guard,
+            config_header=config_header(generation,
+                                        version["number"] if version is not None else None),
         ))
-    return compile_snapshot(config["generation"], tenants, scripts=scripts,
+    return compile_snapshot(generation, tenants, scripts=scripts,
                             build_seconds=time.perf_counter() - started)
 
 

@@ -15,6 +15,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.guard import GuardCounter
 from routing.logs import utc_timestamp
 from routing.traffic import RecentRequests, TrafficWindow
 
@@ -60,6 +61,7 @@ class Stats:
     calls: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
     window: TrafficWindow = field(default_factory=TrafficWindow)  # the console's last hour
     recent: RecentRequests = field(default_factory=RecentRequests)  # the request lookup
+    guards: GuardCounter = field(default_factory=GuardCounter)  # guarded rollouts' counts
 
     def observe(self, ex: Any, total: float, scope: Any, request: Any) -> None:
         """Count one finished exchange (the gateway's one call per request): the counters,
@@ -67,6 +69,8 @@ class Stats:
         tenant, route, status, backend = ex.tenant, ex.route, ex.status, ex.backend
         self.record(tenant, route, status, total=total, upstream=ex.upstream, lua=ex.lua,
                     sent=ex.sent)
+        if ex.guard:
+            self.guards.count(ex.guard, ex.arm, status)
         now = time.time()
         self.window.add(tenant, route, backend, status, total, now)
         path = request.raw_path if request is not None else scope.get("path")

@@ -62,3 +62,10 @@ class Unavailable(ServiceError):
 
     status_code = 503
     code = "unavailable"
+
+
+class Forbidden(ServiceError):
+    """The caller may not make this choice (e.g. overriding failed script tests)."""
+
+    status_code = 403
+    code = "permission_denied"

@@ -318,7 +318,7 @@ class _Builder:
                                 local=entry.pattern)
                 tree.insert(entry.method, entry.tokens, target)
                 self.routes.append(RouteInfo(entry.method, _text(target.pattern),
-                                             len(entry_mws)))
+                                             len(entry_mws), labels=target.labels))
                 continue
             through = entry.stubs[-1][0]  # the mount's "/*" pattern
             if entry.target_kind == "backend":
@@ -329,7 +329,8 @@ class _Builder:
                         BACKEND, route_pattern(prefix + local), chain, labels, backend=backend,
                         local=local, standard=local == through))
                 self.routes.append(RouteInfo("*", _text(route_pattern(prefix + through)),
-                                             len(entry_mws), f"backend:{backend}"))
+                                             len(entry_mws), f"backend:{backend}",
+                                             labels=labels))
                 continue
             child_id = int(entry.target)
             if child_id in stack or len(stack) >= MAX_MOUNT_DEPTH:

@@ -56,10 +56,13 @@ class RouteInfo:
     pattern: str  # the full pattern, route and mount prefixes included
     middleware: int  # middleware that wraps this route (inherited ones included)
     target: str = ""  # "" for a Lua handler, "backend:NAME" for a mount to a backend
+    # The middleware's labels, outermost first: "name (line N)" or "line N" (router.lua).
+    labels: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {"method": self.method, "pattern": self.pattern,
-                "middleware": self.middleware, "target": self.target}
+                "middleware": self.middleware, "target": self.target,
+                "labels": list(self.labels)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ def test_publish_numbers_versions_and_audits(actor, acme):
     v2, created2 = services.publish_version(actor=actor, tenant=acme, source=GOOD2)
     assert (v1.number, v2.number, created1, created2) == (1, 2, True, True)
     assert v1.valid and v1.sha256 == services.source_sha256(GOOD) and v1.author == "tester"
-    assert v1.routes == [{"method": "GET", "pattern": "/hello", "middleware": 0, "target": ""}]
+    assert v1.routes == [{"method": "GET", "pattern": "/hello", "middleware": 0, "target": "",
+                          "labels": []}]
     assert AuditEvent.objects.filter(action="script.publish").count() == 2
 
 

@@ -25,13 +25,15 @@ chi.mount("/old", "legacy")
 
 def test_success_reports_the_route_table() -> None:
     result = validate(GOOD, backend_names=["users-v1", "legacy"])
+    # Middleware labels, outermost first: a local function is known by its line ("line 2";
+    # luascripts.route_table names it from the source when a version is stored).
     assert result == ValidationResult(valid=True, routes=(
-        RouteInfo("GET", "/users/{id}", 1, ""),
-        RouteInfo("POST", "/users", 2, ""),
-        RouteInfo("*", "/old/*", 1, "backend:legacy"),
+        RouteInfo("GET", "/users/{id}", 1, "", labels=("line 2",)),
+        RouteInfo("POST", "/users", 2, "", labels=("line 2", "line 2")),
+        RouteInfo("*", "/old/*", 1, "backend:legacy", labels=("line 2",)),
     ))
     assert result.routes[2].to_dict() == {"method": "*", "pattern": "/old/*", "middleware": 1,
-                                          "target": "backend:legacy"}
+                                          "target": "backend:legacy", "labels": ["line 2"]}
 
 
 def test_backend_names_are_only_checked_when_given() -> None:

@@ -3,8 +3,11 @@
 tenants and luascripts cannot import the data plane (the layers contract), so their admins
 leave hooks open and this module, at the top layer, fills them: the tenant page and the
 backends list get live backend health, the script page's console gets the real dry run
-(chistone_site.simulation). The dashboard on the admin index is the `gateway_dashboard` tag
-(templatetags/chistone_admin); the console's own pages are chistone_site.admin_console.
+(chistone_site.simulation), and every script change (publish, activate with the stored
+tests, roll out, roll back, shadow, remove) goes through the action layer
+(chistone_site.actions), as it does from the API. The dashboard on the admin index is the
+`gateway_dashboard` tag (templatetags/chistone_admin); the console's own pages are
+chistone_site.admin_console.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ from django.contrib import admin
 from django.template.loader import render_to_string
 from django.urls import reverse
 
+from chistone_site import actions
+from chistone_site.actions.rollouts import latest_rollout
+from chistone_site.actions.shadows import latest_shadow, running_shadow
 from chistone_site.admin_gateway import gateway_report
 from chistone_site.simulation import simulate
 from luascripts.admin import ScriptVersionAdmin
 from luascripts.models import ScriptVersion
 from tenants.admin import BackendAdmin, TenantAdmin
 from tenants.admin_scoping import visible_tenants
+from tenants.audit import Actor
 from tenants.errors import ServiceError
 from tenants.models import Backend, Tenant
 
@@ -56,6 +63,59 @@ class GatewayBackendAdmin(BackendAdmin):
 
 
 class GatewayScriptVersionAdmin(ScriptVersionAdmin):
+    def perform_publish(self, request, *, tenant: Tenant, source: str,
+                        message: str) -> tuple[ScriptVersion, bool]:
+        published = actions.do_publish_script(actor=Actor.for_user(request.user),
+                                              tenant=tenant, source=source, message=message,
+                                              allow_draft=True)
+        return published.version, published.created
+
+    def perform_activate(self, request, *, tenant: Tenant, version: ScriptVersion,
+                         percent: int = 100, key_header: str = "",
+                         guard: dict[str, Any] | None = None,
+                         override_reason: str | None = None) -> dict[str, Any]:
+        override = (actions.Override.for_user(request.user, override_reason)
+                    if override_reason is not None else None)
+        activation = actions.do_activate_version(
+            actor=Actor.for_user(request.user), tenant=tenant, version=version,
+            percent=percent, key_header=key_header, guard=actions.Guard.parse(guard),
+            override=override)
+        return {"test_results": activation.test_results, "overridden": activation.overridden,
+                "rollout": actions.rollout_report(activation.rollout)}
+
+    def perform_deactivate(self, request, *, tenant: Tenant) -> None:
+        actions.do_deactivate_script(actor=Actor.for_user(request.user), tenant=tenant)
+
+    def perform_rollout(self, request, *, tenant: Tenant, percent: int | None = None,
+                        rollback: bool = False) -> dict[str, Any] | None:
+        actor = Actor.for_user(request.user)
+        if rollback:
+            rollout = actions.do_end_rollout(actor=actor, tenant=tenant)
+        else:
+            rollout = actions.do_set_rollout_percent(actor=actor, tenant=tenant,
+                                                     percent=percent or 100)
+        return actions.rollout_report(rollout)
+
+    def perform_shadow(self, request, *, tenant: Tenant, version: ScriptVersion | None = None,
+                       sample_rate: float = 0.1, stop: bool = False) -> None:
+        actor = Actor.for_user(request.user)
+        if stop:
+            actions.do_stop_shadow(actor=actor, tenant=tenant)
+        else:
+            assert version is not None
+            actions.do_start_shadow(actor=actor, tenant=tenant, version=version,
+                                    sample_rate=sample_rate)
+
+    def stored_test_results(self, *, tenant: Tenant, version: ScriptVersion
+                            ) -> list[dict[str, Any]] | None:
+        return actions.do_test_version(tenant=tenant, version=version)
+
+    def traffic_state(self, *, tenant: Tenant) -> dict[str, Any]:
+        rollout = actions.running_rollout(tenant) or latest_rollout(tenant)
+        shadow = running_shadow(tenant) or latest_shadow(tenant)
+        return {"rollout": actions.rollout_report(rollout),
+                "shadow": actions.shadow_report(shadow)}
+
     def simulate_request(self, *, tenant: Tenant, version: ScriptVersion | None,
                          request_data: dict[str, Any], source: str | None = None
                          ) -> dict[str, Any]:

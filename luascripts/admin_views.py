@@ -4,8 +4,15 @@ Mixed into the ScriptVersion ModelAdmin, which gives them the admin site, permis
 tenant scoping. Views stay thin: a form, one service call, a redirect or a template.
 
 Permissions: seeing the pages needs `luascripts.view_scriptversion`; saving a new version
-`luascripts.add_scriptversion`; activating, rolling back or removing the active script changes
-the tenant, so it needs `tenants.change_tenant`. All of them only for visible tenants.
+`luascripts.add_scriptversion`; activating, rolling out, rolling back, shadowing or removing
+the active script changes the tenant, so it needs `tenants.change_tenant`; activating although
+stored tests fail needs `luascripts.override_script_tests` as well. All of them only for
+visible tenants.
+
+Every change goes through the action layer (chistone_site.actions): luascripts cannot import
+it (the layers contract), so the `perform_*` hooks below are filled by the gateway-aware admin
+(chistone_site.admin), as `simulate_request` is. Without it, nothing is activated: an
+activation that skipped the stored tests would be the hole this layering closes.
 """
 
 from __future__ import annotations
@@ -19,13 +26,23 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.http import urlencode
 
-from luascripts import admin_diff, services
-from luascripts.forms import EDITOR, CompareForm, DryRunForm, PublishForm
+from luascripts import admin_diff
+from luascripts.forms import (
+    EDITOR,
+    ActivateForm,
+    CompareForm,
+    DryRunForm,
+    PublishForm,
+    RolloutForm,
+    ShadowForm,
+)
 from luascripts.models import ScriptFault, ScriptVersion
 from tenants.admin_scoping import get_visible_tenant_or_404
-from tenants.audit import Actor
-from tenants.errors import ServiceError
+from tenants.errors import ServiceError, Unprocessable
 from tenants.models import Tenant
+
+UNAVAILABLE = ("This installation has no action layer for scripts "
+               "(chistone_site.admin provides it): nothing was changed.")
 
 STARTER_SCRIPT = """\
 -- Routes for this tenant. chi.get/post/..., chi.route, chi.mount and chi.use register them;
@@ -79,6 +96,39 @@ class ScriptPagesMixin:
                          ) -> dict[str, Any] | None:
         return None
 
+    # The action layer (chistone_site.admin fills these). Each raises a ServiceError with a
+    # message for the operator when it refuses; a refused activation's Unprocessable carries
+    # the stored tests' results in `detail["test_results"]`.
+    def perform_publish(self, request, *, tenant: Tenant, source: str,
+                        message: str) -> tuple[ScriptVersion, bool]:
+        raise ServiceError(UNAVAILABLE)
+
+    def perform_activate(self, request, *, tenant: Tenant, version: ScriptVersion,
+                         percent: int = 100, key_header: str = "",
+                         guard: dict[str, Any] | None = None,
+                         override_reason: str | None = None) -> dict[str, Any]:
+        raise ServiceError(UNAVAILABLE)
+
+    def perform_deactivate(self, request, *, tenant: Tenant) -> None:
+        raise ServiceError(UNAVAILABLE)
+
+    def perform_rollout(self, request, *, tenant: Tenant, percent: int | None = None,
+                        rollback: bool = False) -> dict[str, Any] | None:
+        raise ServiceError(UNAVAILABLE)
+
+    def perform_shadow(self, request, *, tenant: Tenant, version: ScriptVersion | None = None,
+                       sample_rate: float = 0.1, stop: bool = False) -> None:
+        raise ServiceError(UNAVAILABLE)
+
+    def stored_test_results(self, *, tenant: Tenant, version: ScriptVersion
+                            ) -> list[dict[str, Any]] | None:
+        """The version's stored tests run now (a preview on the confirmation page)."""
+        return None
+
+    def traffic_state(self, *, tenant: Tenant) -> dict[str, Any]:
+        """{"rollout": report or None, "shadow": report or None} (chistone_site.actions)."""
+        return {"rollout": None, "shadow": None}
+
     # -- URLs ------------------------------------------------------------------------------
 
     def get_urls(self):
@@ -91,6 +141,8 @@ class ScriptPagesMixin:
             ("tenant/<int:tenant_id>/v<int:number>/", self.version_view, "version"),
             ("tenant/<int:tenant_id>/v<int:number>/activate/", self.activate_view, "activate"),
             ("tenant/<int:tenant_id>/deactivate/", self.deactivate_view, "deactivate"),
+            ("tenant/<int:tenant_id>/rollout/", self.rollout_view, "rollout"),
+            ("tenant/<int:tenant_id>/shadow/", self.shadow_view, "shadow"),
         ]
         urls = [path(route, wrap(view), name=f"{prefix}_{name}") for route, view, name in pages]
         return urls + super().get_urls()
@@ -107,6 +159,10 @@ class ScriptPagesMixin:
 
     def can_activate(self, request) -> bool:
         return request.user.has_perm("tenants.change_tenant")
+
+    def can_override(self, request) -> bool:
+        return self.can_activate(request) and request.user.has_perm(
+            "luascripts.override_script_tests")
 
     def _tenant(self, request, tenant_id: int) -> Tenant:
         if not self.has_view_permission(request):
@@ -172,9 +228,9 @@ class ScriptPagesMixin:
         form = PublishForm(request.POST)
         if form.is_valid():
             try:
-                version, created = services.publish_version(
-                    actor=Actor.for_user(request.user), tenant=tenant,
-                    source=form.cleaned_data["source"], message=form.cleaned_data["message"])
+                version, created = self.perform_publish(
+                    request, tenant=tenant, source=form.cleaned_data["source"],
+                    message=form.cleaned_data["message"])
             except ServiceError as exc:
                 form.add_error("source", exc.message)
             else:
@@ -226,9 +282,29 @@ class ScriptPagesMixin:
             diff_url=self.page_url("diff", tenant),
             deactivate_url=self.page_url("deactivate", tenant),
             simulation_available=self.simulation_available(),
+            **self._traffic_context(tenant, versions, active),
         )
         return TemplateResponse(request, "admin/luascripts/script.html", context,
                                 status=status)
+
+    def _traffic_context(self, tenant: Tenant, versions, active) -> dict[str, Any]:
+        state = self.traffic_state(tenant=tenant)
+        rollout, shadow = state.get("rollout"), state.get("shadow")
+        candidates = [v for v in versions if v.valid and active is not None
+                      and v.pk != active.pk and not getattr(v, "fault", None)]
+        return {
+            "rollout": rollout,
+            "rollout_running": bool(rollout and rollout["state"] == "running"),
+            "auto_rollback": rollout if rollout and rollout["state"] == "auto_rolled_back"
+            else None,
+            "rollout_form": RolloutForm(initial={"percent": rollout["percent"]})
+            if rollout and rollout["state"] == "running" else None,
+            "rollout_url": self.page_url("rollout", tenant),
+            "shadow": shadow,
+            "shadow_running": bool(shadow and shadow["state"] == "running"),
+            "shadow_form": ShadowForm(versions=candidates) if candidates else None,
+            "shadow_url": self.page_url("shadow", tenant),
+        }
 
     def simulation_available(self) -> bool:
         return type(self).simulate_request is not ScriptPagesMixin.simulate_request
@@ -356,44 +432,171 @@ class ScriptPagesMixin:
         version = self._version(tenant, number)
         active = tenant.active_version
         if request.method == "POST":
-            try:
-                services.activate_version(actor=Actor.for_user(request.user), tenant=tenant,
-                                          version=version)
-            except ServiceError as exc:
-                self.message_user(request, exc.message, messages.ERROR)
-                return HttpResponseRedirect(self.page_url("activate", tenant, version.number))
-            verb = "Rolled back to" if active and active.number > version.number else "Activated"
-            self.message_user(request, f"{verb} v{version.number} for {tenant.slug}; the "
-                                       "gateway picks it up without a restart.",
-                              messages.SUCCESS)
-            return HttpResponseRedirect(self.page_url("script", tenant))
+            return self._activate(request, tenant, version, active)
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "POST"])
+        form = ActivateForm()
+        return self._render_activate(request, tenant, version, active, form,
+                                     self._preview_tests(tenant, version))
+
+    def _preview_tests(self, tenant: Tenant, version: ScriptVersion):
+        if not version.valid or not version.tests:
+            return None
+        try:
+            return self.stored_test_results(tenant=tenant, version=version)
+        except ServiceError:
+            return None
+
+    def _activate(self, request, tenant: Tenant, version: ScriptVersion,
+                  active: ScriptVersion | None):
+        form = ActivateForm(request.POST)
+        if not form.is_valid():
+            return self._render_activate(request, tenant, version, active, form, None,
+                                         status=400)
+        data = form.cleaned_data
+        override = None
+        if data["override"]:
+            if not self.can_override(request):
+                raise PermissionDenied
+            override = data["reason"]
+        try:
+            outcome = self.perform_activate(
+                request, tenant=tenant, version=version, percent=data["percent"],
+                key_header=data["key_header"], guard=form.guard_spec(),
+                override_reason=override)
+        except Unprocessable as exc:  # stored tests failed: refused, with their results
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            return self._render_activate(request, tenant, version, active, form,
+                                         detail.get("test_results"), refused=exc.message,
+                                         status=422)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return HttpResponseRedirect(self.page_url("activate", tenant, version.number))
+        if outcome.get("overridden"):
+            self.message_user(request, f"{len(outcome['overridden'])} failing stored test(s) "
+                                       "were overridden; the audit log records why.",
+                              messages.WARNING)
+        rollout = outcome.get("rollout")
+        if rollout and rollout["percent"] < 100:
+            self.message_user(request, f"Rolling out v{version.number} to "
+                                       f"{rollout['percent']}% of {tenant.slug}'s requests "
+                                       f"(sticky by {rollout['key']}). Raise it to 100% to "
+                                       "complete, or roll back.", messages.SUCCESS)
+        else:
+            verb = ("Rolled back to" if active and active.number > version.number
+                    else "Activated")
+            guarded = " under a guard" if rollout else ""
+            self.message_user(request, f"{verb} v{version.number} for {tenant.slug}{guarded}; "
+                                       "the gateway picks it up without a restart.",
+                              messages.SUCCESS)
+        return HttpResponseRedirect(self.page_url("script", tenant))
+
+    def _render_activate(self, request, tenant: Tenant, version: ScriptVersion,
+                         active: ScriptVersion | None, form: ActivateForm,
+                         test_results: list[dict[str, Any]] | None, *, refused: str = "",
+                         status: int = 200):
         mode = "unified" if request.GET.get("mode") == "unified" else "side"
         fault = ScriptFault.objects.filter(version=version).first()
         rollback = active is not None and active.number > version.number
+        failing = [r for r in test_results or [] if not r.get("passed")]
+        rollout = self.traffic_state(tenant=tenant).get("rollout")
         context = self._context(
             request, tenant,
             f"{'Roll back' if rollback else 'Activate'} {tenant.slug} to v{version.number}?",
             version=version, active=active, rollback=rollback, fault=fault, mode=mode,
             already_active=active is not None and active.pk == version.pk,
             refused=(not version.valid) or fault is not None,
+            refusal=refused, form=form, test_results=test_results, failing=failing,
+            can_override=self.can_override(request),
+            running_rollout=rollout if rollout and rollout["state"] == "running" else None,
             old_label=self._label(active, active) if active else "(no active version)",
             new_label=self._label(version, active),
             other_mode_url=self.page_url("activate", tenant, version.number, query={
                 "mode": "unified" if mode == "side" else "side"}),
+            shadow_url=self.page_url("shadow", tenant),
             **self._diff_context(active.source if active else "", version.source, mode,
                                  old_routes=active.routes if active else [],
                                  new_routes=version.routes),
         )
-        return TemplateResponse(request, "admin/luascripts/activate.html", context)
+        return TemplateResponse(request, "admin/luascripts/activate.html", context,
+                                status=status)
+
+    # -- rollouts and shadows -----------------------------------------------------------------
+
+    def rollout_view(self, request, tenant_id: int):
+        """POST: change the running rollout's share (`_percent`), complete it (`_complete`),
+        or roll it back (`_rollback`)."""
+        tenant = self._tenant(request, tenant_id)
+        if not self.can_activate(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            if "_rollback" in request.POST:
+                self.perform_rollout(request, tenant=tenant, rollback=True)
+                self.message_user(request, f"Rolled back: {tenant.slug}'s previous version "
+                                           "answers every request again.", messages.SUCCESS)
+            else:
+                form = RolloutForm({"percent": "100"} if "_complete" in request.POST
+                                   else request.POST)
+                if not form.is_valid():
+                    self.message_user(request, "The share is a whole number from 1 to 100.",
+                                      messages.ERROR)
+                    return HttpResponseRedirect(self.page_url("script", tenant))
+                percent = form.cleaned_data["percent"]
+                self.perform_rollout(request, tenant=tenant, percent=percent)
+                self.message_user(request, "Rollout completed: the new version is active."
+                                  if percent == 100 else
+                                  f"The rollout now answers {percent}% of requests.",
+                                  messages.SUCCESS)
+        except Unprocessable as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {}
+            failed = [r["name"] for r in detail.get("test_results") or [] if not r["passed"]]
+            self.message_user(request, f"{exc.message} Failing: {', '.join(failed)}.",
+                              messages.ERROR)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(self.page_url("script", tenant) + "#traffic")
+
+    def shadow_view(self, request, tenant_id: int):
+        """POST: start a version as the shadow (`version`, `sample_rate` in %), or `_stop`."""
+        tenant = self._tenant(request, tenant_id)
+        if not self.can_activate(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            if "_stop" in request.POST:
+                self.perform_shadow(request, tenant=tenant, stop=True)
+                self.message_user(request, "The shadow stopped; its figures stay below.",
+                                  messages.SUCCESS)
+            else:
+                form = ShadowForm(request.POST, versions=self._versions(tenant))
+                if not form.is_valid():
+                    self.message_user(request, "Pick a version and a sample from 0.01 to "
+                                               "100%.", messages.ERROR)
+                    return HttpResponseRedirect(self.page_url("script", tenant))
+                version = self._version(tenant, form.cleaned_data["version"])
+                rate = form.cleaned_data["sample_rate"] / 100
+                self.perform_shadow(request, tenant=tenant, version=version, sample_rate=rate)
+                self.message_user(request, f"v{version.number} now shadows "
+                                           f"{form.cleaned_data['sample_rate']:g}% of "
+                                           f"{tenant.slug}'s requests, without effects.",
+                                  messages.SUCCESS)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(self.page_url("script", tenant) + "#traffic")
 
     def deactivate_view(self, request, tenant_id: int):
         tenant = self._tenant(request, tenant_id)
         if not self.can_activate(request):
             raise PermissionDenied
         if request.method == "POST":
-            services.deactivate_script(actor=Actor.for_user(request.user), tenant=tenant)
+            try:
+                self.perform_deactivate(request, tenant=tenant)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return HttpResponseRedirect(self.page_url("script", tenant))
             self.message_user(request, f"{tenant.slug} has no active script now: its traffic "
                                        "goes to its enabled backends.", messages.SUCCESS)
             return HttpResponseRedirect(self.page_url("script", tenant))

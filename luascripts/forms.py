@@ -148,3 +148,77 @@ class DryRunForm(forms.Form):
 
     def clean_calls(self) -> dict:
         return self._stubs("calls")
+
+
+class ActivateForm(forms.Form):
+    """How to activate a version: for all traffic or a share (a rollout), under a guard or
+    not, and, for those allowed to, although its stored tests fail."""
+
+    percent = forms.IntegerField(
+        min_value=1, max_value=100, initial=100, required=False, label="Share of traffic (%)",
+        widget=forms.NumberInput(attrs={"size": 4}),
+        help_text="100 activates it for every request; less starts a rollout that you raise "
+                  "to 100 to complete, or roll back.")
+    key_header = forms.CharField(
+        max_length=100, required=False, label="Sticky by header",
+        widget=forms.TextInput(attrs={"size": 20, "placeholder": "X-User-Id"}),
+        help_text="A rollout keeps each client on one version by this header's value; "
+                  "empty: by the client's IP.")
+    guard = forms.BooleanField(
+        required=False, label="Guard it",
+        help_text="Roll back by itself when the new version's share of errors (5xx and "
+                  "script errors) exceeds the previous version's by more than the threshold.")
+    max_error_rate = forms.FloatField(
+        min_value=0, max_value=100, initial=5, required=False,
+        label="Threshold (percentage points)", widget=forms.NumberInput(attrs={"size": 4}))
+    min_requests = forms.IntegerField(min_value=1, max_value=10_000_000, initial=100,
+                                      required=False, widget=forms.NumberInput(attrs={"size": 6}))
+    window_s = forms.IntegerField(min_value=1, max_value=86_400, initial=60, required=False,
+                                  label="Window (seconds)",
+                                  widget=forms.NumberInput(attrs={"size": 6}))
+    override = forms.BooleanField(
+        required=False, label="Activate although stored tests fail",
+        help_text="Recorded in the audit log with your reason.")
+    reason = forms.CharField(max_length=500, required=False,
+                             widget=forms.TextInput(attrs={"size": 60}))
+
+    def clean_percent(self) -> int:
+        return self.cleaned_data["percent"] or 100
+
+    def clean_key_header(self) -> str:
+        return self.cleaned_data["key_header"].strip()
+
+    def clean(self):
+        data = super().clean()
+        if data.get("percent") == 100 and data.get("key_header"):
+            self.add_error("key_header", "Only a rollout (a share below 100%) is sticky.")
+        if data.get("guard"):
+            for name in ("max_error_rate", "min_requests", "window_s"):
+                if data.get(name) is None:
+                    self.add_error(name, "A guard needs this.")
+        if data.get("override") and not (data.get("reason") or "").strip():
+            self.add_error("reason", "Say why you activate it although its tests fail.")
+        return data
+
+    def guard_spec(self) -> dict | None:
+        data = self.cleaned_data
+        if not data.get("guard"):
+            return None
+        return {"max_error_rate": data["max_error_rate"] / 100,
+                "min_requests": data["min_requests"], "window_s": data["window_s"]}
+
+
+class RolloutForm(forms.Form):
+    percent = forms.IntegerField(min_value=1, max_value=100, label="Share (%)",
+                                 widget=forms.NumberInput(attrs={"size": 4}))
+
+
+class ShadowForm(forms.Form):
+    version = forms.TypedChoiceField(coerce=int, label="Version")
+    sample_rate = forms.FloatField(
+        min_value=0.01, max_value=100, initial=10, label="Sample (% of requests)",
+        widget=forms.NumberInput(attrs={"size": 4}))
+
+    def __init__(self, *args, versions=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["version"].choices = [(v.number, f"v{v.number}") for v in versions]

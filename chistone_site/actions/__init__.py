@@ -29,6 +29,7 @@ from chistone_site.actions.rollouts import (
 )
 from chistone_site.actions.scripts import (
     Activation,
+    Override,
     Published,
     Validation,
     do_activate_version,
@@ -37,13 +38,15 @@ from chistone_site.actions.scripts import (
     do_rollback,
     do_test_version,
     do_validate_script,
+    version_diff,
 )
 from chistone_site.actions.shadows import do_start_shadow, do_stop_shadow, shadow_report
 
 __all__ = [
-    "Activation", "Guard", "Published", "Validation", "check_guards", "do_activate_version",
+    "Activation", "Guard", "Override", "Published", "Validation", "check_guards",
+    "do_activate_version",
     "do_auto_rollback", "do_deactivate_script", "do_end_rollout", "do_publish_script",
     "do_rollback", "do_set_rollout_percent", "do_start_shadow", "do_stop_shadow",
     "do_test_version", "do_validate_script", "guard_figures", "rollout_report",
-    "running_rollout", "shadow_report",
+    "running_rollout", "shadow_report", "version_diff",
 ]

@@ -180,6 +180,7 @@ def rollout_report(rollout: Rollout | None) -> dict[str, Any] | None:
         "key_header": rollout.key_header or None,
         "guard": guard.to_dict() if guard else None,
         "state": rollout.state,
+        "state_label": dict(Rollout.STATES).get(rollout.state, rollout.state),
         "started_by": rollout.started_by,
         "started_at": rollout.started_at.isoformat(),
         "ended_by": rollout.ended_by or None,

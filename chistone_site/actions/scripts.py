@@ -18,6 +18,7 @@ holds an Override: a separate permission, checked where it is built, and audited
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -311,6 +312,30 @@ def _previous_version(tenant: Tenant) -> ScriptVersion:
             break
     raise Conflict(f"v{active.number} of {tenant.slug!r} replaced no other version: name "
                    "the version to roll back to.")
+
+
+def version_diff(*, tenant: Tenant, number: int, against: int | None = None) -> dict[str, Any]:
+    """A unified diff and the route-table changes from `against` (default: the active
+    version; 0: an empty script) to version `number`."""
+    version = script_services.get_version(tenant=tenant, number=number)
+    if against is None:
+        active = tenant.active_version
+        against = active.number if active is not None else 0
+    if against == 0:
+        old_source, old_label, old_routes = "", "empty", []
+    else:
+        try:
+            old = script_services.get_version(tenant=tenant, number=against)
+        except NotFound:
+            raise NotFound(f"Tenant {tenant.slug!r} has no script version {against} to "
+                           "compare with.") from None
+        old_source, old_label, old_routes = old.source, f"v{old.number}", old.routes
+    lines = difflib.unified_diff(
+        old_source.splitlines(keepends=True), version.source.splitlines(keepends=True),
+        fromfile=f"{tenant.slug}/{old_label}", tofile=f"{tenant.slug}/v{version.number}")
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    return {"version": version.number, "against": against or None, "diff": text,
+            "route_changes": route_changes(old_routes, version.routes).to_dict()}
 
 
 def do_deactivate_script(*, actor: Actor, tenant: Tenant) -> Tenant:

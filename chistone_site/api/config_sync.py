@@ -22,11 +22,11 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from chistone_site import simulation
+from chistone_site import actions, simulation
+from chistone_site.actions.scripts import failed
 from chistone_site.api.exceptions import ScopeRequired
-from chistone_site.api.scripts import failed
 from luascripts import services as script_services
-from luascripts.engine import validate
+from luascripts.engine import ValidationResult, validate
 from luascripts.models import ScriptVersion
 from tenants import services as tenant_services
 from tenants import validators
@@ -51,6 +51,7 @@ class Plan:
     backend_updates: list[tuple[Backend, dict[str, Any]]] = field(default_factory=list)
     backend_deletes: list[Backend] = field(default_factory=list)
     script_source: str | None = None  # publish (idempotent) and activate
+    script_result: ValidationResult | None = None  # its validation, made once when planned
     script_message: str = ""
     script_tests: list[dict[str, Any]] = field(default_factory=list)
     deactivate: bool = False
@@ -197,6 +198,7 @@ def _plan_script(plan: Plan, tenant: Tenant, doc_script: Mapping[str, Any],
     plan.updated.append({"kind": "script", "name": "active", "fields": {"version": [
         active.number if active else None, existing.number if existing else "new"]}})
     plan.script_source = source
+    plan.script_result = result
     plan.script_message = doc_script.get("message") or "applied from a config document"
     plan.script_tests = tests
 
@@ -263,11 +265,13 @@ def _apply(plan: Plan, *, actor: Actor, tenant: Tenant) -> None:
         tenant_services.update_backend(actor=actor, backend=backend, **changes)
     if plan.script_source is not None:
         tenant.refresh_from_db()
-        version, _created = script_services.publish_version(
+        # The action layer, as everywhere: validated once (when planned), stored, activated
+        # once its stored tests pass against the configuration just applied.
+        actions.do_publish_script(
             actor=actor, tenant=tenant, source=plan.script_source,
-            message=plan.script_message, tests=plan.script_tests)
-        script_services.activate_version(actor=actor, tenant=tenant, version=version)
+            message=plan.script_message, tests=plan.script_tests, activate=True,
+            result=plan.script_result)
     if plan.deactivate:
-        script_services.deactivate_script(actor=actor, tenant=tenant)
+        actions.do_deactivate_script(actor=actor, tenant=tenant)
     for backend in plan.backend_deletes:
         tenant_services.delete_backend(actor=actor, backend=backend)

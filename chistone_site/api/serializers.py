@@ -171,6 +171,33 @@ class RouteSerializer(serializers.Serializer):
     pattern = serializers.CharField()
     middleware = serializers.IntegerField()
     target = serializers.CharField(allow_blank=True)
+    labels = serializers.ListField(child=serializers.CharField(), required=False,
+                                   help_text="The middleware, outermost first: "
+                                             "\"name (line N)\" or \"anonymous (line N)\".")
+
+
+class RouteSummarySerializer(serializers.Serializer):
+    method = serializers.CharField()
+    pattern = serializers.CharField()
+    target = serializers.CharField(allow_blank=True)
+    middleware = serializers.JSONField(help_text="Middleware names, outermost first (a count "
+                                                 "for versions stored before names).")
+
+
+class RouteChangeSerializer(serializers.Serializer):
+    method = serializers.CharField()
+    pattern = serializers.CharField()
+    middleware = serializers.JSONField(required=False, help_text="[before, after]")
+    target = serializers.JSONField(required=False, help_text="[before, after]")
+
+
+class RouteChangesSerializer(serializers.Serializer):
+    """Routes added, removed and changed (middleware names or target) against the active
+    version, by method and pattern."""
+
+    added = RouteSummarySerializer(many=True)
+    removed = RouteSummarySerializer(many=True)
+    changed = RouteChangeSerializer(many=True)
 
 
 class TestResultSerializer(serializers.Serializer):
@@ -215,9 +242,11 @@ class PublishSerializer(serializers.Serializer):
 class PublishResultSerializer(ScriptVersionSerializer):
     created = serializers.SerializerMethodField()
     test_results = serializers.SerializerMethodField()
+    route_changes = serializers.SerializerMethodField()
 
     class Meta(ScriptVersionSerializer.Meta):
-        fields = [*ScriptVersionSerializer.Meta.fields, "created", "test_results"]
+        fields = [*ScriptVersionSerializer.Meta.fields, "created", "test_results",
+                  "route_changes"]
         read_only_fields = fields
 
     def get_created(self, obj) -> bool:
@@ -227,9 +256,97 @@ class PublishResultSerializer(ScriptVersionSerializer):
     def get_test_results(self, obj):
         return self.context.get("test_results", [])
 
+    @extend_schema_field(RouteChangesSerializer(allow_null=True))
+    def get_route_changes(self, obj):
+        return self.context.get("route_changes")
+
+
+class GuardSerializer(serializers.Serializer):
+    max_error_rate = serializers.FloatField(
+        min_value=0, max_value=1,
+        help_text="Roll back when the new version's error share (5xx and script errors) "
+                  "exceeds the previous version's by more than this (0.05 = 5 points).")
+    min_requests = serializers.IntegerField(
+        min_value=1, max_value=10_000_000,
+        help_text="Requests the new version must have answered in the window first.")
+    window_s = serializers.IntegerField(min_value=1, max_value=86_400,
+                                        help_text="The window the rates are measured over.")
+
 
 class ActivateSerializer(serializers.Serializer):
-    run_tests = serializers.BooleanField(default=True)
+    percent = serializers.IntegerField(
+        min_value=1, max_value=100, default=100,
+        help_text="Below 100: a rollout, the version answers this share of the requests.")
+    key_header = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=100,
+        help_text="A rollout keeps each client on one version by this header's value "
+                  "(default: the client's IP).")
+    guard = GuardSerializer(required=False, allow_null=True, default=None)
+    override_tests = serializers.BooleanField(
+        default=False, help_text="Activate although stored tests fail: needs the "
+                                 "`override` scope; audited with `reason`.")
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   max_length=500)
+
+
+class ActivationResultSerializer(PublishResultSerializer):
+    rollout = serializers.SerializerMethodField()
+    overridden = serializers.SerializerMethodField()
+
+    class Meta(PublishResultSerializer.Meta):
+        fields = [*PublishResultSerializer.Meta.fields, "rollout", "overridden"]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.JSONField(allow_null=True))
+    def get_rollout(self, obj):
+        return self.context.get("rollout")
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_overridden(self, obj):
+        return self.context.get("overridden", [])
+
+
+class TestRunSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    passed = serializers.BooleanField()
+    test_results = TestResultSerializer(many=True)
+
+
+class RolloutChangeSerializer(serializers.Serializer):
+    percent = serializers.IntegerField(min_value=1, max_value=100,
+                                       help_text="The new share; 100 completes the rollout.")
+    override_tests = serializers.BooleanField(default=False)
+    reason = serializers.CharField(required=False, allow_blank=True, default="",
+                                   max_length=500)
+
+
+class RollbackSerializer(serializers.Serializer):
+    version = serializers.IntegerField(
+        required=False, allow_null=True, default=None, min_value=1,
+        help_text="Without a rollout running: the version to go back to (default: the one "
+                  "active before the current one).")
+
+
+class RolloutReportSerializer(serializers.Serializer):
+    rollout = serializers.JSONField(allow_null=True, help_text=(
+        "{id, version, previous, percent, key, key_header, guard, state (running | "
+        "completed | rolled_back | auto_rolled_back), started_by, started_at, ended_by, "
+        "ended_at, outcome, figures: {window_s, new: {version, requests, errors, "
+        "error_rate}, old: {...}, difference, tripped}}"))
+
+
+class ShadowStartSerializer(serializers.Serializer):
+    version = serializers.IntegerField(min_value=1)
+    sample_rate = serializers.FloatField(default=0.1, help_text="Share of requests shadowed "
+                                                                "(more than 0, at most 1).")
+
+
+class ShadowReportSerializer(serializers.Serializer):
+    shadow = serializers.JSONField(allow_null=True, help_text=(
+        "{id, version, sample_rate, state, started_by, started_at, stopped_at, compared, "
+        "mismatched, dropped, routes: [{route, compared, mismatched}], samples: "
+        "[{request_id, route, method, path, active, shadow}] (decisions: {kind, backend, "
+        "path, query, status, error})}"))
 
 
 class ValidateSerializer(serializers.Serializer):
@@ -244,12 +361,14 @@ class ValidateResultSerializer(serializers.Serializer):
     routes = RouteSerializer(many=True)
     is_selector = serializers.BooleanField()
     tests = TestResultSerializer(many=True)
+    route_changes = RouteChangesSerializer(allow_null=True)
 
 
 class DiffSerializer(serializers.Serializer):
     version = serializers.IntegerField()
     against = serializers.IntegerField(allow_null=True)
     diff = serializers.CharField(allow_blank=True)
+    route_changes = RouteChangesSerializer()
 
 
 class DiffQuerySerializer(serializers.Serializer):

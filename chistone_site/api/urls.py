@@ -1,4 +1,5 @@
-"""`/api/v1/`: tenants, backends, script versions, simulate, config documents, the schema."""
+"""`/api/v1/`: tenants, backends, script versions, rollouts, shadows, simulate, config
+documents, the schema."""
 
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -35,6 +36,10 @@ urlpatterns = [
     path(version, views.ScriptDetailView.as_view(), name="script-detail"),
     path(f"{version}activate/", views.ActivateView.as_view(), name="script-activate"),
     path(f"{version}diff/", views.DiffView.as_view(), name="script-diff"),
+    path(f"{version}test/", views.TestView.as_view(), name="script-test"),
+    path(f"{tenant}rollout/", views.RolloutView.as_view(), name="rollout"),
+    path(f"{tenant}rollback/", views.RollbackView.as_view(), name="rollback"),
+    path(f"{tenant}shadow/", views.ShadowView.as_view(), name="shadow"),
     path(f"{tenant}simulate/", views.SimulateView.as_view(), name="simulate"),
     path(f"{tenant}config/", views.ConfigView.as_view(), name="config"),
     re_path(r"", views.UnknownView.as_view(), name="unknown"),

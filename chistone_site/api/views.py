@@ -13,8 +13,11 @@ from rest_framework import generics, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
-from chistone_site import simulation
-from chistone_site.api import config_sync, scripts
+from chistone_site import actions, simulation
+from chistone_site.actions.rollouts import latest_rollout
+from chistone_site.actions.scripts import Override
+from chistone_site.actions.shadows import latest_shadow, running_shadow
+from chistone_site.api import config_sync
 from chistone_site.api import serializers as s
 from chistone_site.api.authentication import (
     ApiKeyAuthentication,
@@ -153,6 +156,21 @@ class BackendDetailView(generics.RetrieveUpdateDestroyAPIView, TenantScopedView)
 # -- scripts -------------------------------------------------------------------------------
 
 
+def _override(view: ApiView, data: dict) -> actions.Override | None:
+    """The override of failing tests the request asks for, if its key may make it."""
+    if not data.get("override_tests"):
+        return None
+    return Override.for_scopes(view.principal.scopes, data.get("reason") or "")
+
+
+def _activation_body(activation: actions.Activation) -> dict:
+    rollout = activation.rollout
+    return s.ActivationResultSerializer(activation.version, context={
+        "created": False, "test_results": activation.test_results,
+        "rollout": actions.rollout_report(rollout) if rollout is not None else None,
+        "overridden": activation.overridden}).data
+
+
 @extend_schema(tags=["scripts"])
 class ScriptListView(generics.ListCreateAPIView, TenantScopedView):
     """Versions, newest first; POST publishes (idempotent by content)."""
@@ -179,16 +197,19 @@ class ScriptListView(generics.ListCreateAPIView, TenantScopedView):
                                         description="The same source was already published.")},
         description="Publish a version: 201 when new, 200 with the existing version when the "
                     "same source was published before. An invalid source answers 400 with "
-                    "`errors` and stores nothing. With `activate: true`, failing tests answer "
-                    "422 with `test_results`; the version is stored but not active.",
+                    "`errors` and stores nothing. The answer carries `route_changes` against "
+                    "the active version. With `activate: true`, failing tests answer 422 with "
+                    "`test_results`; the version is stored but not active.",
     )
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = scripts.publish_script(actor=self.actor, tenant=self.get_tenant(),
-                                        **serializer.validated_data)
+        result = actions.do_publish_script(actor=self.actor, tenant=self.get_tenant(),
+                                           **serializer.validated_data)
         body = s.PublishResultSerializer(result.version, context={
-            "created": result.created, "test_results": result.test_results}).data
+            "created": result.created, "test_results": result.test_results,
+            "route_changes": result.route_changes.to_dict()
+            if result.route_changes is not None else None}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created
                         else status.HTTP_200_OK)
 
@@ -204,21 +225,47 @@ class ScriptDetailView(generics.RetrieveAPIView, TenantScopedView):
 
 @extend_schema(tags=["scripts"])
 class ActivateView(TenantScopedView):
-    """Activate a version after its stored tests pass; rolling back is activating an older
-    version."""
+    """Activate a version after its stored tests pass: fully, or for a share of the traffic
+    (a rollout), optionally under a guard. Rolling back is activating an older version (or
+    `rollback/`)."""
 
     serializer_class = s.ActivateSerializer
     required_scopes = {"POST": {SCOPE_ACTIVATE}}
 
-    @extend_schema(request=s.ActivateSerializer, responses={200: s.PublishResultSerializer})
+    @extend_schema(
+        request=s.ActivateSerializer, responses={200: s.ActivationResultSerializer},
+        description="Runs the version's stored tests against the tenant's current backends "
+                    "first: a failing test answers 422 with `test_results` and changes "
+                    "nothing, unless `override_tests` (the key needs the `override` scope; "
+                    "the override is audited with `reason`). `percent` below 100 starts a "
+                    "rollout sticky by `key_header` (or the client's IP); `guard` rolls it "
+                    "back by itself when its error rate exceeds the previous version's.")
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        version, results = scripts.activate_script(
-            actor=self.actor, tenant=self.get_tenant(), number=self.kwargs["version"],
-            **serializer.validated_data)
-        return Response(s.PublishResultSerializer(
-            version, context={"created": False, "test_results": results}).data)
+        data = serializer.validated_data
+        activation = actions.do_activate_version(
+            actor=self.actor, tenant=self.get_tenant(), version=self.kwargs["version"],
+            percent=data["percent"], key_header=data["key_header"],
+            guard=actions.Guard.parse(data["guard"]) if data["guard"] else None,
+            override=_override(self, data))
+        return Response(_activation_body(activation))
+
+
+@extend_schema(tags=["scripts"])
+class TestView(TenantScopedView):
+    """Run a stored version's tests against the tenant's current configuration."""
+
+    serializer_class = s.TestRunSerializer
+    required_scopes = {"POST": {SCOPE_READ}}
+
+    @extend_schema(request=None, responses={200: s.TestRunSerializer})
+    def post(self, request, *args, **kwargs):
+        results = actions.do_test_version(tenant=self.get_tenant(),
+                                          version=self.kwargs["version"])
+        return Response({"version": self.kwargs["version"],
+                         "passed": all(r["passed"] for r in results),
+                         "test_results": results})
 
 
 @extend_schema(tags=["scripts"])
@@ -229,7 +276,7 @@ class DiffView(TenantScopedView):
     def get(self, request, *args, **kwargs):
         query = s.DiffQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(scripts.diff_versions(
+        return Response(actions.version_diff(
             tenant=self.get_tenant(), number=self.kwargs["version"],
             against=query.validated_data.get("against")))
 
@@ -245,8 +292,88 @@ class ValidateView(TenantScopedView):
     def post(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = scripts.validate_script(tenant=self.get_tenant(), **serializer.validated_data)
+        result = actions.do_validate_script(tenant=self.get_tenant(),
+                                            **serializer.validated_data)
         return Response(s.ValidateResultSerializer(result).data)
+
+
+# -- rollouts, rollback, shadows -----------------------------------------------------------
+
+
+@extend_schema(tags=["rollouts"])
+class RolloutView(TenantScopedView):
+    """The tenant's running rollout (or its last one), with its guard's live figures; POST
+    changes its share (100 completes it)."""
+
+    serializer_class = s.RolloutChangeSerializer
+    required_scopes = {"GET": {SCOPE_READ}, "HEAD": {SCOPE_READ}, "OPTIONS": {SCOPE_READ},
+                       "POST": {SCOPE_ACTIVATE}}
+
+    @extend_schema(responses={200: s.RolloutReportSerializer})
+    def get(self, request, *args, **kwargs):
+        tenant = self.get_tenant()
+        rollout = actions.running_rollout(tenant) or latest_rollout(tenant)
+        return Response({"rollout": actions.rollout_report(rollout)})
+
+    @extend_schema(request=s.RolloutChangeSerializer, responses={200: s.RolloutReportSerializer},
+                   description="404 without a running rollout. Completing (100) runs the "
+                               "version's stored tests first, as any activation does.")
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        rollout = actions.do_set_rollout_percent(actor=self.actor, tenant=self.get_tenant(),
+                                                 percent=data["percent"],
+                                                 override=_override(self, data))
+        return Response({"rollout": actions.rollout_report(rollout)})
+
+
+@extend_schema(tags=["rollouts"])
+class RollbackView(TenantScopedView):
+    """Roll back: end the running rollout, or activate an older version."""
+
+    serializer_class = s.RollbackSerializer
+    required_scopes = {"POST": {SCOPE_ACTIVATE}}
+
+    @extend_schema(request=s.RollbackSerializer, responses={200: s.ActivationResultSerializer},
+                   description="With a rollout running, it ends (the previous version keeps "
+                               "every request). Otherwise `version` (default: the version "
+                               "active before the current one) is activated, after its "
+                               "stored tests pass.")
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        activation = actions.do_rollback(actor=self.actor, tenant=self.get_tenant(),
+                                         version=serializer.validated_data["version"])
+        return Response(_activation_body(activation))
+
+
+@extend_schema(tags=["rollouts"])
+class ShadowView(TenantScopedView):
+    """The tenant's shadow (running, or the last one) with its mismatches; POST starts one,
+    DELETE stops it."""
+
+    serializer_class = s.ShadowStartSerializer
+
+    @extend_schema(responses={200: s.ShadowReportSerializer})
+    def get(self, request, *args, **kwargs):
+        tenant = self.get_tenant()
+        shadow = running_shadow(tenant) or latest_shadow(tenant)
+        return Response({"shadow": actions.shadow_report(shadow)})
+
+    @extend_schema(request=s.ShadowStartSerializer, responses={201: s.ShadowReportSerializer})
+    def post(self, request, *args, **kwargs):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        shadow = actions.do_start_shadow(actor=self.actor, tenant=self.get_tenant(),
+                                         **serializer.validated_data)
+        return Response({"shadow": actions.shadow_report(shadow)},
+                        status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: s.ShadowReportSerializer})
+    def delete(self, request, *args, **kwargs):
+        shadow = actions.do_stop_shadow(actor=self.actor, tenant=self.get_tenant())
+        return Response({"shadow": actions.shadow_report(shadow)})
 
 
 @extend_schema(tags=["scripts"])

@@ -29,7 +29,7 @@ import json, os, sys, threading, time
 import django
 django.setup()
 from django.db import connection
-from chistone_site.api import scripts
+from chistone_site import actions
 from tenants.audit import Actor
 from tenants.models import Tenant
 go, ready = sys.argv[1:3]
@@ -46,11 +46,12 @@ def run(index, action, arg):
     actor = Actor(name=f"racer-{os.getpid()}-{index}")
     try:
         if action == "publish":
-            result = scripts.publish_script(actor=actor, tenant=tenant, source=arg)
+            result = actions.do_publish_script(actor=actor, tenant=tenant, source=arg)
             results[index] = {"version": result.version.number, "created": result.created}
         else:
-            version, _ = scripts.activate_script(actor=actor, tenant=tenant, number=int(arg))
-            results[index] = {"activated": version.number}
+            activation = actions.do_activate_version(actor=actor, tenant=tenant,
+                                                     version=int(arg))
+            results[index] = {"activated": activation.version.number}
     except Exception as exc:
         results[index] = {"error": type(exc).__name__, "detail": str(exc)}
     finally:

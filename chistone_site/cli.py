@@ -4,7 +4,12 @@
     chistone validate --tenant T FILE [--tests TESTS]   server-side check + tests, stores nothing
     chistone push --tenant T FILE [--activate] [--tests TESTS] [--message M]
     chistone diff --tenant T FILE [--version N] [--exit-code]   a .lua source or a config document
-    chistone activate T VERSION [--skip-tests]              rolling back = an older VERSION
+    chistone test T VERSION                             run a stored version's tests now
+    chistone activate T VERSION [--percent P [--key-header H]] [--max-error-rate R
+                      --min-requests N --window S] [--override-tests --reason TEXT]
+    chistone rollout T [--percent P | --complete]       a rollout's state, or change its share
+    chistone rollback T [--version N]                   end the rollout, or go back a version
+    chistone shadow T [--start VERSION [--rate R] | --stop]     a shadow's mismatches
     chistone versions T
     chistone simulate --tenant T [--version N | --file F] [-X METHOD] PATH [--host H] [-H 'K: V']
                       [-d BODY|@FILE] [--upstream JSON|@FILE] [--calls JSON|@FILE]
@@ -69,6 +74,61 @@ def print_tests(results: Sequence[dict[str, Any]]) -> None:
     for result in results:
         mark = "PASS" if result.get("passed") else "FAIL"
         out(f"  {mark} {result.get('name')}: {result.get('detail')}")
+
+
+def print_route_changes(changes: dict[str, Any] | None, against: str) -> bool:
+    """The route-table changes (luascripts.route_table's, as the API answers them); True
+    when there are some."""
+    if not changes:
+        return False
+    lines = []
+    for row in changes.get("added") or []:
+        target = f" -> {row['target']}" if row.get("target") else ""
+        lines.append(f"  + {row['method']} {row['pattern']}{target}")
+    for row in changes.get("removed") or []:
+        lines.append(f"  - {row['method']} {row['pattern']}")
+    for change in changes.get("changed") or []:
+        what = []
+        if "middleware" in change:
+            before, after = change["middleware"]
+            what.append(f"middleware {_names(before)} -> {_names(after)}")
+        if "target" in change:
+            before, after = change["target"]
+            what.append(f"target {before or 'Lua handler'} -> {after or 'Lua handler'}")
+        lines.append(f"  ~ {change['method']} {change['pattern']}: {', '.join(what)}")
+    out(f"routes against {against}:" if lines else f"routes against {against}: unchanged")
+    for line in lines:
+        out(line)
+    return bool(lines)
+
+
+def _names(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(value) if value else "none"
+    return f"{value} middleware"
+
+
+def print_rollout(rollout: dict[str, Any] | None) -> None:
+    if rollout is None:
+        out("no rollout")
+        return
+    if rollout["state"] == "running":
+        out(f"v{rollout['version']} answers {rollout['percent']}% (sticky by {rollout['key']});"
+            f" v{rollout['previous']} the rest")
+    else:
+        out(f"last rollout: v{rollout['version']} at {rollout['percent']}%, "
+            f"{rollout['state_label']} by {rollout.get('ended_by') or '?'}")
+    guard, figures = rollout.get("guard"), rollout.get("figures")
+    if guard:
+        out(f"guard: max error rate +{guard['max_error_rate']:.2%} over {guard['window_s']} s, "
+            f"min {guard['min_requests']} requests")
+    if figures:
+        new, old = figures["new"], figures["old"]
+        out(f"  v{new['version']}: {new['errors']}/{new['requests']} errors "
+            f"({new['error_rate']:.1%})   v{old['version']}: {old['errors']}/{old['requests']} "
+            f"({old['error_rate']:.1%})")
+    if rollout["state"] == "auto_rolled_back":
+        out(f"rolled back automatically by its guard at {rollout['ended_at']}")
 
 
 # -- the API client ------------------------------------------------------------------------
@@ -214,6 +274,9 @@ def cmd_push(args: argparse.Namespace, api: Api) -> int:
     state = "published" if response.status_code == 201 else "unchanged, already"
     out(f"{args.tenant}: {state} v{version['version']} (sha256 {version['sha256'][:12]})"
         + (", active" if version["active"] else ""))
+    for warning in version.get("warnings") or []:
+        err(f"{args.file}:{warning.get('line') or ''}: warning: {warning.get('message')}")
+    print_route_changes(version.get("route_changes"), "the version active before")
     print_tests(version.get("test_results") or [])
     if any(not t["passed"] for t in version.get("test_results") or []):
         err("Some script tests failed; the version is stored but was not activated.")
@@ -221,13 +284,14 @@ def cmd_push(args: argparse.Namespace, api: Api) -> int:
     return EXIT_OK
 
 
-def _active_source(api: Api, tenant: str, number: int | None) -> tuple[str, str]:
+def _active_source(api: Api, tenant: str, number: int | None
+                   ) -> tuple[str, str, list[dict[str, Any]]]:
     if number is None:
         number = api.call("GET", f"tenants/{tenant}/").json().get("active_version")
     if not number:
-        return "", f"{tenant}/(no active version)"
+        return "", f"{tenant}/(no active version)", []
     version = api.call("GET", f"tenants/{tenant}/scripts/{number}/").json()
-    return version["source"], f"{tenant}/v{number}"
+    return version["source"], f"{tenant}/v{number}", version.get("routes") or []
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
@@ -248,25 +312,134 @@ def cmd_diff(args: argparse.Namespace, api: Api) -> int:
         _print_plan(plan)
         changed = plan["changed"]
     else:
-        old, label = _active_source(api, args.tenant, args.version)
+        old, label, old_routes = _active_source(api, args.tenant, args.version)
         new = read_text(args.file)
+        checked = api.call("POST", f"tenants/{args.tenant}/scripts/validate/",
+                           json_body={"source": new}, label=args.file).json()
+        if not checked["valid"]:  # the text diff still helps; no route table to compare
+            print_diagnostics(args.file, checked["errors"])
+            routes = None
+        elif args.version is None:
+            routes = checked.get("route_changes")
+        else:  # the same comparison (luascripts.route_table), against the version named
+            from luascripts.route_table import route_changes
+
+            routes = route_changes(old_routes, checked["routes"]).to_dict()
+        routes_changed = print_route_changes(routes, label)
         lines = list(difflib.unified_diff(old.splitlines(keepends=True),
                                           new.splitlines(keepends=True),
                                           fromfile=label, tofile=args.file))
         for line in lines:
             sys.stdout.write(line if line.endswith("\n") else line + "\n")
-        changed = bool(lines)
+        changed = bool(lines) or routes_changed
     if not changed:
         out("No changes.")
     return EXIT_CHANGES if changed and args.exit_code else EXIT_OK
 
 
+def cmd_test(args: argparse.Namespace, api: Api) -> int:
+    result = api.call("POST", f"tenants/{args.tenant}/scripts/{args.version}/test/").json()
+    print_tests(result["test_results"])
+    if not result["test_results"]:
+        out(f"v{args.version} has no stored tests")
+    return EXIT_OK if result["passed"] else EXIT_ERROR
+
+
+def _guard(args: argparse.Namespace) -> dict[str, Any] | None:
+    given = [args.max_error_rate, args.min_requests, args.window]
+    if all(value is None for value in given):
+        return None
+    if any(value is None for value in given):
+        raise CliError("A guard needs --max-error-rate, --min-requests and --window together.")
+    return {"max_error_rate": args.max_error_rate, "min_requests": args.min_requests,
+            "window_s": args.window}
+
+
 def cmd_activate(args: argparse.Namespace, api: Api) -> int:
+    body: dict[str, Any] = {"percent": args.percent, "key_header": args.key_header or "",
+                            "guard": _guard(args)}
+    if args.override_tests:
+        if not args.reason:
+            raise CliError("--override-tests needs --reason: the audit log records it.")
+        body.update(override_tests=True, reason=args.reason)
     result = api.call("POST", f"tenants/{args.tenant}/scripts/{args.version}/activate/",
-                      json_body={"run_tests": not args.skip_tests}).json()
+                      json_body=body).json()
     print_tests(result.get("test_results") or [])
-    out(f"{args.tenant}: v{result['version']} is active")
+    if result.get("overridden"):
+        err(f"overridden failing tests: {', '.join(result['overridden'])}")
+    rollout = result.get("rollout")
+    if rollout and rollout["percent"] < 100:
+        out(f"{args.tenant}: rolling out v{result['version']} to {rollout['percent']}% "
+            f"(sticky by {rollout['key']})" + (", guarded" if rollout.get("guard") else ""))
+    else:
+        out(f"{args.tenant}: v{result['version']} is active"
+            + (", guarded" if rollout else ""))
     return EXIT_OK
+
+
+def cmd_rollout(args: argparse.Namespace, api: Api) -> int:
+    if args.percent is None and not args.complete:
+        print_rollout(api.call("GET", f"tenants/{args.tenant}/rollout/").json()["rollout"])
+        return EXIT_OK
+    body: dict[str, Any] = {"percent": 100 if args.complete else args.percent}
+    if args.override_tests:
+        if not args.reason:
+            raise CliError("--override-tests needs --reason: the audit log records it.")
+        body.update(override_tests=True, reason=args.reason)
+    rollout = api.call("POST", f"tenants/{args.tenant}/rollout/", json_body=body).json()
+    print_rollout(rollout["rollout"])
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace, api: Api) -> int:
+    result = api.call("POST", f"tenants/{args.tenant}/rollback/",
+                      json_body={"version": args.version}).json()
+    print_tests(result.get("test_results") or [])
+    rollout = result.get("rollout")
+    if rollout is not None:
+        out(f"{args.tenant}: rollout of v{rollout['version']} rolled back; "
+            f"v{result['version']} answers every request")
+    else:
+        out(f"{args.tenant}: rolled back, v{result['version']} is active")
+    return EXIT_OK
+
+
+def cmd_shadow(args: argparse.Namespace, api: Api) -> int:
+    path = f"tenants/{args.tenant}/shadow/"
+    if args.start is not None:
+        shadow = api.call("POST", path, json_body={"version": args.start,
+                                                   "sample_rate": args.rate}).json()["shadow"]
+        out(f"{args.tenant}: v{shadow['version']} shadows {shadow['sample_rate']:.1%} of "
+            "requests, without effects")
+        return EXIT_OK
+    if args.stop:
+        shadow = api.call("DELETE", path).json()["shadow"]
+        out(f"{args.tenant}: shadow v{shadow['version']} stopped")
+    else:
+        shadow = api.call("GET", path).json()["shadow"]
+    if shadow is None:
+        out("no shadow")
+        return EXIT_OK
+    state = "running" if shadow["state"] == "running" else "stopped"
+    out(f"shadow v{shadow['version']} ({state}, {shadow['sample_rate']:.1%} sampled): "
+        f"{shadow['compared']} compared, {shadow['mismatched']} decided differently"
+        + (f", {shadow['dropped']} dropped" if shadow["dropped"] else ""))
+    for row in shadow["routes"]:
+        out(f"  {row['mismatched']:>6} / {row['compared']:<6} {row['route']}")
+    for sample in shadow["samples"]:
+        out(f"  {sample['request_id']} {sample['method']} {sample['path']}")
+        out(f"    active: {_decision(sample['active'])}")
+        out(f"    shadow: {_decision(sample['shadow'])}")
+    return EXIT_OK
+
+
+def _decision(decision: dict[str, Any]) -> str:
+    kind = decision.get("kind")
+    if kind == "proxy":
+        query = f"?{decision['query']}" if decision.get("query") else ""
+        return f"proxy -> {decision.get('backend')} {decision.get('path')}{query}"
+    return f"{kind} {decision.get('status')}" + (
+        f" ({decision['error']})" if decision.get("error") else "")
 
 
 def cmd_versions(args: argparse.Namespace, api: Api) -> int:
@@ -422,11 +595,49 @@ def build_parser() -> Parser:
     p.add_argument("--prune", action="store_true", help="Config documents: plan deletions.")
     p.add_argument("--exit-code", action="store_true", help="Exit 2 when there are changes.")
 
-    p = sub.add_parser("activate", help="Activate (or roll back to) a version.")
+    p = sub.add_parser("test", help="Run a stored version's tests against the tenant now.")
     p.add_argument("tenant")
     p.add_argument("version", type=int)
-    p.add_argument("--skip-tests", action="store_true",
-                   help="Do not run the version's stored tests first.")
+
+    p = sub.add_parser("activate", help="Activate (or roll out, or roll back to) a version "
+                                        "once its stored tests pass.")
+    p.add_argument("tenant")
+    p.add_argument("version", type=int)
+    p.add_argument("--percent", type=int, default=100,
+                   help="Below 100: roll it out to this share of the requests.")
+    p.add_argument("--key-header", help="A rollout is sticky by this header's value "
+                                        "(default: the client's IP).")
+    p.add_argument("--max-error-rate", type=float, metavar="RATE",
+                   help="Guard: roll back when its error share exceeds the previous "
+                        "version's by more than RATE (0.05 = 5 points).")
+    p.add_argument("--min-requests", type=int, help="Guard: requests needed in the window.")
+    p.add_argument("--window", type=int, metavar="SECONDS", help="Guard: the window.")
+    p.add_argument("--override-tests", "--skip-tests", action="store_true",
+                   help="Activate although stored tests fail (the key needs the override "
+                        "scope; audited).")
+    p.add_argument("--reason", help="Why the failing tests are overridden.")
+
+    p = sub.add_parser("rollout", help="Show the rollout, or change its share.")
+    p.add_argument("tenant")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument("--percent", type=int, help="The new share (100 completes).")
+    change.add_argument("--complete", action="store_true", help="Raise it to 100%%.")
+    p.add_argument("--override-tests", action="store_true")
+    p.add_argument("--reason")
+
+    p = sub.add_parser("rollback", help="End the running rollout, or activate an older "
+                                        "version.")
+    p.add_argument("tenant")
+    p.add_argument("--version", type=int, help="Without a rollout: the version to go back to "
+                                               "(default: the one active before).")
+
+    p = sub.add_parser("shadow", help="Show, start or stop a tenant's shadow.")
+    p.add_argument("tenant")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--start", type=int, metavar="VERSION")
+    what.add_argument("--stop", action="store_true")
+    p.add_argument("--rate", type=float, default=0.1,
+                   help="With --start: the share of requests shadowed (default 0.1).")
 
     p = sub.add_parser("versions", help="List a tenant's script versions.")
     p.add_argument("tenant")
@@ -467,6 +678,7 @@ def build_parser() -> Parser:
 
 COMMANDS = {
     "validate": cmd_validate, "push": cmd_push, "diff": cmd_diff, "activate": cmd_activate,
+    "test": cmd_test, "rollout": cmd_rollout, "rollback": cmd_rollback, "shadow": cmd_shadow,
     "versions": cmd_versions, "simulate": cmd_simulate, "dump": cmd_dump, "sync": cmd_sync,
 }
 

@@ -24,6 +24,7 @@ class Server:
     data_url: str
     token: str
     read_token: str
+    override_token: str
     env: dict[str, str]
 
 
@@ -48,6 +49,8 @@ def server(tmp_path_factory):
     token = manage(env, "create_api_key", "--name", "ci",
                    "--scope", "read,write,activate").strip().splitlines()[-1]
     read_token = manage(env, "create_api_key", "--name", "pr-check").strip().splitlines()[-1]
+    override_token = manage(env, "create_api_key", "--name", "release-manager", "--scope",
+                            "read,write,activate,override").strip().splitlines()[-1]
     data_port, control_port = free_port(), free_port()
     log = open(root / "serve.log", "w")
     process = subprocess.Popen(
@@ -68,7 +71,7 @@ def server(tmp_path_factory):
                                    + (root / "serve.log").read_text()[-3000:])
             time.sleep(0.2)
         yield Server(url=url, data_url=f"http://127.0.0.1:{data_port}", token=token,
-                     read_token=read_token, env=env)
+                     read_token=read_token, override_token=override_token, env=env)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -142,9 +142,15 @@ def test_the_ci_flow_against_a_running_server(server, files, capsys):
     # The gateway serves the active version.
     assert_served(server, "hello from shop")
 
-    # activate v2 (its stored test fails: skip it), then roll back to v1.
-    assert run("activate", "shop", "2")[0] == 1
-    assert run("activate", "shop", "2", "--skip-tests")[0] == 0
+    # activate v2: its stored test fails, so it is refused, and overriding needs a key with
+    # the override scope and a reason (audited); then roll back to v1.
+    status, out, err = run("activate", "shop", "2")
+    assert status == 1 and "FAIL wrong" in out and "HTTP 422" in err
+    status, _, err = run("activate", "shop", "2", "--override-tests", "--reason", "hotfix")
+    assert status == 1 and "HTTP 403" in err and "override scope" in err
+    status, _, err = run("activate", "shop", "2", "--override-tests", "--reason", "hotfix",
+                         token=server.override_token)
+    assert status == 0 and "overridden failing tests: wrong" in err
     assert_served(server, "greetings from shop")
     status, out, _ = run("activate", "shop", "1")
     assert status == 0 and "v1 is active" in out

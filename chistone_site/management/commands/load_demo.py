@@ -1,7 +1,7 @@
 """`manage.py load_demo`: demo tenants, backends that really answer, scripts, an admin login.
 
 Idempotent: running it again leaves existing demo objects alone. Everything goes through the
-same services as the admin and the API.
+same services and actions as the admin and the API (chistone_site.actions for the scripts).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from chistone_site import actions
 from chistone_site.demo.backends import demo_url
-from luascripts.services import activate_version, publish_version
 from tenants import services
 from tenants.audit import Actor
 from tenants.models import Backend, Tenant
@@ -59,13 +59,14 @@ class Command(BaseCommand):
                 services.create_backend(actor=actor, tenant=tenant, name=name,
                                         url=demo_url(demo_name), health_check_path="/healthz")
         source = (SCRIPTS / f"{spec['slug']}.lua").read_text()
-        version, created = publish_version(actor=actor, tenant=tenant, source=source,
-                                           message="demo script")
+        published = actions.do_publish_script(actor=actor, tenant=tenant, source=source,
+                                              message="demo script", allow_draft=True)
+        version = published.version
         if not version.valid:
             self.stderr.write(f"demo script for {tenant.slug} is invalid: {version.errors}")
             return
         if tenant.active_version_id is None:
-            activate_version(actor=actor, tenant=tenant, version=version)
+            actions.do_activate_version(actor=actor, tenant=tenant, version=version)
         where = ", ".join(spec["domains"]) or f"any host, prefix {spec['path_prefix']}"
         self.stdout.write(f"tenant {tenant.slug:8} v{version.number} ({where})")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from routing import metrics, respond
+from routing import guard, metrics, observations, respond
 from routing.conf import GatewayConf, get_conf
 from routing.gateway import Gateway, ScriptGuard
 from routing.headers import new_request_id
@@ -43,6 +43,8 @@ from routing.upstream import (
 )
 
 log = logging.getLogger("chistone.planes")
+
+OBSERVE_EVERY_S = 1.0  # how often a worker writes its rollout and shadow counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class DataPlane:
         self._starting: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
+        self._observer: asyncio.Task[None] | None = None
         self._log_handler = None
         self.database_reachable = True
 
@@ -142,6 +145,7 @@ class DataPlane:
         if self.watch_generation:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         self._reporter = asyncio.get_running_loop().create_task(self._report_metrics())
+        self._observer = asyncio.get_running_loop().create_task(self._report_observations())
         self.started = True
 
     def metrics_report(self) -> dict[str, Any]:
@@ -153,6 +157,13 @@ class DataPlane:
             "reloads": self.holder.reloads,
             "stats": self.stats.report(),
             "health": self.health.report(snapshot),
+            "auto_rollbacks": dict(guard.auto_rollbacks),
+            "rollouts": [{"tenant": t.slug, "version": t.rollout.version_number,
+                          "percent": t.rollout.percent}
+                         for t in (snapshot.tenants.values() if snapshot is not None else ())
+                         if t.rollout is not None],
+            "shadow": {tenant: list(total)
+                       for tenant, total in self.gateway.shadow.totals.items()},
         }
 
     def console_report(self) -> str:
@@ -176,6 +187,29 @@ class DataPlane:
             except Exception:
                 log.exception("could not write the metrics report")
             await asyncio.sleep(1.0)
+
+    async def _report_observations(self) -> None:
+        """Once a second, off the request path: write what this worker counted for guarded
+        rollouts and shadows to the database (routing.observations), where every worker of
+        every node adds up; then check the guards it counted for (chistone_site.actions:
+        an auto rollback, if one tripped)."""
+        from chistone_site.actions import check_guards
+
+        failed_once = False
+        while True:
+            await asyncio.sleep(OBSERVE_EVERY_S)
+            shadows, guards = self.gateway.shadow.take(), self.stats.guards.take()
+            if not shadows and not guards:
+                continue
+            try:
+                rollouts = await asyncio.to_thread(observations.write, shadows, guards)
+                if rollouts:
+                    await asyncio.to_thread(check_guards, rollouts)
+                failed_once = False
+            except Exception as exc:  # the database is down: these counts are lost
+                if not failed_once:
+                    log.warning("could not record rollout and shadow counts: %s", exc)
+                failed_once = True
 
     async def _watch(self) -> None:
         """Pick up changes committed by other processes (issue 7 extends this)."""
@@ -221,6 +255,9 @@ class DataPlane:
         if self._reporter is not None:
             self._reporter.cancel()
             self._reporter = None
+        if self._observer is not None:
+            self._observer.cancel()
+            self._observer = None
         if self._watcher is not None:
             self._watcher.cancel()
             try:

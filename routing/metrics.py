@@ -120,6 +120,9 @@ class ReportCollector(Collector):
         backend_errors: dict[tuple, int] = defaultdict(int)
         backend_up: dict[tuple, int] = {}
         calls: dict[tuple, Any] = {}
+        auto_rollbacks: dict[tuple, int] = defaultdict(int)
+        rollout_percent: dict[tuple, int] = {}
+        shadow: dict[tuple, int] = defaultdict(int)
         retries = 0
         generation = GaugeMetricFamily("chistone_config_generation",
                                        "Configuration generation each worker serves.",
@@ -157,6 +160,15 @@ class ReportCollector(Collector):
                     if fresh:  # healthy only if every live worker that knows it says so
                         up = 1 if state.get("healthy") else 0
                         backend_up[(tenant, name)] = min(backend_up.get((tenant, name), 1), up)
+            for tenant, count in (report.get("auto_rollbacks") or {}).items():
+                auto_rollbacks[(tenant,)] += count
+            for tenant, (same, different, dropped) in (report.get("shadow") or {}).items():
+                shadow[(tenant, "same")] += same
+                shadow[(tenant, "different")] += different
+                shadow[(tenant, "dropped")] += dropped
+            if fresh:
+                for row in report.get("rollouts") or []:
+                    rollout_percent[(row["tenant"], str(row["version"]))] = row["percent"]
             if report.get("generation") is not None:
                 reloads.add_metric([worker], report.get("reloads", 0))
                 if fresh:
@@ -189,6 +201,16 @@ class ReportCollector(Collector):
         yield _histogram("chistone_script_call_duration_seconds",
                          "Scripts' http.request calls by outcome (ok, refused, timeout, broken, "
                          "too_large).", ["tenant", "backend", "outcome"], calls)
+        yield _family(CounterMetricFamily, "chistone_auto_rollbacks",
+                      "Rollouts a guard rolled back (counted by the worker that did it).",
+                      ["tenant"], auto_rollbacks)
+        yield _family(GaugeMetricFamily, "chistone_rollout_percent",
+                      "Share of requests a running rollout's version answers.",
+                      ["tenant", "version"], rollout_percent)
+        yield _family(CounterMetricFamily, "chistone_shadow_requests",
+                      "Sampled requests a shadow version decided: the same as the active one, "
+                      "differently, or not at all (dropped, the worker was busy).",
+                      ["tenant", "result"], shadow)
         yield generation
         yield reload_seconds
         yield reloads

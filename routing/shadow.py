@@ -138,6 +138,8 @@ class ShadowRunner:
         self.refilled = time.monotonic()
         self.ran = 0  # comparisons made by this worker (bench and tests read it)
         self.seconds = 0.0  # CPU time they took
+        # Since the worker started, per tenant: [same, different, dropped] (the metrics).
+        self.totals: dict[str, list[int]] = {}
 
     def offer(self, tenant: TenantEntry, request: ClientRequest, router_path: str,
               body: bytes) -> None:
@@ -146,12 +148,22 @@ class ShadowRunner:
         if shadow is None or self.rng() >= shadow.rate:
             return
         if len(self.queue) >= self.max_queue:
-            self._counts(shadow.id).dropped += 1
+            self._drop(tenant.slug, shadow.id)
             return
         self.queue.append((tenant, request, router_path, body))
         if not self.scheduled:
             self.scheduled = True
             asyncio.get_running_loop().call_soon(self._run_one)
+
+    def _drop(self, tenant: str, shadow_id: int) -> None:
+        self._counts(shadow_id).dropped += 1
+        self._total(tenant)[2] += 1
+
+    def _total(self, tenant: str) -> list[int]:
+        total = self.totals.get(tenant)
+        if total is None:
+            total = self.totals[tenant] = [0, 0, 0]
+        return total
 
     def _counts(self, shadow_id: int) -> ShadowCounts:
         counts = self.counts.get(shadow_id)
@@ -174,7 +186,7 @@ class ShadowRunner:
         assert shadow is not None
         self._refill()
         if self.budget <= 0:
-            self._counts(shadow.id).dropped += 1
+            self._drop(tenant.slug, shadow.id)
         else:
             started = time.process_time()
             try:
@@ -208,6 +220,7 @@ class ShadowRunner:
                 slot = counts.routes[route] = [0, 0]
         slot[0] += 1
         mismatch = active != candidate
+        self._total(tenant.slug)[1 if mismatch else 0] += 1
         if mismatch:
             slot[1] += 1
             if len(counts.samples) < SAMPLES_PER_REPORT:

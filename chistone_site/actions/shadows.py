@@ -18,12 +18,11 @@ from django.utils import timezone
 
 from luascripts import services as script_services
 from luascripts.models import ScriptVersion, Shadow
+from routing.observations import MAX_SAMPLES  # mismatches kept per shadow
 from tenants.audit import Actor, record
 from tenants.errors import Conflict, InvalidInput, NotFound
 from tenants.events import config_changed
 from tenants.models import Tenant
-
-MAX_SAMPLES = 50  # mismatches kept per shadow, for people to read
 
 
 def check_rate(rate: Any) -> float:

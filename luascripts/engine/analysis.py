@@ -72,12 +72,12 @@ def tokens(source: str) -> Iterator[Token]:
             yield Token("string", text, line)
             line += source.count("\n", i, end)
             i = end + len(close)
-        elif c.isalpha() or c == "_":
+        elif c == "_" or (c.isascii() and c.isalpha()):  # Lua names are ASCII ("À" is not)
             match = _NAME.match(source, i)
             assert match is not None
             yield Token("name", match.group(), line)
             i = match.end()
-        elif c.isdigit():
+        elif "0" <= c <= "9":  # not str.isdigit(): "²" is a digit to Python, not to Lua
             match = _NUMBER.match(source, i)
             assert match is not None
             yield Token("number", match.group(), line)

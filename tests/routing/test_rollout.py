@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from routing.rollout import BUCKETS, RolloutEntry, bucket, salt_for
 from routing.request import ClientRequest
+from routing.rollout import BUCKETS, RolloutEntry, bucket, salt_for
 
 
 def request(ip: str = "10.0.0.1", headers=()) -> ClientRequest:

@@ -83,3 +83,12 @@ def test_the_same_pattern_in_two_routers_is_no_duplicate() -> None:
                       'chi.route("/x", function(r) r.get("/a", function() '
                       'return proxy("main") end) end)', backend_names=BACKENDS)
     assert result.valid and result.warnings == ()
+
+
+def test_non_ascii_letters_and_digits_end_no_stream_with_an_error():
+    # "À" is a letter and "²" a digit to Python, neither to Lua: they used to trip an
+    # assertion here, so publishing such bytes answered 500 instead of a syntax error.
+    from luascripts.engine.analysis import tokens
+
+    kinds = [(t.kind, t.text) for t in tokens('À² = proxy("a")')]
+    assert kinds[:2] == [("op", "À"), ("op", "²")] and ("string", "a") in kinds

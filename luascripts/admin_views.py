@@ -579,7 +579,7 @@ class ScriptPagesMixin:
                 version = self._version(tenant, form.cleaned_data["version"])
                 rate = form.cleaned_data["sample_rate"] / 100
                 self.perform_shadow(request, tenant=tenant, version=version, sample_rate=rate)
-                self.message_user(request, f"v{version.number} now shadows "
+                self.message_user(request, f"Shadow started: v{version.number} decides on "
                                            f"{form.cleaned_data['sample_rate']:g}% of "
                                            f"{tenant.slug}'s requests, without effects.",
                                   messages.SUCCESS)

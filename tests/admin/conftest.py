@@ -90,9 +90,9 @@ def su_client(client, superuser):
 
 @pytest.fixture
 def publish(system):
-    def do(tenant, source, message=""):
+    def do(tenant, source, message="", tests=()):
         version, _ = script_services.publish_version(actor=system, tenant=tenant, source=source,
-                                                     message=message)
+                                                     message=message, tests=list(tests))
         return version
 
     return do

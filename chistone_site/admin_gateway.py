@@ -89,7 +89,7 @@ def _worker_stats(plane: Any) -> list[dict[str, Any]]:
     from routing import metrics
 
     own = plane.stats.report()
-    if not os.environ.get(metrics.ENV_VAR):
+    if not metrics.shared_by_workers():
         return [own]
     reports = {r.get("pid"): r["stats"] for r in metrics.read_reports() if "stats" in r}
     reports[os.getpid()] = own  # fresher than this worker's last file

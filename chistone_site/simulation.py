@@ -58,6 +58,7 @@ from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import parse_scope
 from routing.resolve import Claim, Resolver
 from routing.snapshot import BackendEntry, TenantEntry
+from tenants import backend_defaults
 
 __all__ = ["SimulationResult", "TenantSpec", "simulate", "run_script_tests", "spec_for"]
 
@@ -182,10 +183,12 @@ class _Runner:
         backends = {
             b["name"]: BackendEntry.from_url(
                 id=index, tenant=spec.slug, name=b["name"], url=b["url"],
-                weight=int(b.get("weight", 1)), enabled=bool(b.get("enabled", True)),
+                weight=int(b.get("weight", backend_defaults.WEIGHT)),
+                enabled=bool(b.get("enabled", True)),
                 health_check_path=b.get("health_check_path") or "",
-                connect_timeout_ms=int(b.get("connect_timeout_ms", 2000)),
-                read_timeout_ms=int(b.get("read_timeout_ms", 30000)))
+                connect_timeout_ms=int(b.get("connect_timeout_ms",
+                                             backend_defaults.CONNECT_TIMEOUT_MS)),
+                read_timeout_ms=int(b.get("read_timeout_ms", backend_defaults.READ_TIMEOUT_MS)))
             for index, b in enumerate(spec.backends, start=1)
         }
         self.load_error: str | None = None

@@ -30,11 +30,12 @@ from routing.errors import (
     TenantNotFound,
     TenantUnavailable,
 )
-from routing.headers import downstream_headers, new_request_id
+from routing.headers import downstream_headers
 from routing.health import HealthRegistry
 from routing.logs import current_request
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
+from routing.request_id import new_request_id
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
 from routing.types import Receive, Scope, Send
@@ -172,9 +173,7 @@ class Gateway:
         self.holder = holder
         self.transport = transport
         self.conf = conf or get_conf()
-        self.health = health or HealthRegistry(
-            failures=self.conf.passive_failures, cooldown=self.conf.passive_cooldown_s,
-            rise=self.conf.health_rise, fall=self.conf.health_fall)
+        self.health = health or HealthRegistry.from_conf(self.conf)
         self.stats = stats or Stats()
         self.balancer = Balancer()
         self.budget = RetryBudget(self.conf.retry_budget_ratio, self.conf.retry_budget_min)

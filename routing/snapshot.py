@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from luascripts.engine.types import BackendView
 from routing import snapshot_disk as disk
 from routing.resolve import Claim, Resolver
+from tenants import backend_defaults
 
 if TYPE_CHECKING:
     from luascripts.engine import LoadedScript
@@ -55,9 +56,11 @@ class BackendEntry:
         return f"{self.tenant}/{self.name}@{self.url}"
 
     @classmethod
-    def from_url(cls, *, id: int, tenant: str, name: str, url: str, weight: int = 1,
-                 enabled: bool = True, health_check_path: str = "",
-                 connect_timeout_ms: int = 2000, read_timeout_ms: int = 30000) -> BackendEntry:
+    def from_url(cls, *, id: int, tenant: str, name: str, url: str,
+                 weight: int = backend_defaults.WEIGHT, enabled: bool = True,
+                 health_check_path: str = "",
+                 connect_timeout_ms: int = backend_defaults.CONNECT_TIMEOUT_MS,
+                 read_timeout_ms: int = backend_defaults.READ_TIMEOUT_MS) -> BackendEntry:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
@@ -224,13 +227,10 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
 
 
 def _limits_kwargs() -> dict[str, Any]:
-    """Script limits from settings (CHISTONE["LUA_LIMITS"]), when configured."""
-    try:
-        from django.conf import settings
+    """Script limits from CHISTONE_LUA_* (routing.conf), when configured."""
+    from routing.conf import get_conf
 
-        overrides = settings.CHISTONE.get("LUA_LIMITS") or {}
-    except Exception:
-        return {}
+    overrides = get_conf().lua_limit_overrides()
     if not overrides:
         return {}
     from luascripts.engine import Limits

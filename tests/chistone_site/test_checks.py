@@ -3,7 +3,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 
 from chistone_site import checks
-from chistone_site.settings import DEV_SECRET_KEY
+from chistone_site.conf import DEV_SECRET_KEY
 
 
 def ids(messages):

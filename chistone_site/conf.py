@@ -258,3 +258,38 @@ def variable(key: str) -> str:
         if setting.key == key:
             return setting.variable
     raise KeyError(key)
+
+
+# -- docs ------------------------------------------------------------------------------------
+
+GROUPS: tuple[tuple[str, tuple[Setting, ...]], ...] = (
+    ("Control plane (Django)", DJANGO_SETTINGS),
+    ("`manage.py serve`", SERVE_SETTINGS),
+    ("Data plane", GATEWAY_SETTINGS),
+    ("Worker processes and the demo", PROCESS_SETTINGS),
+    ("The `chistone` CLI", CLIENT_SETTINGS),
+)
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|")
+
+
+def markdown_tables() -> str:
+    """The settings tables of docs/operations.md (`python -m chistone_site.conf` prints them;
+    tests/test_settings.py fails when the doc and this differ)."""
+    out = []
+    for title, table in GROUPS:
+        out += [f"#### {title}", "", "| variable | default | meaning |", "|---|---|---|"]
+        for setting in table:
+            default = setting.documented_default
+            if not default.startswith("`") and default != "none" and " " not in default:
+                default = f"`{default}`"
+            meaning = setting.help + (" (internal: set by `serve`)" if setting.internal else "")
+            out.append(f"| `{setting.variable}` | {_cell(default)} | {_cell(meaning)} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_tables(), end="")

@@ -118,12 +118,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 # Served by WhiteNoise from the apps' static folders, so `serve` needs no collectstatic step.
-# STATIC_ROOT (filled by collectstatic) is then optional; it exists so WhiteNoise need not warn.
+# STATIC_ROOT (filled by collectstatic) is then optional; `serve` creates it so WhiteNoise need
+# not warn. Importing the settings creates nothing outside a SQLite database's folder.
 WHITENOISE_USE_FINDERS = True
-try:
-    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError:  # a read-only tree: WhiteNoise warns once and serves from the apps anyway
-    pass
 
 SESSION_COOKIE_HTTPONLY = True
 

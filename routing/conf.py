@@ -39,6 +39,13 @@ def _networks(raw: str) -> tuple[str, ...]:
     return values
 
 
+def _engine_default(field: str) -> str:
+    from luascripts.engine import Limits  # the home of the Lua budgets; loads lupa: docs only
+
+    value = getattr(Limits(), field)
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("TRUSTED_PROXIES", (), _networks,
             "comma-separated CIDRs of the proxies in front of chistone; only their forwarding "
@@ -75,11 +82,11 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("MAX_HEADER_BYTES", 64 * 1024, integer, "larger request header blocks answer 431"),
     Setting("ACCESS_LOG", True, boolean, "one `chistone.access` log line per request"),
     Setting("LUA_REQUEST_MS", None, number,
-            "CPU budget of a script per request, in ms (the engine's default: "
-            "`luascripts.engine.Limits`)", shown_default="50"),
+            "CPU budget of a script per request, in ms (default: `luascripts.engine.Limits`)",
+            shown_default=lambda: _engine_default("request_cpu_ms")),
     Setting("LUA_MEMORY_BYTES", None, integer,
-            "memory budget of a tenant's Lua runtime (the engine's default: "
-            "`luascripts.engine.Limits`)", shown_default="33554432 (32 MiB)"),
+            "memory budget of a tenant's Lua runtime, in bytes (default: "
+            "`luascripts.engine.Limits`)", shown_default=lambda: _engine_default("memory_bytes")),
     Setting("SNAPSHOT_FILE", "", text,
             "the last good configuration on disk, served by a worker that starts while the "
             "database is down", shown_default="`$CHISTONE_VAR_DIR/snapshot.json`"),

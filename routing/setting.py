@@ -25,7 +25,8 @@ class Setting:
     parse: Callable[[str], Any]
     help: str
     env: str = ""
-    shown_default: str = ""  # how the docs write a default computed at run time
+    # How the docs write a default computed at run time (a callable: computed when shown).
+    shown_default: str | Callable[[], str] = ""
     internal: bool = False  # set by `serve` for its own child processes, not by operators
 
     @property
@@ -34,6 +35,8 @@ class Setting:
 
     @property
     def documented_default(self) -> str:
+        if callable(self.shown_default):
+            return self.shown_default()
         if self.shown_default:
             return self.shown_default
         if isinstance(self.default, bool):

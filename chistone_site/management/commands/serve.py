@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from chistone_site.conf import get_conf, variable
@@ -72,6 +74,12 @@ class Command(BaseCommand):
         if listen not in MODES:  # a default from CHISTONE_LISTEN skips argparse's choices
             raise CommandError(f"--listen (CHISTONE_LISTEN) must be one of {', '.join(MODES)}, "
                                f"not {listen!r}.")
+        try:
+            # Collected static files go here (optional); its absence makes WhiteNoise warn.
+            Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.stderr.write(f"Cannot create {settings.STATIC_ROOT} ({exc.strerror}); static "
+                              "files are served from the installed apps anyway.")
         try:
             listeners = [open_listener(host, port, slots=workers, mode=listen)
                          for port in (data_port, control_port)]

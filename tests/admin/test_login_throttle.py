@@ -7,7 +7,6 @@ from django.contrib.auth import get_user_model
 from django.test import Client, override_settings
 from django.urls import reverse
 
-
 LOGIN = "admin:login"
 
 

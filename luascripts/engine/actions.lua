@@ -3,15 +3,16 @@
 --
 -- Helpers validate their arguments when called, so a bad value is an error on the script
 -- line that made it. The result is an immutable action object whose flat encoding (kept
--- in a weak side table the script cannot reach) is what finally crosses to the host:
---   "P" (proxy):   backends_blob, path, query, hash_key, timeout_ms, set_blob, remove_blob
---   "R" (respond): status, body, headers_blob
---   "J" (reject):  status, message
---   "N" (the router's own 404/405), "M" (a mount to a backend; the host fills it in)
--- Blobs are "\0"-joined lists; header names/values and backend names never contain "\0".
+-- in a weak side table the script cannot reach) is what finally crosses to the host, laid
+-- out as luascripts/engine/boundary.py declares (K.layout.proxy, .respond, .reject, ...):
+-- kinds "P" proxy, "R" respond, "J" reject, "N" the router's own 404/405, "M" a mount to a
+-- backend (the host fills it in). Blobs are "\0"-joined lists; header names/values and
+-- backend names never contain "\0".
 
 local K = ...
 local S = K.S
+local L = K.layout
+local LP, LR, LJ = L.proxy, L.respond, L.reject
 
 local type, tostring, error, select, next = type, tostring, error, select, next
 local rawget, rawlen = rawget, rawlen
@@ -21,17 +22,9 @@ local concat, sort = table.concat, table.sort
 local find, sub, lower, format, byte, gmatch = S.find, S.sub, S.lower, S.format, S.byte,
   S.gmatch
 
-local limits = {
-  max_body = 1024 * 1024, max_headers = 100, max_header = 8192, max_string = 4 * 1024 * 1024,
-}
-K.action_limits = limits
+local limits = K.limits -- luascripts.engine.types.Limits, by field name
 local known_backends = nil -- set of names, or nil when unknown (validation without names)
 local default_backends = "" -- blob of every backend, for legacy tables without a choice
-
-function K.configure_actions(max_body, max_headers, max_header, max_string)
-  limits.max_body, limits.max_headers, limits.max_header, limits.max_string =
-    max_body, max_headers, max_header, max_string
-end
 
 function K.set_backends(...)
   local n = select("#", ...)
@@ -85,8 +78,8 @@ local function check_header_value(name, v)
   if t == "number" then v = tostring(v) elseif t ~= "string" then
     return nil, "header '" .. name .. "' must have a string value, got " .. t
   end
-  if #v > limits.max_header then
-    return nil, "header '" .. name .. "' is longer than " .. limits.max_header .. " bytes"
+  if #v > limits.max_header_bytes then
+    return nil, "header '" .. name .. "' is longer than " .. limits.max_header_bytes .. " bytes"
   end
   if find(v, "[%z\r\n]") then
     return nil, "header '" .. name .. "' contains CR, LF or NUL"
@@ -95,14 +88,16 @@ local function check_header_value(name, v)
 end
 
 -- A table name -> value into "name\0value\0..." (sorted, so results are deterministic).
-local function header_blob(t, what)
+-- `max` overrides the count limit (the request's own headers count too; the host caps them).
+local function header_blob(t, what, max)
   if t == nil then return nil end
   if type(t) ~= "table" then return nil, what .. " must be a table of name = value" end
   local names, vals, count = {}, {}, 0
+  max = max or limits.max_headers
   for k, v in next, t do
     count = count + 1
-    if count > limits.max_headers then
-      return nil, what .. " has more than " .. limits.max_headers .. " headers"
+    if count > max then
+      return nil, what .. " has more than " .. max .. " headers"
     end
     local name, err = check_header_name(k)
     if not name then return nil, what .. ": " .. err end
@@ -212,10 +207,11 @@ end
 local ACTIONS = setmetatable({}, { __mode = "k" }) -- action object -> flat result
 local KIND_NAMES = { P = "proxy", R = "respond", J = "reject", N = "router", M = "mount" }
 local FIELDS = {
-  P = { path = 3, query = 4, hash_key = 5, timeout_ms = 6 },
-  R = { status = 2, body = 3 },
-  J = { status = 2, message = 3 },
+  P = { path = LP.path, query = LP.query, hash_key = LP.hash_key, timeout_ms = LP.timeout_ms },
+  R = { status = LR.status, body = LR.body },
+  J = { status = LJ.status, message = LJ.message },
 }
+K.ACTIONS, K.KIND_NAMES, K.ACTION_FIELDS = ACTIONS, KIND_NAMES, FIELDS
 
 local ACTION_MT = {
   __index = function(a, k)
@@ -223,7 +219,7 @@ local ACTION_MT = {
     if k == "kind" then return KIND_NAMES[flat[1]] end
     if k == "backends" and flat[1] == "P" then
       local list = {}
-      for name in gmatch(flat[2], "[^%z]+") do list[#list + 1] = name end
+      for name in gmatch(flat[LP.backends], "[^%z]+") do list[#list + 1] = name end
       return list
     end
     local i = FIELDS[flat[1]] and FIELDS[flat[1]][k]
@@ -250,7 +246,7 @@ local function action(flat)
 end
 
 local PROXY_OPTS = { path = true, query = true, set_headers = true, remove_headers = true,
-  hash_key = true, timeout_ms = true }
+  hash_key = true, timeout_ms = true, body = true }
 
 -- proxy("name") with no options is the common case: one shared, immutable action per name.
 local SIMPLE_PROXY, nsimple = {}, 0
@@ -262,13 +258,13 @@ local function proxy(target, opts)
   end
   local blob, err = backends_blob(target)
   if not blob then script_error("proxy(): " .. err) end
-  local path, query, hash_key, timeout, set, remove
+  local path, query, hash_key, timeout, set, remove, body
   if opts ~= nil then
     if type(opts) ~= "table" then script_error("proxy(): options must be a table") end
     for k in next, opts do
       if not PROXY_OPTS[k] then
         script_error("proxy(): unknown option '" .. tostring(k) .. "' (known: path, query, " ..
-          "set_headers, remove_headers, hash_key, timeout_ms)")
+          "set_headers, remove_headers, hash_key, timeout_ms, body)")
       end
     end
     local v = rawget(opts, "path")
@@ -300,8 +296,21 @@ local function proxy(target, opts)
     if err then script_error("proxy(): " .. err) end
     remove, err = names_blob(rawget(opts, "remove_headers"), "remove_headers")
     if err then script_error("proxy(): " .. err) end
+    body = rawget(opts, "body")
+    if body ~= nil then
+      if type(body) == "number" then body = tostring(body) end
+      if type(body) ~= "string" then
+        script_error("proxy(): body must be a string, got " .. type(body))
+      end
+      if #body > limits.max_request_body_bytes then
+        script_error("proxy(): body is " .. #body .. " bytes; the limit is " ..
+          limits.max_request_body_bytes .. " (max_request_body_bytes)")
+      end
+    end
   end
-  local a = action({ "P", blob, path, query, hash_key, timeout, set, remove, n = 8 })
+  local a = action({ [LP.kind] = "P", [LP.backends] = blob, [LP.path] = path,
+    [LP.query] = query, [LP.hash_key] = hash_key, [LP.timeout_ms] = timeout,
+    [LP.set_headers] = set, [LP.remove_headers] = remove, [LP.body] = body, n = LP._n })
   if opts == nil and type(target) == "string" and nsimple < 256 then
     SIMPLE_PROXY[target], nsimple = a, nsimple + 1
   end
@@ -315,13 +324,15 @@ local function respond(status, body, headers)
   if type(body) ~= "string" then
     script_error("respond(): body must be a string, got " .. type(body))
   end
-  if #body > limits.max_body then
-    script_error("respond(): body is " .. #body .. " bytes; the limit is " .. limits.max_body)
+  if #body > limits.max_body_bytes then
+    script_error("respond(): body is " .. #body .. " bytes; the limit is " ..
+      limits.max_body_bytes)
   end
   local blob
   blob, err = header_blob(headers, "headers")
   if err then script_error("respond(): " .. err) end
-  return action({ "R", s, body, blob, n = 4 })
+  return action({ [LR.kind] = "R", [LR.status] = s, [LR.body] = body, [LR.headers] = blob,
+    n = LR._n })
 end
 
 local REASONS = { [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
@@ -336,7 +347,7 @@ local function check_reject(status, message)
   if type(message) == "number" then message = tostring(message) end
   if type(message) ~= "string" then return nil, "reject(): message must be a string" end
   if #message > 1024 then message = sub(message, 1, 1024) end
-  return { "J", s, message, n = 3 }
+  return { [LJ.kind] = "J", [LJ.status] = s, [LJ.message] = message, n = LJ._n }
 end
 
 local function reject(status, message)
@@ -349,8 +360,8 @@ K.helpers.proxy = proxy
 K.helpers.respond = respond
 K.helpers.reject = reject
 
-K.ROUTER_DEFAULT = action({ "N", n = 1 })
-K.MOUNT_PROXY = action({ "M", n = 1 })
+K.ROUTER_DEFAULT = action({ [L.router.kind] = "N", n = L.router._n })
+K.MOUNT_PROXY = action({ [L.mount.kind] = "M", n = L.mount._n })
 
 -- The original lua-stone result table.
 local function legacy(t, pool)
@@ -372,14 +383,16 @@ local function legacy(t, pool)
   end
   set, err = header_blob(rawget(t, "modified_headers"), "modified_headers")
   if err then return nil, "result table: " .. err end
-  return trim({ "P", blob, path, nil, nil, nil, set, nil, n = 8 })
+  return trim({ [LP.kind] = "P", [LP.backends] = blob, [LP.path] = path,
+    [LP.set_headers] = set, n = LP._n })
 end
 
 local LEGACY_KEYS = { "selected_backend", "modified_headers", "modified_path", "reject" }
 
--- The flat encoding of what a handler returned; `pool` replaces the tenant's backends as
--- the default choice (selectors: the request's backends).
-function K.finish(result, selector, pool)
+-- The flat encoding of what a handler returned (an action object or a lua-stone result
+-- table); `pool` replaces the tenant's backends as the default choice (selectors: the
+-- request's backends). Response objects are handled by response.lua before this.
+function K.action_flat(result, selector, pool)
   pool = pool or default_backends
   local flat = ACTIONS[result]
   if flat then return flat end
@@ -407,3 +420,10 @@ end
 K.check_header_name = check_header_name
 K.check_header_value = check_header_value
 K.header_blob = header_blob
+K.names_blob = names_blob
+K.check_path = check_path
+K.check_query = check_query
+K.check_backend = check_backend
+K.check_status = check_status
+K.script_error = script_error
+K.action = action

@@ -25,14 +25,12 @@ K.S = S
 local find, match, gmatch, gsub, rep, format = S.find, S.match, S.gmatch, S.gsub, S.rep, S.format
 local sub, byte, char = S.sub, S.byte, S.char
 
-local limits = { max_string = 4 * 1024 * 1024, pattern_work = 1e7, max_pattern = 4096 }
+-- luascripts.engine.types.Limits by field name, plus pattern_work (backtracking steps one
+-- request's CPU budget allows), computed by the host from request_cpu_ms.
+local limits = K.limits
+local MAX_PATTERN = 4096
 local BIG = 64 * 1024 -- inputs above this many bytes (or work steps) check the deadline first
 local check_deadline = K.check_deadline
-
-function K.configure_strings(max_string, pattern_work)
-  limits.max_string = max_string
-  limits.pattern_work = pattern_work
-end
 
 local getinfo = debug.getinfo
 
@@ -203,11 +201,11 @@ end
 local SPECIALS = "[%^%$%*%+%?%.%(%[%%%-]"
 
 local function check_pattern(fn, s, p, n, anchorable, plain)
-  if #p > limits.max_pattern then
-    fail(fn, "pattern is longer than " .. limits.max_pattern .. " bytes")
+  if #p > MAX_PATTERN then
+    fail(fn, "pattern is longer than " .. MAX_PATTERN .. " bytes")
   end
-  if #s > limits.max_string then
-    fail(fn, "subject is " .. #s .. " bytes; the limit is " .. limits.max_string)
+  if #s > limits.max_string_bytes then
+    fail(fn, "subject is " .. #s .. " bytes; the limit is " .. limits.max_string_bytes)
   end
   if plain or not find(p, SPECIALS) then
     if n * #p > limits.pattern_work * 16 then
@@ -270,9 +268,9 @@ local function capped_gsub(s, p, repl, max_n)
     if type(max_n) == "number" and max_n >= 0 and max_n < matches then matches = max_n end
     local _, refs = gsub(repl, "%%[0-9]", "")
     local estimate = n + matches * #repl + refs * n
-    if estimate > limits.max_string then
+    if estimate > limits.max_string_bytes then
       fail("gsub", "result could reach " .. estimate .. " bytes; the limit is " ..
-        limits.max_string)
+        limits.max_string_bytes)
     end
     if estimate > BIG then check_deadline() end
   end
@@ -287,9 +285,9 @@ local function capped_rep(s, n, sep)
   if sep ~= nil then sep = as_string(sep, "rep", 3) end
   if n > 0 then
     local total = #s * n + (sep and #sep * (n - 1) or 0)
-    if total > limits.max_string then
+    if total > limits.max_string_bytes then
       fail("rep", "result would be " .. format("%.0f", total) .. " bytes; the limit is " ..
-        limits.max_string)
+        limits.max_string_bytes)
     end
     if total > BIG then check_deadline() end
   end
@@ -307,9 +305,9 @@ local function capped_format(fmt, ...)
       total = total + 128
     end
   end
-  if total > limits.max_string then
+  if total > limits.max_string_bytes then
     fail("format", "result could reach " .. total .. " bytes; the limit is " ..
-      limits.max_string)
+      limits.max_string_bytes)
   end
   if total > BIG then check_deadline() end
   return format(fmt, ...)

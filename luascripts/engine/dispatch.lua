@@ -1,18 +1,33 @@
 -- dispatch.lua: middleware chains, the per-request entry points, and registration.
 --
--- Per request the host makes exactly one call, xpcall(K.run, K.on_error, ...), with the
--- chain (middleware..., terminal) already chosen by the Python matcher. run() builds `req`,
--- runs the chain, checks the result here in the sandbox -- with rawget and type checks,
--- under the deadline -- and returns only flat strings, numbers and nils:
---   ran, request_headers_blob|nil, logs_blob|nil, dropped_logs, kind, fields...
--- (see actions.lua for the kinds). The host never reads a tenant table.
+-- A request runs as a coroutine (a *driver*): the host calls xpcall(K.run, K.on_error,
+-- deadline, <request>) with the chain (middleware..., terminal) already chosen by its
+-- matcher. When the script waits (req.body(), a response's head, http.request) the
+-- coroutine yields an effect, K.run returns "wait" with a token and the effect, and the
+-- host later calls xpcall(K.resume, K.on_error, deadline, token, <answer>). Between two
+-- steps other requests of the same tenant run in this Lua state, so everything a request
+-- owns lives in its context `ctx`, never in module variables. Each step returns only flat
+-- strings, numbers and nils, laid out as luascripts/engine/boundary.py declares
+-- (K.layout.result, then "done": the action and patch, "wait": the effect, "fail": why).
+-- The host never reads a tenant table.
 
 local K = ...
 
-local type, error, select, rawget = type, error, select, rawget
-local concat, unpack = table.concat, K.raw_unpack
+local type, error, select, rawequal, tostring, tonumber, next = type, error, select,
+  rawequal, tostring, tonumber, next
+local rawget = rawget
+local unpack = K.raw_unpack
+local S = K.S
+local find = S.find
 local arm, disarm, reset_logs, take_logs = K.arm, K.disarm, K.reset_logs, K.take_logs
-local finish, new_request, changed_headers = K.finish, K.new_request, K.changed_headers
+local new_request = K.new_request
+local co_create, co_resume, co_status, co_close = K.co_create, K.co_resume, K.co_status,
+  K.co_close
+local sethook, hook, HOOK_COUNT = K.sethook, K.hook, K.HOOK_COUNT
+local EFFECT, ANSWER, TIMEOUT, DRIVERS = K.EFFECT, K.ANSWER, K.TIMEOUT, K.DRIVERS
+local traceback = K.traceback
+local L = K.layout
+local LREQ, LRES, LFAIL, OFF = L.request, L.result, L.fail, L.offsets
 
 ---------------------------------------------------------------------------- chains
 local CHAINS = {}
@@ -21,7 +36,6 @@ local TERMINALS = {
   [0] = function() return ROUTER_DEFAULT end,
   [-1] = function() return MOUNT_PROXY end,
 }
-local ran = 0
 
 -- Chains arrive as: count, then per chain: length, fn ids... (terminal last).
 function K.define_chains(...)
@@ -41,7 +55,9 @@ function K.define_chains(...)
   return id
 end
 
-local function invoke(chain, i, req)
+local as_response = K.as_response
+
+local function invoke(ctx, chain, i, req)
   local step = chain[i]
   local previous = K.current
   K.current = step
@@ -49,60 +65,171 @@ local function invoke(chain, i, req)
   if i == chain.n then
     result = step(req)
   else
-    if i > ran then ran = i end
+    if i > ctx.ran then ctx.ran = i end
     result = step(req, function(r2)
       if r2 == nil then r2 = req end
       if type(r2) ~= "table" then error("next() expects the request table", 2) end
-      return invoke(chain, i + 1, r2)
+      return as_response(ctx, invoke(ctx, chain, i + 1, r2), r2)
     end)
   end
   K.current = previous
   return result
 end
 
-local function encode(req, headers, flat)
-  local reqh = changed_headers(req, headers)
+---------------------------------------------------------------------------- steps
+local PENDING, ntoken = {}, 0 -- token -> ctx of a request waiting for the host
+
+local function body(ctx, chain)
+  local result
+  if chain then
+    result = invoke(ctx, chain, 1, ctx.req)
+  else -- a lua-stone selector: on_route_request(request, backends)
+    K.current = K.globals.on_route_request
+    result = K.current(ctx.req, ctx.backends)
+    K.current = nil
+  end
+  return K.final(ctx, result, chain == nil, ctx.pool)
+end
+
+local function fail(ctx, kind, message, line)
   local logs, dropped = take_logs()
+  local out = { "fail", ctx.ran, nil, logs, dropped }
+  out[OFF.payload + LFAIL.kind] = kind
+  out[OFF.payload + LFAIL.message] = message
+  out[OFF.payload + LFAIL.line] = line
+  return unpack(out, 1, OFF.payload + LFAIL._n)
+end
+
+local function describe(e)
+  local t = type(e)
+  if t == "string" then return e end
+  if t == "number" then return tostring(e) end
+  return "error() was called with a " .. t .. " value, not a message string"
+end
+
+local function after(ctx, ok, first, ...)
   disarm()
-  return ran, reqh, logs, dropped, unpack(flat, 1, flat.n)
+  ctx.current = K.current
+  K.current, K.ctx = nil, nil
+  local co = ctx.co
+  if not ok then
+    DRIVERS[co] = nil
+    local was, line = K.reset()
+    if was or rawequal(first, TIMEOUT) then
+      co_close(co)
+      return fail(ctx, "timeout", "CPU time limit exceeded", line)
+    end
+    if first == "not enough memory" then
+      co_close(co)
+      return fail(ctx, "memory", first, nil)
+    end
+    local message = describe(first)
+    local kind = "error"
+    if ctx.body_too_large and find(message, "req.body(): the request body is larger", 1, true)
+    then
+      kind = "too_large"
+    elseif ctx.overloaded and find(message, "req.body(): the tenant's script runtime has no",
+      1, true) then
+      kind = "overloaded"
+    end
+    local tb = traceback(co, message)
+    co_close(co)
+    return fail(ctx, kind, tb, nil)
+  end
+  if co_status(co) == "dead" then
+    DRIVERS[co] = nil
+    local logs, dropped = take_logs()
+    local out = first -- K.final's flat payload
+    out[LRES.state], out[LRES.ran], out[LRES.request_headers] = "done", ctx.ran, out.reqh
+    out[LRES.logs], out[LRES.dropped_logs] = logs, dropped
+    return unpack(out, 1, out.n)
+  end
+  -- Suspended: `first` is EFFECT, then the effect's op and fields.
+  if not rawequal(first, EFFECT) then
+    co_close(co)
+    DRIVERS[co] = nil
+    return fail(ctx, "error", "the request's coroutine yielded outside the gateway's control",
+      nil)
+  end
+  ntoken = ntoken + 1
+  PENDING[ntoken] = ctx
+  ctx.token = ntoken
+  local logs, dropped = take_logs()
+  return "wait", ctx.ran, nil, logs, dropped, ntoken, ...
 end
 
--- The per-request entry point (always called through xpcall by the host).
-function K.run(dl, chain_id, pattern, method, path, qs, host, scheme, client_ip, tenant,
-               request_id, blob, ...)
+local function step(ctx, dl, ...)
   arm(dl)
   reset_logs()
-  ran, K.current = 0, nil
+  K.ctx, K.current = ctx, ctx.current
+  local co = ctx.co
+  sethook(co, hook, "", HOOK_COUNT)
+  return after(ctx, co_resume(co, ...))
+end
+
+local function backends_of(blob)
+  local list, names, n = {}, {}, 0
+  local parts, np = {}, 0
+  for part in S.gmatch(blob .. "\0", "([^%z]*)%z") do
+    np = np + 1
+    parts[np] = part
+  end
+  for i = 1, np - 3, 4 do
+    n = n + 1
+    local weight = tonumber(parts[i + 2]) or 0
+    list[n] = { name = parts[i], url = parts[i + 1], weight = weight,
+      healthy = parts[i + 3] == "1" }
+    names[n] = parts[i]
+  end
+  return list, n > 0 and table.concat(names, "\0") or nil
+end
+
+-- The per-request entry point (always called through xpcall by the host). Arguments are
+-- the REQUEST record, then the URL params (name, value, ...).
+function K.run(dl, ...)
+  local r = { ... }
   local params = {}
-  for i = 1, select("#", ...), 2 do
-    local k, v = select(i, ...)
-    params[k] = v
+  for i = LREQ._n + 1, select("#", ...), 2 do params[r[i]] = r[i + 1] end
+  local ctx = { ran = 0, exchanges = 0, calls = 0, pdepth = 0,
+    fallback_status = r[LREQ.fallback_status] }
+  ctx.req = new_request(ctx, r[LREQ.method], r[LREQ.path], r[LREQ.query], r[LREQ.host],
+    r[LREQ.scheme], r[LREQ.client_ip], r[LREQ.tenant], r[LREQ.request_id], r[LREQ.pattern],
+    r[LREQ.headers], params, r[LREQ.websocket] == true)
+  local chain = nil
+  local backends = r[LREQ.backends]
+  if backends ~= nil then
+    ctx.backends, ctx.pool = backends_of(backends)
+  else
+    chain = CHAINS[r[LREQ.chain]]
   end
-  local req, headers = new_request(method, path, qs, host, scheme, client_ip, tenant,
-    request_id, pattern, blob, params)
-  local result = invoke(CHAINS[chain_id], 1, req)
-  return encode(req, headers, finish(result, false, nil))
+  local co = co_create(body)
+  DRIVERS[co] = true
+  ctx.co = co
+  return step(ctx, dl, ctx, chain)
 end
 
--- Selector scripts: on_route_request(request, backends) for every request.
-function K.run_selector(dl, method, path, qs, host, scheme, client_ip, tenant, request_id,
-                        blob, ...)
-  arm(dl)
-  reset_logs()
-  ran, K.current = 0, nil
-  local backends, names = {}, {}
-  for i = 1, select("#", ...), 4 do
-    local name, url, weight, healthy = select(i, ...)
-    backends[#backends + 1] = { name = name, url = url, weight = weight, healthy = healthy }
-    names[#names + 1] = name
-  end
-  local req, headers = new_request(method, path, qs, host, scheme, client_ip, tenant,
-    request_id, nil, blob, {})
-  local pool = #names > 0 and concat(names, "\0") or nil
-  K.current = K.globals.on_route_request
-  local result = K.current(req, backends)
-  K.current = nil
-  return encode(req, headers, finish(result, true, pool))
+-- Resume a waiting request with the host's answer (the answer record's fields).
+function K.resume(dl, token, ...)
+  local ctx = PENDING[token]
+  if ctx == nil then error("no request is waiting under token " .. tostring(token), 0) end
+  PENDING[token] = nil
+  return step(ctx, dl, ANSWER, ...)
+end
+
+-- The host gave up on a waiting request (the client went away, or the host failed).
+function K.cancel(token)
+  local ctx = PENDING[token]
+  if ctx == nil then return false end
+  PENDING[token] = nil
+  DRIVERS[ctx.co] = nil
+  co_close(ctx.co)
+  return true
+end
+
+function K.pending_count()
+  local n = 0
+  for _ in next, PENDING do n = n + 1 end
+  return n
 end
 
 ---------------------------------------------------------------------------- registration

@@ -6,6 +6,8 @@
     +-- ScriptRuntimeError   a handler, middleware or selector failed for one request
         +-- ScriptTimeoutError   ... by running past its CPU deadline
         +-- ScriptMemoryError    ... by going over the runtime's memory cap
+        +-- BodyTooLarge         ... because req.body() met a body over its limit (413)
+        +-- RuntimeBusy          ... because the runtime could not hold one more body now
 
 Timeouts and memory errors are runtime errors too, so a caller that only wants "this request
 failed because of the script" catches ScriptRuntimeError. Messages are written for the
@@ -50,6 +52,16 @@ class ScriptTimeoutError(ScriptRuntimeError):
 
 class ScriptMemoryError(ScriptRuntimeError):
     """The script went over its runtime's memory cap."""
+
+
+class BodyTooLarge(ScriptRuntimeError):
+    """req.body() found a request body over `max_request_body_bytes` and the script did not
+    catch the error: the request is answered 413."""
+
+
+class RuntimeBusy(ScriptRuntimeError):
+    """The tenant's runtime holds so many bodies of concurrent requests that one more does
+    not fit under its memory cap: this request is answered 503, the others go on."""
 
 
 def _describe(diagnostic: Diagnostic) -> str:

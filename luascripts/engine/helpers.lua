@@ -19,12 +19,7 @@ local utf8_char = utf8.char
 local py_now, py_sha256, py_hmac = K.py_now, K.py_sha256, K.py_hmac
 K.py_now, K.py_sha256, K.py_hmac = nil, nil, nil
 
-local limits = { max_string = 4 * 1024 * 1024, max_log_lines = 20, max_log_line = 2048 }
-
-function K.configure_helpers(max_string, max_log_lines, max_log_line)
-  limits.max_string, limits.max_log_lines, limits.max_log_line =
-    max_string, max_log_lines, max_log_line
-end
+local limits = K.limits -- luascripts.engine.types.Limits, by field name
 
 local helpers = {}
 K.helpers = helpers
@@ -118,7 +113,7 @@ function json.encode(v)
     error(err, 2)
   end
   local s = concat(out)
-  if #s > limits.max_string then error("json.encode: result is over the string limit", 2) end
+  if #s > limits.max_string_bytes then error("json.encode: result is over the string limit", 2) end
   return s
 end
 
@@ -224,7 +219,7 @@ end
 
 function json.decode(s)
   if type(s) ~= "string" then error("json.decode: expected a string, got " .. type(s), 2) end
-  if #s > limits.max_string then error("json.decode: input is over the string limit", 2) end
+  if #s > limits.max_string_bytes then error("json.decode: input is over the string limit", 2) end
   local ok, v, i = pcall(decode_value, s, 1, 0)
   if not ok then
     if v == K.TIMEOUT then error(v, 0) end
@@ -247,7 +242,7 @@ end
 
 function base64.encode(s)
   if type(s) ~= "string" then error("base64.encode: expected a string, got " .. type(s), 2) end
-  if #s > limits.max_string // 2 then error("base64.encode: input is too long", 2) end
+  if #s > limits.max_string_bytes // 2 then error("base64.encode: input is too long", 2) end
   local out, n = {}, #s
   for i = 1, n, 3 do
     local a, b, c = byte(s, i, i + 2)
@@ -260,7 +255,7 @@ end
 
 function base64.decode(s)
   if type(s) ~= "string" then error("base64.decode: expected a string, got " .. type(s), 2) end
-  if #s > limits.max_string then error("base64.decode: input is too long", 2) end
+  if #s > limits.max_string_bytes then error("base64.decode: input is too long", 2) end
   s = gsub(s, "[%s=]+$", "")
   s = gsub(s, "%s", "")
   -- accept the URL-safe alphabet too
@@ -295,7 +290,7 @@ local function bounded(s, fn, argn)
   if type(s) ~= "string" then
     error(format("crypto.%s: argument #%d must be a string, got %s", fn, argn, type(s)), 3)
   end
-  if #s > limits.max_string then error("crypto." .. fn .. ": input is too long", 3) end
+  if #s > limits.max_string_bytes then error("crypto." .. fn .. ": input is too long", 3) end
   -- Hashing runs in one host call the count hook cannot interrupt: a loop of them over
   -- megabytes must meet the deadline between two calls.
   if #s > 64 * 1024 then K.check_deadline() end
@@ -352,7 +347,7 @@ local function emit(level, ...)
   local parts = {}
   for i = 1, n do parts[i] = show((select(i, ...))) end
   local msg = concat(parts, " ")
-  local cap = limits.max_log_line
+  local cap = limits.max_log_line_bytes
   if #msg > cap then msg = sub(msg, 1, cap) end
   msg = gsub(msg, "[%c\127]", escape_ctl)
   if #msg > cap then msg = sub(msg, 1, cap) end

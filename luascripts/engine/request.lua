@@ -1,10 +1,12 @@
--- request.lua: the `req` table a handler sees.
+-- request.lua: the `req` table a handler sees, and header tables (request and response).
 --
--- req.headers is a proxy over the blob the host passed ("\nname\0value" per header): a
+-- A header table is a proxy over a blob the host passed ("\nname\0value" per header): a
 -- lookup is one plain find, so a script that reads two headers does not pay for decoding
 -- twenty. Writes go to an overlay (validated at the assignment, so errors name its line);
--- pairs() sees the merged result. The overlay is what makes the request headers "changed".
--- req.query is decoded on first access.
+-- pairs() sees the merged result. The overlay is what makes the headers "changed". Each
+-- request (and each response) has its own proxy: requests of one tenant run interleaved in
+-- one Lua state when scripts wait, so nothing per request may live in a module variable.
+-- req.query is decoded on first access; req.body() asks the host for the body (it waits).
 
 local K = ...
 local S = K.S
@@ -12,14 +14,16 @@ local S = K.S
 local type, tonumber, error, next = type, tonumber, error, next
 local rawget, rawset, rawequal = rawget, rawset, rawequal
 local setmetatable = setmetatable
+local raw_getmetatable = debug.getmetatable
 local find, sub, lower, gsub, char, gmatch = S.find, S.sub, S.lower, S.gsub, S.char, S.gmatch
 local check_header_name, check_header_value = K.check_header_name, K.check_header_value
 local header_blob = K.header_blob
-local limits = K.action_limits
+local limits = K.limits
+local wait = K.wait
+local LB = K.layout.body_answer
 
 local ABSENT = {}
-local hblob, qstring = "", ""
-local overlay, noverlay = nil, 0
+K.ABSENT = ABSENT
 
 -- name as written by the script -> { lower-case name, "\nname\0" needle }, memoised:
 -- scripts read the same few header names on every request.
@@ -37,19 +41,20 @@ local function header_key(k)
   return key
 end
 
-local function blob_get(key)
+local function blob_get(blob, key)
   local needle = key[2]
-  local at = find(hblob, needle, 1, true)
+  local at = find(blob, needle, 1, true)
   if not at then return nil end
   local start = at + #needle
-  local stop = find(hblob, "\n", start, true)
-  return sub(hblob, start, stop and stop - 1 or -1)
+  local stop = find(blob, "\n", start, true)
+  return sub(blob, start, stop and stop - 1 or -1)
 end
 
--- The merged headers as a plain table.
-local function materialize()
+-- The merged headers of a header table's state as a plain table.
+local function materialize(st)
   local h = {}
-  for k, v in gmatch(hblob, "\n([^\0]*)\0([^\n]*)") do h[k] = v end
+  for k, v in gmatch(st.blob, "\n([^\0]*)\0([^\n]*)") do h[k] = v end
+  local overlay = st.overlay
   if overlay then
     for k, v in next, overlay do
       if v == ABSENT then h[k] = nil else h[k] = v end
@@ -58,41 +63,84 @@ local function materialize()
   return h
 end
 
-local HEADERS_MT = {
-  __index = function(_, k)
-    local key = header_key(k)
-    if not key then return nil end
-    if overlay then
-      local v = overlay[key[1]]
-      if v ~= nil then
-        if v == ABSENT then return nil end
-        return v
-      end
-    end
-    return blob_get(key)
-  end,
-  __newindex = function(_, k, v)
-    local name, err = check_header_name(k)
-    if not name then error("req.headers: " .. err, 2) end
+-- The state lives in the proxy's own metatable (hidden by __metatable), so a header table
+-- costs two tables and no weak map. `st.before_read` (responses) runs before any read: a
+-- response's headers are only known once the upstream answered.
+local function index(t, k)
+  local st = raw_getmetatable(t)
+  if st.before_read then st.before_read(st) end
+  local key = header_key(k)
+  if not key then return nil end
+  local overlay = st.overlay
+  if overlay then
+    local v = overlay[key[1]]
     if v ~= nil then
-      v, err = check_header_value(name, v)
-      if not v then error("req.headers: " .. err, 2) end
+      if v == ABSENT then return nil end
+      return v
     end
-    if overlay == nil then
-      overlay, noverlay = {}, 0
+  end
+  return blob_get(st.blob, key)
+end
+
+local function newindex(t, k, v)
+  local st = raw_getmetatable(t)
+  local name, err = check_header_name(k)
+  if not name then error(st.what .. ": " .. err, 2) end
+  if v ~= nil then
+    v, err = check_header_value(name, v)
+    if not v then error(st.what .. ": " .. err, 2) end
+  end
+  local overlay = st.overlay
+  if overlay == nil then
+    overlay = {}
+    st.overlay, st.noverlay = overlay, 0
+  end
+  if overlay[name] == nil then
+    st.noverlay = st.noverlay + 1
+    if st.noverlay > limits.max_headers then
+      error(st.what .. ": a script may change at most " .. limits.max_headers ..
+        " headers", 2)
     end
-    if overlay[name] == nil then
-      noverlay = noverlay + 1
-      if noverlay > limits.max_headers then
-        error("req.headers: a script may change at most " .. limits.max_headers ..
-          " headers per request", 2)
-      end
-    end
-    overlay[name] = v == nil and ABSENT or v
-  end,
-  __pairs = function() return next, materialize(), nil end,
-  __metatable = false,
-}
+  end
+  overlay[name] = v == nil and ABSENT or v
+end
+
+local function pairs_of(t)
+  local st = raw_getmetatable(t)
+  if st.before_read then st.before_read(st) end
+  return next, materialize(st), nil
+end
+
+-- A header table over `blob`; `what` names it in errors ("req.headers", "res.headers").
+function K.header_table(blob, what, before_read)
+  return setmetatable({}, {
+    __index = index, __newindex = newindex, __pairs = pairs_of, __metatable = false,
+    blob = blob, what = what, before_read = before_read, overlay = nil, noverlay = 0,
+  })
+end
+local header_table = K.header_table
+
+-- The state of a header table made by K.header_table (nil for any other value).
+function K.header_state(t)
+  if type(t) ~= "table" then return nil end
+  local st = raw_getmetatable(t)
+  if type(st) == "table" and st.__index == index then return st end
+  return nil
+end
+local header_state = K.header_state
+
+-- Only the changes: (set pairs blob or nil, removed names blob or nil).
+function K.header_changes(st)
+  local overlay = st.overlay
+  if overlay == nil then return nil, nil end
+  local set, removed = {}, {}
+  for k, v in next, overlay do
+    if v == ABSENT then removed[#removed + 1] = k else set[k] = v end
+  end
+  local blob = header_blob(set, st.what, 10000)
+  table.sort(removed)
+  return blob, #removed > 0 and table.concat(removed, "\0") or nil
+end
 
 local function unescape(s)
   s = gsub(s, "+", " ")
@@ -111,46 +159,78 @@ local function parse_query(qs)
   return q
 end
 
+-- req.body(): the whole request body, read once per request and kept by the context.
+local function body_reader(ctx)
+  return function()
+    if ctx.body == nil then
+      if K.ctx ~= ctx then
+        error(K.script_where() .. "req.body() belongs to another request", 0)
+      end
+      local answer = { wait("req.body()", "body") }
+      local body, err = answer[LB.body], answer[LB.error]
+      if err == "too_large" then
+        ctx.body_too_large = true
+        error(K.script_where() .. "req.body(): the request body is larger than " ..
+          limits.max_request_body_bytes .. " bytes (max_request_body_bytes)", 0)
+      elseif err == "memory" then
+        ctx.overloaded = true
+        error(K.script_where() .. "req.body(): the tenant's script runtime has no memory " ..
+          "left to hold this body now", 0)
+      elseif err ~= nil then
+        error(K.script_where() .. "req.body(): the request body could not be read (" ..
+          err .. ")", 0)
+      end
+      ctx.body = body or ""
+    end
+    return ctx.body
+  end
+end
+
 local REQ_MT = {
   __index = function(req, k)
     if k == "query" then
-      local q = parse_query(qstring)
+      local q = parse_query(raw_getmetatable(req).qs)
       rawset(req, "query", q)
       return q
+    elseif k == "body" then
+      local f = body_reader(raw_getmetatable(req).ctx)
+      rawset(req, "body", f)
+      return f
     end
     return nil
   end,
   __metatable = false,
 }
 
--- nil when the request headers are unchanged, else the complete new set as a blob.
-function K.changed_headers(req, proxy_table)
+-- nil when the request headers are unchanged, else the complete new set as a pairs blob.
+function K.changed_headers(req)
   local h = rawget(req, "headers")
-  if rawequal(h, proxy_table) then
-    if overlay == nil then return nil end
-    h = materialize()
+  local st = header_state(h)
+  if st and st.req_of == req then
+    if st.overlay == nil then return nil end
+    h = materialize(st)
+  elseif st then
+    h = materialize(st) -- another request's (or response's) header table assigned here
   elseif type(h) ~= "table" then
     error("req.headers must stay a table of name = value", 0)
   end
-  local saved = limits.max_headers
-  limits.max_headers = 10000 -- the request's own headers count too; the host caps input
-  local blob, err = header_blob(h, "req.headers")
-  limits.max_headers = saved
+  -- The request's own headers count too; the host caps what it hands over.
+  local blob, err = header_blob(h, "req.headers", 10000)
   if err then error(err, 0) end
   return blob or ""
 end
 
--- One proxy serves every request: it holds nothing itself (rawset is not available to
--- scripts), everything it shows comes from the current request's blob and overlay.
-local HEADERS = setmetatable({}, HEADERS_MT)
-
-function K.new_request(method, path, qs, host, scheme, client_ip, tenant, request_id,
-                       pattern, blob, params)
-  hblob, qstring, overlay = blob, qs, nil
-  return setmetatable({
+-- A request's metatable carries what its lazy fields need (query string, context).
+function K.new_request(ctx, method, path, qs, host, scheme, client_ip, tenant, request_id,
+                       pattern, blob, params, websocket)
+  local headers = header_table(blob, "req.headers", nil)
+  local req = setmetatable({
     method = method, path = path, host = host, scheme = scheme, client_ip = client_ip,
     tenant = tenant, request_id = request_id, route_pattern = pattern, params = params,
-    headers = HEADERS,
-  }, REQ_MT), HEADERS
+    headers = headers, websocket = websocket,
+  }, {
+    __index = REQ_MT.__index, __metatable = false, qs = qs, ctx = ctx,
+  })
+  raw_getmetatable(headers).req_of = req
+  return req
 end
-

@@ -1,9 +1,12 @@
-"""Flat values returned by dispatch.lua -> Outcome; failed calls -> the right exception.
+"""Flat values returned by a step of dispatch.lua -> Outcome, Effect or the right exception.
 
-Everything read here was produced by trusted Lua code as plain strings, numbers and nils
-(layouts at the top of dispatch.lua and actions.lua); no tenant table ever reaches here.
-Strings come back latin-1 decoded (one char per byte): header values stay that way (the data
-plane encodes them with latin-1 again), bodies become bytes, text meant for people
+Every position read here comes from luascripts/engine/boundary.py, the one declaration of
+what crosses the boundary; everything was produced by trusted Lua code as plain strings,
+numbers and nils (no tenant table ever reaches here). A result tuple from xpcall is
+(True, <result record values>...), so the value at Lua position p is `res[p]`.
+
+Strings come back latin-1 decoded (one char per byte): header values stay that way (the
+data plane encodes them with latin-1 again), bodies become bytes, text meant for people
 (messages, logs) is re-read as UTF-8.
 """
 
@@ -13,22 +16,41 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
+from luascripts.engine import boundary as B
 from luascripts.engine.build import fast_constructor
+from luascripts.engine.effects import (
+    Call,
+    Effect,
+    OpenUpstream,
+    ReadBody,
+    ReadResponseBody,
+    Render,
+)
 from luascripts.engine.errors import ScriptMemoryError, ScriptRuntimeError, ScriptTimeoutError
 from luascripts.engine.source import diagnostic_from_lua, lua_text
 from luascripts.engine.types import (
     Action,
     Diagnostic,
-    Outcome,
+    ExchangeAction,
     ProxyAction,
     RejectAction,
     RespondAction,
+    ResponsePatch,
 )
 
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
-_TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:", "dispatch:")
+_TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
+                   "response:", "calls:", "dispatch:", "[C]: in ?")
 EMPTY: Mapping[str, str] = MappingProxyType({})
+
+# Positions (Lua's, = Python index in an xpcall result tuple).
+_PAYLOAD = len(B.RESULT)  # the action (done), the wait record or the fail record start after
+_PATCH = _PAYLOAD + B.ACTION_SLOTS
+_SIZE = _PATCH + len(B.PATCH) + 1
+_PAD = (None,) * _SIZE
+_EFFECT = _PAYLOAD + len(B.WAIT) - 1  # effects' fields are numbered from WAIT's "op"
+_UPSTREAM_ACTION = _EFFECT + len(B.UPSTREAM)
 
 
 def mib(size: int) -> str:
@@ -41,7 +63,10 @@ def router_reject(method: str, allow: tuple[str, ...]) -> RejectAction:
     return RejectAction(404, NOT_FOUND_MESSAGE)
 
 
-def _pairs(blob: str) -> tuple[tuple[str, str], ...]:
+def pairs(blob: str | None) -> tuple[tuple[str, str], ...]:
+    """A pairs blob ("n1\\0v1\\0n2\\0v2") as (name, value) pairs."""
+    if not blob:
+        return ()
     parts = blob.split("\0")
     return tuple(zip(parts[0::2], parts[1::2], strict=True))
 
@@ -52,65 +77,128 @@ def _names(blob: str | None) -> tuple[str, ...]:
     return tuple(lua_text(n) for n in blob.split("\0"))
 
 
-_new_outcome = fast_constructor(Outcome)
+def _bytes(value: str | None) -> bytes | None:
+    return None if value is None else value.encode("latin-1")
+
+
 _new_proxy = fast_constructor(ProxyAction)
-_PAD = (None,) * 8
 _ACTION_CACHE: dict[tuple[Any, ...], Action] = {}
 _ACTION_CACHE_SIZE = 2048
+_P, _R, _J, _U = B.PROXY, B.RESPOND, B.REJECT, B.EXCHANGE
 
 
-def decode_action(f: tuple[Any, ...], method: str, allow: tuple[str, ...],
+def decode_action(f: tuple[Any, ...], at: int, method: str, allow: tuple[str, ...],
                   backend: str, rest: str) -> Action:
-    """f = (kind, fields...) padded with None. Actions are immutable, so equal results
-    share one instance (cached) instead of being rebuilt per request."""
-    kind = f[0]
+    """The action whose fields start after position `at` of `f` (padded with None). Proxy
+    actions are immutable, so equal results share one instance (cached) instead of being
+    rebuilt per request."""
+    kind = f[at + 1]
     if kind == "P":
-        action = _ACTION_CACHE.get(f)
+        key = f[at + 1:at + 1 + len(_P)]
+        action = _ACTION_CACHE.get(key)
         if action is None:
+            body = f[at + _P.body]
             action = _new_proxy(
-                _names(f[1]), f[2], f[3], _pairs(f[6]) if f[6] else (),
-                tuple(f[7].split("\0")) if f[7] else (), f[4], f[5])
-            if len(_ACTION_CACHE) >= _ACTION_CACHE_SIZE:
-                _ACTION_CACHE.clear()
-            _ACTION_CACHE[f] = action
+                _names(f[at + _P.backends]), f[at + _P.path], f[at + _P.query],
+                pairs(f[at + _P.set_headers]),
+                tuple(f[at + _P.remove_headers].split("\0")) if f[at + _P.remove_headers]
+                else (), f[at + _P.hash_key], f[at + _P.timeout_ms], _bytes(body))
+            if body is None or len(body) < 4096:  # large bodies are not worth keeping
+                if len(_ACTION_CACHE) >= _ACTION_CACHE_SIZE:
+                    _ACTION_CACHE.clear()
+                _ACTION_CACHE[key] = action
         return action
     if kind == "R":
-        return RespondAction(f[1], f[2].encode("latin-1"), _pairs(f[3]) if f[3] else ())
+        return RespondAction(f[at + _R.status], f[at + _R.body].encode("latin-1"),
+                             pairs(f[at + _R.headers]))
     if kind == "J":
-        return RejectAction(f[1], lua_text(f[2]), allow if f[1] == 405 else ())
+        status = f[at + _J.status]
+        return RejectAction(status, lua_text(f[at + _J.message]), allow if status == 405 else ())
+    if kind == "U":
+        return ExchangeAction(f[at + _U.id])
     if kind == "M":
         if not backend:  # a mount's terminal action, kept and returned from another route
             raise ScriptRuntimeError("a route returned the action of a backend mount")
-        return _new_proxy((backend,), rest, None, (), (), None, None)
+        return _new_proxy((backend,), rest, None, (), (), None, None, None)
     return router_reject(method, allow)  # "N": the router's own 404/405
 
 
-def decode(res: tuple[Any, ...], *, method: str, pattern: str | None,
-           params: Mapping[str, str], labels: tuple[str, ...], allow: tuple[str, ...] = (),
-           backend: str = "", rest: str = "/") -> Outcome:
-    """res = (True, ran, request_headers_blob, logs_blob, dropped, kind, fields...)."""
-    action = decode_action((res + _PAD)[5:13], method, allow, backend, rest)
-    ran, reqh, logs = res[1], res[2], res[3]
-    request_headers = None
-    if reqh is not None:
-        request_headers = dict(_pairs(reqh)) if reqh else {}
-    log_lines: tuple[tuple[str, str], ...] = ()
-    if logs is not None:
-        log_lines = tuple((level, lua_text(msg)) for level, msg in _pairs(logs))
-    return _new_outcome(action, pattern, params, labels[:ran] if ran else (), request_headers,
-                        log_lines, res[4])
+def decode_patch(f: tuple[Any, ...]) -> ResponsePatch | None:
+    status = f[_PATCH + B.PATCH.status]
+    headers = f[_PATCH + B.PATCH.headers]
+    removed = f[_PATCH + B.PATCH.removed]
+    body = f[_PATCH + B.PATCH.body]
+    if status is None and headers is None and removed is None and body is None:
+        return None
+    changes: list[tuple[str, str | None]] = list(pairs(headers))
+    if removed:
+        changes.extend((name, None) for name in removed.split("\0"))
+    return ResponsePatch(status, tuple(changes), _bytes(body))
+
+
+def padded(res: tuple[Any, ...]) -> tuple[Any, ...]:
+    return res + _PAD if len(res) < _SIZE else res
+
+
+def request_headers(blob: str | None) -> dict[str, str] | None:
+    """The complete new request headers if the script changed them, else None."""
+    if blob is None:
+        return None
+    return dict(pairs(blob)) if blob else {}
+
+
+def log_lines(blob: str | None) -> tuple[tuple[str, str], ...]:
+    if blob is None:
+        return ()
+    return tuple((level, lua_text(msg)) for level, msg in pairs(blob))
+
+
+def decode_effect(f: tuple[Any, ...], backend: str, rest: str) -> tuple[int, Effect]:
+    """(token, effect) of a "wait" result."""
+    token = f[_PAYLOAD + B.WAIT.token]
+    op = f[_EFFECT + 1]
+    if op == "body":
+        return token, ReadBody()
+    if op == "upstream":
+        at = _UPSTREAM_ACTION
+        action = decode_action(f, at, "", (), backend, rest)
+        assert isinstance(action, ProxyAction)
+        return token, OpenUpstream(f[_EFFECT + B.UPSTREAM.id], action,
+                                   request_headers(f[_EFFECT + B.UPSTREAM.request_headers]))
+    if op == "response_body":
+        return token, ReadResponseBody(f[_EFFECT + B.RESPONSE_BODY.id])
+    if op == "call":
+        c = B.CALL
+        return token, Call(
+            backend=lua_text(f[_EFFECT + c.backend]), method=f[_EFFECT + c.method],
+            path=f[_EFFECT + c.path], query=f[_EFFECT + c.query],
+            headers=pairs(f[_EFFECT + c.headers]), body=_bytes(f[_EFFECT + c.body]) or b"",
+            timeout_ms=int(f[_EFFECT + c.timeout_ms]))
+    if op == "render":
+        message = f[_EFFECT + B.RENDER.message]
+        return token, Render(int(f[_EFFECT + B.RENDER.status]),
+                             None if message is None else lua_text(message))
+    raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
+
+
+def fail_kind(f: tuple[Any, ...]) -> tuple[str, Any, int | None]:
+    """(kind, message, line) of a "fail" result."""
+    line = f[_PAYLOAD + B.FAIL.line]
+    return (f[_PAYLOAD + B.FAIL.kind], f[_PAYLOAD + B.FAIL.message],
+            int(line) if isinstance(line, int | float) else None)
 
 
 def failure(payload: Any, timed_out: bool, line: int | None, *, budget_ms: float,
             memory_bytes: int, phase: str = "request") -> ScriptRuntimeError:
-    """The exception for a protected call that returned (False, payload)."""
+    """The exception for a protected call that returned (False, payload), or a failed step."""
     if timed_out:
         where = f" (at line {line})" if line else ""
         return ScriptTimeoutError(
             f"The script ran longer than its {budget_ms:g} ms CPU budget for one {phase} "
             f"and was stopped{where}.",
             diagnostics=(Diagnostic(line, None, "CPU time limit exceeded"),))
-    if payload == "not enough memory":  # LUA_ERRMEM: no message handler, no traceback
+    if payload == "not enough memory" or (isinstance(payload, str)
+                                          and payload.startswith("not enough memory\n")):
         return ScriptMemoryError(
             f"The script used more than its {mib(memory_bytes)} memory limit during a {phase}.",
             diagnostics=(Diagnostic(None, None, "memory limit exceeded"),))

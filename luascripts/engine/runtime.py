@@ -24,9 +24,11 @@ from typing import Any
 
 import lupa.lua54 as lupa
 
+from luascripts.engine.boundary import lua_layout
 from luascripts.engine.types import Limits
 
-MODULES = ("sandbox", "caps", "helpers", "router", "actions", "request", "dispatch")
+MODULES = ("sandbox", "caps", "helpers", "router", "actions", "request", "response", "calls",
+           "dispatch")
 _SOURCES = {name: (Path(__file__).with_name(f"{name}.lua")).read_text("ascii")
             for name in MODULES}
 # Dropped from the real globals once the trusted modules hold what they need, so nothing
@@ -57,6 +59,14 @@ def _hmac_sha256_hex(key: object, msg: object) -> str | None:
     return hmac.new(key.encode("latin-1"), msg.encode("latin-1"), hashlib.sha256).hexdigest()
 
 
+def _lua_table(lua: Any, value: dict[str, Any]) -> Any:
+    """A nested dict as Lua tables (trusted set-up data only)."""
+    table = lua.table()
+    for key, item in value.items():
+        table[key] = _lua_table(lua, item) if isinstance(item, dict) else item
+    return table
+
+
 class Runtime:
     """A bootstrapped Lua state for one script. Not thread-safe: the caller serialises."""
 
@@ -70,6 +80,12 @@ class Runtime:
             unpack_returned_tuples=False, max_memory=0,
         )
         k = lua.table()
+        # The one place the Lua side learns its limits (by Limits field name) and the layout
+        # of every record that crosses the boundary (luascripts/engine/boundary.py).
+        lua_limits = limits.to_lua()
+        lua_limits["pattern_work"] = max(1e6, limits.request_cpu_ms * PATTERN_STEPS_PER_MS)
+        k["limits"] = _lua_table(lua, lua_limits)
+        k["layout"] = _lua_table(lua, lua_layout())
         k["clock"] = time.perf_counter
         k["py_now"] = time.time
         k["py_sha256"] = _sha256_hex
@@ -78,11 +94,6 @@ class Runtime:
         for name in MODULES:
             loader(_SOURCES[name], name, k)
         lua.execute(_CLEANUP)
-        max_string = limits.max_string_bytes
-        k.configure_strings(max_string, max(1e6, limits.request_cpu_ms * PATTERN_STEPS_PER_MS))
-        k.configure_helpers(max_string, limits.max_log_lines, limits.max_log_line_bytes)
-        k.configure_actions(limits.max_body_bytes, limits.max_headers, limits.max_header_bytes,
-                            max_string)
         k.sethook(k.hook, "", k.HOOK_COUNT)
         self.lua = lua
         self.k = k
@@ -90,7 +101,9 @@ class Runtime:
         self.xpcall = k.xpcall
         self.on_error = k.on_error
         self.run_fn = k.run
-        self.selector_fn = k.run_selector
+        self.resume_fn = k.resume
+        self.cancel_fn = k.cancel
+        self.pending = 0  # requests suspended in this state, waiting for the host
         self.baseline = lua.get_memory_used()
         self.limit = self.baseline + limits.memory_bytes
         lua.set_max_memory(self.limit)
@@ -166,4 +179,4 @@ class Runtime:
     def close(self) -> None:
         """Drop every reference into the Lua state so it is freed now, not at some GC."""
         self.lua = self.k = None  # type: ignore[assignment]
-        self.xpcall = self.on_error = self.run_fn = self.selector_fn = None
+        self.xpcall = self.on_error = self.run_fn = self.resume_fn = self.cancel_fn = None

@@ -21,6 +21,7 @@ local sethook, getinfo = debug.sethook, debug.getinfo
 local debug_setmetatable = debug.setmetatable
 local co_create, co_resume, co_status, co_close = coroutine.create, coroutine.resume,
   coroutine.status, coroutine.close
+K.co_create, K.co_resume, K.co_status, K.co_close = co_create, co_resume, co_status, co_close
 
 -- Python's time.perf_counter, handed over by the host; kept only as this upvalue.
 local clock = K.clock
@@ -108,23 +109,95 @@ local function rethrow(ok, ...)
   return ok, ...
 end
 
+-- Protected calls nest at most MAX_PCALL_DEPTH deep per request. On the main thread Lua's
+-- C-stack limit (200) bounds them, but inside a coroutine -- where requests run -- Lua
+-- resets its C-call count whenever it recovers from an error, so `local function f()
+-- pcall(f) f() end` nests thousands deep, and unwinding a timeout from there costs seconds
+-- (each recovery shrinks the call list: quadratic in the depth).
+local MAX_PCALL_DEPTH = 190
+local registration_depth = { pdepth = 0 }
+
+local function enter_protected()
+  local c = K.ctx or registration_depth
+  local d = c.pdepth + 1
+  if d > MAX_PCALL_DEPTH then
+    error("pcall/xpcall nested more than " .. MAX_PCALL_DEPTH .. " levels deep", 3)
+  end
+  c.pdepth = d
+  return c
+end
+
+local function leave_protected(c, ...)
+  c.pdepth = c.pdepth - 1
+  return ...
+end
+
 local function safe_pcall(f, ...)
-  return rethrow(pcall(f, ...))
+  local c = enter_protected()
+  return rethrow(leave_protected(c, pcall(f, ...)))
 end
 
 local function safe_xpcall(f, handler, ...)
   if type(handler) ~= "function" then
     error("bad argument #2 to 'xpcall' (function expected)", 2)
   end
-  return rethrow(xpcall(f, function(e)
+  local c = enter_protected()
+  return rethrow(leave_protected(c, xpcall(f, function(e)
     if rawequal(e, TIMEOUT) or expired() then return TIMEOUT end
     return handler(e)
-  end, ...))
+  end, ...)))
 end
 
--- Hooks are per thread, and a Lua hook function set on one thread does not fire in the
--- coroutines it creates: every coroutine gets the hook explicitly, again on each resume
--- (a timed-out one may still carry the sticky count of 1).
+-- Waiting. A request runs as a *driver* coroutine (dispatch.lua); a trusted wrapper that
+-- needs the host (req.body(), a response's status, http.request) calls K.wait(op, ...), which
+-- yields EFFECT and the request to the driver. Tenant coroutines sit in between when a script
+-- waits inside its own coroutine: safe_resume forwards such a yield outward and resumes the
+-- inner coroutine with the answer, so waiting works at any depth. Answers come back behind
+-- ANSWER, so a tenant resuming a coroutine that waits for the gateway cannot forge one.
+-- Hooks are per thread: every coroutine gets the hook explicitly, again on each resume (a
+-- timed-out one may still carry the sticky count of 1).
+local EFFECT = setmetatable({}, { __metatable = false })
+local ANSWER = setmetatable({}, { __metatable = false })
+K.EFFECT, K.ANSWER = EFFECT, ANSWER
+local DRIVERS = setmetatable({}, { __mode = "k" }) -- the requests' own coroutines
+K.DRIVERS = DRIVERS
+local co_yield, co_running, co_isyieldable = coroutine.yield, coroutine.running,
+  coroutine.isyieldable
+local pack, unpack = table.pack, table.unpack
+
+-- The script line to blame for an error raised by a trusted wrapper (skipping our frames).
+local function script_where()
+  for level = 3, 40 do
+    local info = getinfo(level, "Sl")
+    if not info then break end
+    if info.source == "=script" and info.currentline > 0 then
+      return "script:" .. info.currentline .. ": "
+    end
+  end
+  return ""
+end
+K.script_where = script_where
+
+local function after_wait(ok, ...)
+  if not rawequal(ok, ANSWER) then
+    error(script_where() .. "a coroutine that was waiting for the gateway was resumed by the " ..
+      "script; only the gateway can answer it", 0)
+  end
+  return ...
+end
+
+-- Called by trusted wrappers only. Returns the host's answer (after the ANSWER marker).
+function K.wait(what, op, ...)
+  if K.ctx == nil then
+    error(script_where() .. what .. " can only be used while handling a request", 0)
+  end
+  if not co_isyieldable() then
+    error(script_where() .. what .. " cannot wait for the gateway here: not inside " ..
+      "table.sort comparators, string.gsub callbacks, __tostring or other library callbacks", 0)
+  end
+  return after_wait(co_yield(EFFECT, op, ...))
+end
+
 local function co_create_hooked(f)
   if type(f) ~= "function" then
     error("bad argument #1 to 'create' (function expected)", 2)
@@ -134,12 +207,39 @@ local function co_create_hooked(f)
   return co
 end
 
+-- An inner coroutine yielded EFFECT: pass the request outward, resume it with the answer,
+-- until it yields something of its own or ends.
+local function forward(co, ...)
+  local res = pack(...)
+  while res[1] and rawequal(res[2], EFFECT) and co_status(co) == "suspended" do
+    if not co_isyieldable() then
+      error(script_where() .. "a coroutine that waits for the gateway was resumed where " ..
+        "waiting is impossible (inside a library callback)", 0)
+    end
+    local answer = pack(co_yield(unpack(res, 2, res.n)))
+    if timed_out then error(TIMEOUT, 0) end
+    sethook(co, hook, "", HOOK_COUNT)
+    res = pack(co_resume(co, unpack(answer, 1, answer.n)))
+  end
+  return unpack(res, 1, res.n)
+end
+
+local function resumed(co, ok, first, ...)
+  if ok and rawequal(first, EFFECT) then return forward(co, ok, first, ...) end
+  return ok, first, ...
+end
+
+local function check_resumable(co)
+  if DRIVERS[co] then error("cannot resume or close a request's own coroutine", 3) end
+end
+
 local function safe_resume(co, ...)
   if timed_out then error(TIMEOUT, 0) end
+  check_resumable(co)
   if type(co) == "thread" and co_status(co) == "suspended" then
     sethook(co, hook, "", HOOK_COUNT)
   end
-  return rethrow(co_resume(co, ...))
+  return rethrow(resumed(co, co_resume(co, ...)))
 end
 
 local function wrap_results(ok, ...)
@@ -154,12 +254,30 @@ local function safe_wrap(f)
   return function(...)
     if timed_out then error(TIMEOUT, 0) end
     sethook(co, hook, "", HOOK_COUNT)
-    return wrap_results(co_resume(co, ...))
+    return wrap_results(resumed(co, co_resume(co, ...)))
   end
 end
 
 local function safe_close(co)
+  check_resumable(co)
   return rethrow(co_close(co))
+end
+
+-- Inside a request's own coroutine the script behaves as if it ran on the main thread.
+local function safe_yield(...)
+  if DRIVERS[co_running()] then error("attempt to yield from outside a coroutine", 2) end
+  return co_yield(...)
+end
+
+local function safe_isyieldable()
+  if DRIVERS[co_running()] then return false end
+  return co_isyieldable()
+end
+
+local function safe_running()
+  local co, main = co_running()
+  if DRIVERS[co] then return co, true end
+  return co, main
 end
 
 local function safe_setmetatable(t, mt)
@@ -207,10 +325,10 @@ local coroutine_lib = {
   resume = safe_resume,
   wrap = safe_wrap,
   close = safe_close,
-  yield = coroutine.yield,
+  yield = safe_yield,
   status = coroutine.status,
-  running = coroutine.running,
-  isyieldable = coroutine.isyieldable,
+  running = safe_running,
+  isyieldable = safe_isyieldable,
 }
 
 -- The allow-list. K.helpers (json, base64, crypto, log, time, proxy...) is added by the
@@ -317,4 +435,5 @@ end
 -- What the host needs to drive a protected call without running Lua outside it.
 K.xpcall = xpcall
 K.sethook = sethook
+K.traceback = traceback
 K.collect = collectgarbage

@@ -1,8 +1,13 @@
 """LoadedScript: a tenant's script, registered once, then handling requests.
 
-Per request, `handle` matches in Python and makes at most one protected Lua call (none for
-a default 404/405 or a backend mount without middleware). This is the gateway's hot path,
-so it calls the runtime's xpcall directly rather than through layers of helpers.
+Per request, `start` matches in Python and makes at most one protected Lua call (none for a
+default 404/405 or a backend mount without middleware). A script that does not wait is
+done after that call and `start` returns its `Outcome`: the gateway's hot path, so it calls
+the runtime's xpcall directly rather than through layers of helpers. A script that waits
+(req.body(), a response's status, http.request) comes back as a `ScriptRun` whose `effect`
+says what it waits for; the caller obtains the answer and calls `run.resume(answer)`, as
+often as needed (routing.script_run drives this for the data plane, the dry run and script
+tests alike). Only the time spent running Lua counts against the CPU budget.
 """
 
 from __future__ import annotations
@@ -15,16 +20,94 @@ from typing import Any
 
 import lupa.lua54 as lupa
 
+from luascripts.engine import boundary as B
 from luascripts.engine.compile import Compiled, compile_script
-from luascripts.engine.errors import ScriptLoadError, ScriptMemoryError, ScriptRuntimeError
+from luascripts.engine.effects import (
+    Answer,
+    BodyAnswer,
+    CallAnswer,
+    Effect,
+    Head,
+    RenderAnswer,
+)
+from luascripts.engine.errors import (
+    BodyTooLarge,
+    RuntimeBusy,
+    ScriptLoadError,
+    ScriptMemoryError,
+    ScriptRuntimeError,
+)
 from luascripts.engine.matching import match
-from luascripts.engine.results import EMPTY, decode, failure, router_reject
+from luascripts.engine.results import (
+    _PAYLOAD,
+    EMPTY,
+    decode_action,
+    decode_effect,
+    decode_patch,
+    fail_kind,
+    failure,
+    log_lines,
+    padded,
+    request_headers,
+    router_reject,
+)
 from luascripts.engine.routes import NO_LUA
 from luascripts.engine.runtime import HEADROOM_SLACK, Runtime
 from luascripts.engine.types import Limits, Outcome, ProxyAction, RouteInfo, ScriptRequest
 
 MAX_INPUT_BYTES = 1024 * 1024  # path, query, headers... handed to one call
 _CALL_OVERHEAD = 2048  # Lua string headers and the call's stack slots
+_R = B.RESULT
+_STATE, _RAN, _REQH, _LOGS, _DROPPED = _R.state, _R.ran, _R.request_headers, _R.logs, \
+    _R.dropped_logs
+
+
+class _Match:
+    """What a request matched: kept by a waiting run to decode what comes back."""
+
+    __slots__ = ("allow", "backend", "labels", "method", "params", "pattern", "rest")
+
+    def __init__(self, method: str, pattern: str | None, params: Mapping[str, str],
+                 labels: tuple[str, ...], allow: tuple[str, ...], backend: str,
+                 rest: str) -> None:
+        self.method, self.pattern, self.params, self.labels = method, pattern, params, labels
+        self.allow, self.backend, self.rest = allow, backend, rest
+
+
+class ScriptRun:
+    """One request whose script waits for the host. `effect` is what it waits for; call
+    `resume(answer)` with the answer (it returns the Outcome, or this run waiting again), or
+    `cancel()` to give up. Not thread-safe: one driver per run."""
+
+    __slots__ = ("_m", "_runtime", "_script", "dropped", "effect", "logs", "token", "used_s")
+
+    def __init__(self, script: LoadedScript, runtime: Runtime, m: _Match) -> None:
+        self._script = script
+        self._runtime = runtime
+        self._m = m
+        self.token = 0
+        self.effect: Effect | None = None
+        self.used_s = 0.0  # Lua time so far
+        self.logs: list[tuple[str, str]] = []
+        self.dropped = 0
+
+    def resume(self, answer: Answer) -> Outcome | ScriptRun:
+        if self.token == 0:
+            raise RuntimeError("this script run is not waiting")
+        token, self.token = self.token, 0
+        script, runtime = self._script, self._runtime
+        args, need = _answer_args(answer)
+        if not script._fits(runtime, need):
+            # Concurrent requests fill the runtime: this one's answer does not fit now. It
+            # gets an error the script sees at its line (req.body(): 503 unless caught).
+            args, need = _answer_args(_without_payload(answer))
+        return script._step(runtime, "resume", need, (token, *args), self._m, self)
+
+    def cancel(self) -> None:
+        """The request is abandoned (client gone, gateway failure): free its coroutine."""
+        if self.token:
+            token, self.token = self.token, 0
+            self._script._abandon(self._runtime, token)
 
 
 class LoadedScript:
@@ -50,6 +133,11 @@ class LoadedScript:
         with self._lock:
             return self._compiled.runtime.memory_used()
 
+    @property
+    def waiting(self) -> int:
+        """Requests of this script suspended, waiting for the host."""
+        return self._compiled.runtime.pending
+
     def close(self) -> None:
         with self._lock:
             self._compiled.runtime.close()
@@ -57,14 +145,28 @@ class LoadedScript:
     # -- requests -------------------------------------------------------------------------
 
     def handle(self, req: ScriptRequest) -> Outcome:
-        """Route and run one request. Raises ScriptRuntimeError (or its timeout and memory
-        subclasses) when the script fails; the runtime stays usable either way."""
+        """Route and run one request that must not wait (tests, tools). A script that waits
+        raises ScriptRuntimeError here; drive those with `start` and `ScriptRun.resume`."""
+        result = self.start(req)
+        if isinstance(result, ScriptRun):
+            effect = type(result.effect).__name__
+            result.cancel()
+            raise ScriptRuntimeError(
+                f"The script waits for the gateway ({effect}); run it through a driver "
+                "(routing.script_run) rather than handle().")
+        return result
+
+    def start(self, req: ScriptRequest) -> Outcome | ScriptRun:
+        """Route and run one request: its Outcome, or a ScriptRun waiting for an effect.
+        Raises ScriptRuntimeError (or a subclass) when the script fails; the runtime stays
+        usable either way."""
         routes = self._compiled.routes
         if routes is None:
             return self._select(req)
         method, path = req.method, req.path
         m = match(routes.root, method, path)
         target = m.target
+        fallback_status = 0
         if target is not None:
             if target.chain == NO_LUA:  # a backend mount with no middleware
                 return Outcome(ProxyAction((target.backend,), path=m.rest), target.pattern,
@@ -76,44 +178,110 @@ class LoadedScript:
             if fallback.chain == NO_LUA:
                 return Outcome(router_reject(method, m.allow), None, m.params)
             chain_id, pattern, labels = fallback.chain, None, fallback.labels
+            fallback_status = 405 if m.allow else 404
         params = m.params
         blob = _header_blob(req.headers)
         # Param values are slices of the path, hence the path counted twice.
         need = (2 * len(path) + len(req.query_string) + len(blob) + len(req.host)
                 + len(req.client_ip) + len(req.request_id) + len(req.tenant))
-        res = self._call(
-            False, need, chain_id, pattern, method, path, req.query_string, req.host,
-            req.scheme, req.client_ip, req.tenant, req.request_id, blob,
-            *(chain.from_iterable(params.items()) if params else ()))
-        return decode(res, method=method, pattern=pattern, params=params, labels=labels,
-                      allow=m.allow, backend=target.backend if target is not None else "",
-                      rest=m.rest)
+        run = _Match(method, pattern, params, labels, m.allow,
+                     target.backend if target is not None else "", m.rest)
+        return self._step(
+            self._compiled.runtime, "run", need,
+            (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
+             req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket, None,
+             *(chain.from_iterable(params.items()) if params else ())), run, None)
 
-    def _select(self, req: ScriptRequest) -> Outcome:
+    def _select(self, req: ScriptRequest) -> Outcome | ScriptRun:
         blob = _header_blob(req.headers)
-        quads: list[Any] = []
         need = (len(req.path) + len(req.query_string) + len(blob) + len(req.host)
                 + len(req.client_ip) + len(req.request_id) + len(req.tenant))
+        parts: list[str] = []
         for b in req.backends:
-            quads += (b.name, b.url, int(b.weight), bool(b.healthy))
+            parts += (_scrub(b.name), _scrub(b.url), str(int(b.weight)),
+                      "1" if b.healthy else "0")
             need += len(b.name) + len(b.url) + 64
-        res = self._call(True, need, req.method, req.path, req.query_string, req.host,
-                         req.scheme, req.client_ip, req.tenant, req.request_id, blob, *quads)
-        return decode(res, method=req.method, pattern=None, params=EMPTY, labels=())
+        backends = "\0".join(parts)
+        return self._step(
+            self._compiled.runtime, "run", need,
+            (0, None, 0, req.method, req.path, req.query_string, req.host, req.scheme,
+             req.client_ip, req.tenant, req.request_id, blob, req.websocket, backends),
+            _Match(req.method, None, EMPTY, (), (), "", "/"), None)
 
-    def _call(self, selector: bool, need: int, *args: Any) -> tuple[Any, ...]:
+    def _step(self, runtime: Runtime, which: str, need: int, args: tuple[Any, ...],
+              m: _Match, run: ScriptRun | None) -> Outcome | ScriptRun:
+        used = run.used_s if run is not None else 0.0
+        started = time.perf_counter()
+        try:
+            runtime, res = self._call(runtime, which, need, args, self._budget - used)
+        except BaseException:
+            if run is not None:  # the coroutine is gone or is freed here
+                self._abandon(runtime, args[0])
+            raise
+        finally:
+            used += time.perf_counter() - started
+        state = res[_STATE]
+        if state == "wait":
+            f = padded(res)
+            if run is None:
+                run = ScriptRun(self, runtime, m)
+                runtime.pending += 1
+            run.used_s = used
+            if f[_LOGS] is not None or f[_DROPPED]:
+                run.logs.extend(log_lines(f[_LOGS]))
+                run.dropped += f[_DROPPED] or 0
+            run.token, run.effect = decode_effect(f, m.backend, m.rest)
+            return run
+        if run is not None:
+            runtime.pending -= 1
+        if state == "done":
+            return self._done(padded(res), m, run)
+        raise self._failed(padded(res), run)
+
+    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None) -> Outcome:
+        action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
+        ran = f[_RAN]
+        logs = log_lines(f[_LOGS])
+        dropped = f[_DROPPED] or 0
+        if run is not None and (run.logs or run.dropped):
+            logs = (*run.logs, *logs)
+            dropped += run.dropped
+        return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
+                       request_headers(f[_REQH]), logs, dropped, decode_patch(f))
+
+    def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
+        kind, message, line = fail_kind(f)
+        limits = self.limits
+        error = failure(message, kind == "timeout", line, budget_ms=limits.request_cpu_ms,
+                        memory_bytes=limits.memory_bytes)
+        if kind == "too_large":
+            error = BodyTooLarge(error.message, lua_traceback=error.lua_traceback,
+                                 diagnostics=error.diagnostics)
+        elif kind == "overloaded":
+            error = RuntimeBusy(error.message, lua_traceback=error.lua_traceback,
+                                diagnostics=error.diagnostics)
+        elif kind == "memory":
+            with self._lock:
+                self._after_memory_error()
+        logs = log_lines(f[_LOGS])
+        if run is not None:
+            logs = (*run.logs, *logs)
+        error.logs = logs  # type: ignore[attr-defined]
+        return error
+
+    def _call(self, runtime: Runtime, which: str, need: int, args: tuple[Any, ...],
+              remaining_s: float) -> tuple[Runtime, tuple[Any, ...]]:
         # Values pushed from Python are allocated outside Lua's protection: bound them first.
         need += _CALL_OVERHEAD + 64 * len(args)
-        if need > self._input_cap:
+        if which == "run" and need > self._input_cap:
             raise ScriptRuntimeError(
                 f"The request is too large to hand to the script ({need} bytes of path, "
                 f"query, headers and params; the limit is {self._input_cap}).")
         with self._lock:
-            runtime = self._compiled.runtime
             if runtime.limit - runtime.lua.get_memory_used() < need + HEADROOM_SLACK:
-                runtime = self._make_room(need)
-            fn = runtime.selector_fn if selector else runtime.run_fn
-            deadline = time.perf_counter() + self._budget
+                runtime = self._make_room(runtime, need, which)
+            fn = runtime.run_fn if which == "run" else runtime.resume_fn
+            deadline = time.perf_counter() + max(remaining_s, 0.0)
             try:
                 try:
                     res = runtime.xpcall(fn, runtime.on_error, deadline, *args)
@@ -129,7 +297,7 @@ class LoadedScript:
                 self._replace_runtime()
                 raise ScriptRuntimeError(f"The script runtime failed: {exc}") from None
             if res[0] is True:
-                return res
+                return runtime, res
             timed_out, line = runtime.recover()
             error = failure(res[1], timed_out, line, budget_ms=self.limits.request_cpu_ms,
                             memory_bytes=self.limits.memory_bytes)
@@ -137,12 +305,29 @@ class LoadedScript:
                 self._after_memory_error()
         raise error
 
+    def _fits(self, runtime: Runtime, need: int) -> bool:
+        need += _CALL_OVERHEAD + 64
+        with self._lock:
+            return runtime.lua is not None and runtime.ensure_headroom(need)
+
+    def _abandon(self, runtime: Runtime, token: int) -> None:
+        """Free a waiting request's coroutine (if Lua still holds it) and forget the run."""
+        with self._lock:
+            if runtime.lua is not None:
+                runtime.call(runtime.cancel_fn, token)
+            runtime.pending -= 1
+
     # -- memory -----------------------------------------------------------------------------
 
-    def _make_room(self, need: int) -> Runtime:
-        runtime = self._compiled.runtime
+    def _make_room(self, runtime: Runtime, need: int, which: str) -> Runtime:
         if runtime.ensure_headroom(need):
             return runtime
+        if which != "run" or runtime.pending > 0 or runtime is not self._compiled.runtime:
+            # Concurrent requests hold what fills the cap (bodies, most likely): this one
+            # fails, they go on. Starting a new runtime here would lift the bound.
+            raise RuntimeBusy(
+                f"The script's runtime holds {runtime.pending} waiting requests and has no "
+                "memory left for another one now.")
         # The script keeps more and more state between requests (in upvalues): start over.
         self._replace_runtime()
         runtime = self._compiled.runtime
@@ -153,8 +338,11 @@ class LoadedScript:
     def _after_memory_error(self) -> None:
         """A script that keeps state in upvalues can fill its cap for good (every later
         request would fail). If, after a full collection, more than half the budget is
-        still held beyond what registration left, start over with a fresh runtime."""
+        still held beyond what registration left, start over with a fresh runtime -- unless
+        waiting requests hold it (their bodies are freed as they finish)."""
         compiled = self._compiled
+        if compiled.runtime.pending > 0:
+            return
         compiled.runtime.collect()
         if compiled.runtime.memory_used() - compiled.loaded_bytes > self.limits.memory_bytes // 2:
             self._replace_runtime()
@@ -166,12 +354,49 @@ class LoadedScript:
                                             limits=self.limits)
         except ScriptLoadError as exc:
             raise ScriptMemoryError(f"The script's runtime could not be rebuilt: {exc}") from None
-        old.runtime.close()
+        if old.runtime.pending == 0:
+            old.runtime.close()
+        # else: the runs waiting on it keep it alive; it is freed with the last of them.
+
+
+def _answer_args(answer: Answer) -> tuple[tuple[Any, ...], int]:
+    """The answer as K.resume's arguments (boundary.py's answer records), and its size."""
+    if isinstance(answer, Head):
+        blob = _header_blob_pairs(answer.headers)
+        return B.HEAD_ANSWER.pack(status=answer.status, headers=blob,
+                                  backend=answer.backend), len(blob) + 256
+    if isinstance(answer, BodyAnswer):
+        body = None if answer.body is None else answer.body.decode("latin-1")
+        return B.BODY_ANSWER.pack(body=body, error=answer.error), len(body or "") + 64
+    if isinstance(answer, CallAnswer):
+        if answer.error is not None:
+            return B.CALL_ANSWER.pack(error=answer.error), 64
+        blob = _header_blob_pairs(answer.headers)
+        body = answer.body.decode("latin-1")
+        return B.CALL_ANSWER.pack(status=answer.status, headers=blob, body=body), \
+            len(blob) + len(body) + 256
+    if isinstance(answer, RenderAnswer):
+        blob = _header_blob_pairs(answer.headers)
+        body = answer.body.decode("latin-1")
+        return B.RENDER_ANSWER.pack(status=answer.status, headers=blob, body=body), \
+            len(blob) + len(body) + 256
+    raise TypeError(f"not an answer: {answer!r}")
+
+
+def _without_payload(answer: Answer) -> Answer:
+    """The answer to give when its payload does not fit in the runtime now."""
+    if isinstance(answer, BodyAnswer):
+        return BodyAnswer(error="memory")
+    if isinstance(answer, CallAnswer):
+        return CallAnswer(error="too_large")
+    if isinstance(answer, RenderAnswer):
+        return RenderAnswer(answer.status, (), b"")
+    return Head(answer.status, (), getattr(answer, "backend", None))
 
 
 def _header_blob(headers: Mapping[str, str]) -> str:
     """Headers as "\\nname\\0value" per header: one string to push instead of two per header.
-    dispatch.lua looks names up in it with a plain find, so a NUL or LF inside a name or a
+    request.lua looks names up in it with a plain find, so a NUL or LF inside a name or a
     value (which HTTP parsers refuse anyway) is removed rather than trusted."""
     if not headers:
         return ""
@@ -181,6 +406,17 @@ def _header_blob(headers: Mapping[str, str]) -> str:
     if blob.count("\0") != n or blob.count("\n") != n:
         blob = "".join(f"\n{_scrub(k)}\0{_scrub(v)}" for k, v in headers.items())
     return blob
+
+
+def _header_blob_pairs(headers: Any) -> str:
+    """A response's (name, value) pairs as a lookup blob: lower-case names, repeated headers
+    joined with ", " as for requests. What the script reads is a view: headers it does not
+    change reach the client exactly as the backend sent them, repeats included."""
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        name = name.lower()
+        joined[name] = f"{joined[name]}, {value}" if name in joined else value
+    return _header_blob(joined)
 
 
 def _scrub(text: str) -> str:

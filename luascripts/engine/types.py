@@ -26,6 +26,14 @@ class Limits:
     max_headers: int = 100  # headers a script may set per action
     max_header_bytes: int = 8192  # one header value
     max_string_bytes: int = 4 * 1024 * 1024  # string.rep/gsub/format results, pattern subjects
+    max_request_body_bytes: int = 1024 * 1024  # req.body(); over it the request answers 413
+    max_response_body_bytes: int = 1024 * 1024  # res.body() and http.request() bodies
+    max_calls: int = 10  # http.request() calls per request
+    call_timeout_ms: int = 1000  # http.request() without timeout_ms
+
+    def to_lua(self) -> dict[str, int | float]:
+        """Every limit by name: the one table the Lua modules are configured from."""
+        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,7 @@ class ScriptRequest:
     tenant: str
     request_id: str
     backends: Sequence[BackendView] = ()
+    websocket: bool = False  # the client asked to upgrade to a WebSocket
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +106,7 @@ class ProxyAction:
     remove_headers: tuple[str, ...] = ()  # lower-case names
     hash_key: str | None = None  # consistent choice among `backends`
     timeout_ms: int | None = None
+    body: bytes | None = None  # replaces the request body (Content-Length follows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +125,26 @@ class RejectAction:
     allow: tuple[str, ...] = ()
 
 
-Action = ProxyAction | RespondAction | RejectAction
+@dataclass(frozen=True, slots=True)
+class ExchangeAction:
+    """Answer with an upstream exchange the script already made and looked at (`next()`
+    returned it and the script read its status, headers or body); `exchange` is its id."""
+
+    exchange: int
+
+
+Action = ProxyAction | RespondAction | RejectAction | ExchangeAction
+
+
+@dataclass(frozen=True, slots=True)
+class ResponsePatch:
+    """What middleware changed on the response it got from `next()`, applied by the host to
+    the final answer: the status, headers (a value of None removes every header of that
+    name) and a replacement body (Content-Length follows it)."""
+
+    status: int | None = None
+    headers: tuple[tuple[str, str | None], ...] = ()
+    body: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +159,4 @@ class Outcome:
     request_headers: Mapping[str, str] | None = None
     logs: tuple[tuple[str, str], ...] = ()  # (level, message) lines the script logged
     dropped_logs: int = 0
+    patch: ResponsePatch | None = None  # changes middleware made to the response

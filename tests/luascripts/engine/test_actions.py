@@ -104,17 +104,29 @@ def test_respond_body_limit() -> None:
         run(handler('return respond(200, ("x"):rep(1048577))'))
 
 
-def test_actions_are_read_only_objects_a_middleware_can_inspect() -> None:
+def test_actions_are_read_only_objects() -> None:
+    source = handler("""
+      local a = proxy("a")
+      local ok, err = pcall(function() a.path = "/x" end)
+      return respond(200, a.kind .. ":" .. tostring(ok) .. ":" .. tostring(getmetatable(a)))
+    """)
+    assert run(source).action.body == b"proxy:false:action"
+
+
+def test_next_returns_a_response_a_middleware_can_inspect_and_change() -> None:
+    # chi-style: what next() returns is the response of the rest of the chain; its status is
+    # assignable (the change is a patch the host applies), its kind and message readable.
     source = """
     chi.use(function(req, next)
-      local a = next(req)
-      local ok = pcall(function() a.status = 200 end)
-      return respond(200, a.kind .. ":" .. a.status .. ":" .. tostring(ok) .. ":" ..
-        tostring(getmetatable(a)))
+      local res = next(req)
+      local before = res.status
+      res.status = 451
+      return respond(200, res.kind .. ":" .. before .. ":" .. res.status .. ":" ..
+        res.message .. ":" .. tostring(getmetatable(res)))
     end)
-    chi.get("/", function() return reject(418) end)
+    chi.get("/", function() return reject(418, "teapot") end)
     """
-    assert run(source).action.body == b"reject:418:false:action"
+    assert run(source).action.body == b"reject:418:451:teapot:response"
 
 
 def test_legacy_result_tables() -> None:

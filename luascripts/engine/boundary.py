@@ -1,0 +1,146 @@
+"""The records that cross between the host (Python) and the sandbox (Lua), declared once.
+
+Values cross as flat sequences of plain strings, numbers, booleans and nils (the host never
+reads a tenant table, lua-sandbox.md). Which position holds which field is declared here and
+nowhere else: the Lua modules receive `lua_layout()` at bootstrap (`K.layout.<record>.<field>`
+is a position) and build records by field name; the host decodes with the positions of the
+same `Record`s (`PROXY.path`, ...). Changing a record is changing this file.
+
+Strings are latin-1 on the Python side (one char per byte, as in lupa's runtime). Lists of
+names and header blocks are "\\0"-joined blobs: `names` = "a\\0b", `pairs` = "n1\\0v1\\0n2\\0v2".
+A header block handed *to* Lua for lookups is a "headers" blob: "\\nname\\0value" per header.
+
+    request (host -> Lua, K.run's arguments after the deadline)
+    result  (Lua -> host, what K.run / K.resume return): a state, then per state:
+        "done": the final action, then the response patch
+        "wait": the token of the suspended request, then one effect record
+        "fail": why the request failed
+    actions: proxy, respond, reject, router (the router's own 404/405), mount (a backend
+        mount's proxy, filled in by the host), exchange (an upstream exchange already made)
+    effects (what a waiting script asks for): body, upstream, response_body, call, render
+    answers (host -> Lua, K.resume's arguments after the token), one per effect
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+class Record:
+    """A named layout: `record.field` is the field's 1-based position (as Lua counts)."""
+
+    def __init__(self, name: str, *fields: str) -> None:
+        self.name = name
+        self.fields = fields
+        for position, field in enumerate(fields, start=1):
+            setattr(self, field, position)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fields)
+
+    def pack(self, **values: Any) -> tuple[Any, ...]:
+        """A tuple in this record's order (fields not given are nil)."""
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise KeyError(f"{self.name} has no field(s) {sorted(unknown)}")
+        return tuple(values.get(field) for field in self.fields)
+
+    def unpack(self, values: tuple[Any, ...], offset: int = 0) -> dict[str, Any]:
+        """Field name -> value, reading positions after `offset` (padded with None)."""
+        return {field: values[offset + i] if offset + i < len(values) else None
+                for i, field in enumerate(self.fields)}
+
+
+# -- host -> Lua: one request --------------------------------------------------------------
+REQUEST = Record(
+    "request",
+    "chain",  # chain id (middleware..., terminal), chosen by the host's matcher
+    "pattern",  # the route pattern, nil for a 404/405 fallback
+    "fallback_status",  # 404 or 405 when the chain ends in the router's own answer, else 0
+    "method", "path", "query", "host", "scheme", "client_ip", "tenant", "request_id",
+    "headers",  # headers blob: "\nname\0value" per header
+    "websocket",  # boolean
+    "backends",  # selector scripts: "name\0url\0weight\0healthy(0/1)\0..." ; nil for routers
+)
+# After REQUEST come the URL params, name and value alternating.
+
+# -- Lua -> host: the result of a step -----------------------------------------------------
+RESULT = Record(
+    "result",
+    "state",  # "done" | "wait" | "fail"
+    "ran",  # how many middleware ran (labels[:ran] are reported)
+    "request_headers",  # pairs blob of the complete request headers if the script changed them
+    "logs",  # pairs blob: level, message, level, message...
+    "dropped_logs",
+)
+# "done": ACTION at offset len(RESULT), then PATCH at offset len(RESULT) + ACTION_SLOTS.
+# "wait": WAIT at offset len(RESULT).  "fail": FAIL at offset len(RESULT).
+WAIT = Record("wait", "token", "op")  # then the effect's record (after "op")
+FAIL = Record(
+    "fail",
+    "kind",  # "error" | "timeout" | "memory" | "too_large" (req.body() over the limit)
+    "message",  # with a Lua traceback after "\nstack traceback:\n"
+    "line",  # where a timeout stopped the script
+)
+
+# -- actions (all share the first field, "kind") -------------------------------------------
+PROXY = Record("proxy", "kind", "backends", "path", "query", "hash_key", "timeout_ms",
+               "set_headers", "remove_headers", "body")
+RESPOND = Record("respond", "kind", "status", "body", "headers")
+REJECT = Record("reject", "kind", "status", "message")
+ROUTER = Record("router", "kind")  # the router's own 404/405 (status from the host's match)
+MOUNT = Record("mount", "kind")  # a backend mount's proxy (backend and path from the match)
+EXCHANGE = Record("exchange", "kind", "id")  # answer with upstream exchange `id`
+ACTIONS = {"P": PROXY, "R": RESPOND, "J": REJECT, "N": ROUTER, "M": MOUNT, "U": EXCHANGE}
+ACTION_SLOTS = max(len(record) for record in ACTIONS.values())
+
+PATCH = Record(
+    "patch",
+    "status",  # nil = unchanged
+    "headers",  # pairs blob of the headers set (each replaces every header of its name)
+    "removed",  # names blob of the headers removed (every header of that name)
+    "body",  # replacement body, nil = unchanged
+)
+
+# -- effects: what a waiting script asks the host for (after WAIT's "op") ------------------
+BODY = Record("body", "op")  # req.body(): the whole request body
+UPSTREAM = Record(
+    "upstream",  # a middleware looked at the response of a proxy: make the exchange
+    "op",
+    "id",  # the exchange id Lua gave this response
+    "request_headers",  # pairs blob of the request headers when changed, else nil
+)  # then the action (PROXY or MOUNT) at offset len(RESULT) + len(WAIT) + len(UPSTREAM) - 1
+RESPONSE_BODY = Record("response_body", "op", "id")  # res.body() of exchange `id`
+CALL = Record("call", "op", "backend", "method", "path", "query", "headers", "body",
+              "timeout_ms")  # http.request(); headers is a pairs blob
+RENDER = Record("render", "op", "status", "message")  # headers and body of a gateway answer
+EFFECTS = {"body": BODY, "upstream": UPSTREAM, "response_body": RESPONSE_BODY, "call": CALL,
+           "render": RENDER}
+
+# -- answers: host -> Lua, K.resume's arguments after the token ----------------------------
+HEAD_ANSWER = Record("head", "status", "headers", "backend")  # headers blob for lookups
+BODY_ANSWER = Record("body_answer", "body", "error")  # error: "too_large" | "broken" | ...
+CALL_ANSWER = Record("call_answer", "status", "headers", "body", "error")
+RENDER_ANSWER = Record("render_answer", "status", "headers", "body")
+
+RECORDS = (REQUEST, RESULT, WAIT, FAIL, *ACTIONS.values(), PATCH, *EFFECTS.values(),
+           HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER)
+
+
+def lua_layout() -> dict[str, Any]:
+    """{record name: {field: position, "_n": field count}} plus the offsets, for K.layout."""
+    layout: dict[str, Any] = {
+        record.name: {**{f: i for i, f in enumerate(record, start=1)}, "_n": len(record)}
+        for record in RECORDS}
+    layout["offsets"] = {
+        "payload": len(RESULT),  # after the RESULT fields
+        "patch": len(RESULT) + ACTION_SLOTS,
+        "action_slots": ACTION_SLOTS,
+        "effect": len(RESULT) + len(WAIT) - 1,  # effects' "op" is WAIT's "op"
+        "upstream_action": len(RESULT) + len(WAIT) + len(UPSTREAM) - 1,
+    }
+    return layout

@@ -1,0 +1,102 @@
+"""What a waiting script asks the host for (effects), and what the host answers.
+
+A script waits when it reads the request body, looks at the response of a proxy (or of a
+reject, which the gateway renders), reads a response body or calls a backend. The engine
+turns each such wait into one of the `Effect` values below; whoever drives the script (the
+data plane, the dry run, script tests: routing.script_run) obtains the answer and resumes
+the script with it. Effects are plain data: they can be logged, counted and stubbed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from luascripts.engine.types import Header, ProxyAction
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBody:
+    """`req.body()`: the whole request body, up to `max_request_body_bytes`."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpstream:
+    """A middleware looked at the response of a proxy: make the upstream exchange now and
+    answer with its head. `exchange` is the id the script refers to it by afterwards."""
+
+    exchange: int
+    action: ProxyAction
+    request_headers: dict[str, str] | None  # the complete headers if the script changed them
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResponseBody:
+    """`res.body()` of exchange `exchange`, up to `max_response_body_bytes`."""
+
+    exchange: int
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`http.request(backend, ...)` to one of the tenant's own backends."""
+
+    backend: str
+    method: str
+    path: str
+    query: str
+    headers: tuple[Header, ...]
+    body: bytes
+    timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Render:
+    """The head and body of an answer the gateway gives itself (a reject, the router's
+    404/405), which a middleware looked at."""
+
+    status: int
+    message: str | None  # a reject's message; None for the router's own answer
+
+
+Effect = ReadBody | OpenUpstream | ReadResponseBody | Call | Render
+
+
+# -- answers ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Head:
+    """Status and headers of a response (an upstream's, or the gateway's own error answer
+    when the exchange failed: 502, 503, 504)."""
+
+    status: int
+    headers: tuple[Header, ...]
+    backend: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BodyAnswer:
+    """A body, or why there is none: "too_large", "memory" (the tenant's runtime cannot hold
+    it now), "broken", "timeout", "disconnected"."""
+
+    body: bytes | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswer:
+    """An answer to `http.request`: status, headers, body; or `error`, one of "timeout",
+    "refused", "broken", "too_large", "no_stub"."""
+
+    status: int = 0
+    headers: tuple[Header, ...] = ()
+    body: bytes = b""
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RenderAnswer:
+    status: int
+    headers: tuple[Header, ...]
+    body: bytes
+
+
+Answer = Head | BodyAnswer | CallAnswer | RenderAnswer

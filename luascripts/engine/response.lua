@@ -1,0 +1,286 @@
+-- response.lua: what `next(req)` returns, chi-style, and the final encoding of a request.
+--
+-- In a middleware `local res = next(req)` is a response object for whatever the rest of the
+-- chain returned. Its status, headers and body are fetched from the host only when the
+-- script reads them (K.wait: the script waits, the worker goes on serving): a proxied
+-- response opens the upstream exchange, a reject or the router's 404/405 renders the
+-- gateway's answer. Writes never wait: `res.status = 201`, `res.headers.x = "y"` and
+-- `res.set_body(s)` are recorded as a patch that the host applies to the final answer, so a
+-- middleware that only adds headers to proxied answers costs no upstream round trip inside
+-- Lua and no buffering.
+--
+-- Response state lives in the proxy's own (hidden) metatable: kind ("P" proxy, "M" a
+-- backend mount, "R" respond, "J" reject, "N" the router's own answer), the action's flat
+-- record, the request it answers, and once known the head (status, headers blob, backend),
+-- the exchange id, and the patch (status, header overlay, body).
+
+local K = ...
+local S = K.S
+
+local type, tostring, error, rawequal, select = type, tostring, error, rawequal, select
+local setmetatable = setmetatable
+local raw_getmetatable = debug.getmetatable
+local concat = table.concat
+local gmatch, format = S.gmatch, S.format
+local math_type = math.type
+
+local L = K.layout
+local LP, LR, LJ = L.proxy, L.respond, L.reject
+local LH, LBA, LRA = L.head, L.body_answer, L.render_answer
+local OFF = L.offsets
+local ACTIONS, KIND_NAMES = K.ACTIONS, K.KIND_NAMES
+local wait, limits = K.wait, K.limits
+local header_table, header_state, header_changes = K.header_table, K.header_state,
+  K.header_changes
+local changed_headers = K.changed_headers
+local unpack = K.raw_unpack
+
+local PUBLIC_KIND = { P = "proxy", M = "proxy", R = "respond", J = "reject", N = "reject" }
+
+-- "name\0value\0..." (pairs) -> "\nname\0value..." (lookup blob)
+local function lookup_blob(pairs_blob)
+  if pairs_blob == nil or pairs_blob == "" then return "" end
+  local out, n, name = {}, 0, nil
+  for part in gmatch(pairs_blob .. "\0", "([^%z]*)%z") do
+    if name == nil then
+      name = part
+    else
+      n = n + 1
+      out[n] = "\n" .. name .. "\0" .. part
+      name = nil
+    end
+  end
+  return concat(out)
+end
+
+local RES_MT_INDEX, RES_MT_NEWINDEX -- forward
+
+local function response_state(v)
+  if type(v) ~= "table" then return nil end
+  local st = raw_getmetatable(v)
+  if type(st) == "table" and st.__index == RES_MT_INDEX then return st end
+  return nil
+end
+K.response_state = response_state
+
+-- The head of a proxied response: open the upstream exchange (once).
+local function open(st)
+  if st.head then return end
+  local ctx = st.ctx
+  if K.ctx ~= ctx then
+    error(K.script_where() .. "this response belongs to another request", 0)
+  end
+  ctx.exchanges = ctx.exchanges + 1
+  st.id = ctx.exchanges
+  local flat = st.flat
+  local answer = { wait("reading the response", "upstream", st.id,
+    changed_headers(st.req), unpack(flat, 1, flat.n)) }
+  st.head = true
+  st.status0 = answer[LH.status]
+  st.hblob = answer[LH.headers] or ""
+  st.backend = answer[LH.backend]
+end
+
+-- The head (and body) of a reject or of the router's own 404/405: as the gateway renders it.
+local function render(st)
+  if st.head then return end
+  local flat = st.flat
+  local status = st.kind == "J" and flat[LJ.status] or st.ctx.fallback_status
+  local answer = { wait("reading the response", "render", status,
+    st.kind == "J" and flat[LJ.message] or nil) }
+  st.head = true
+  st.status0 = answer[LRA.status]
+  st.hblob = answer[LRA.headers] or ""
+  st.body0 = answer[LRA.body]
+end
+
+local function ensure_head(st)
+  local kind = st.kind
+  if kind == "P" or kind == "M" then open(st) elseif kind ~= "R" then render(st) end
+end
+
+local function status_of(st)
+  if st.status ~= nil then return st.status end
+  local kind = st.kind
+  if kind == "R" then return st.flat[LR.status] end
+  if kind == "J" then return st.flat[LJ.status] end
+  if kind == "N" then return st.ctx.fallback_status end
+  open(st)
+  return st.status0
+end
+
+local function read_body(st)
+  if st.body ~= nil then return st.body end
+  local kind = st.kind
+  if kind == "R" then return st.flat[LR.body] end
+  if kind == "J" or kind == "N" then
+    render(st)
+    return st.body0
+  end
+  open(st)
+  local answer = { wait("res.body()", "response_body", st.id) }
+  local body, err = answer[LBA.body], answer[LBA.error]
+  if err == "too_large" then
+    error(K.script_where() .. "res.body(): the response body is larger than " ..
+      limits.max_response_body_bytes .. " bytes (max_response_body_bytes)", 0)
+  elseif err ~= nil then
+    error(K.script_where() .. "res.body(): the backend's response body could not be read (" ..
+      err .. ")", 0)
+  end
+  st.body = body or ""
+  return st.body
+end
+
+local function set_body(st, s)
+  if type(s) == "number" then s = tostring(s) end
+  if type(s) ~= "string" then
+    K.script_error("res.set_body(): the body must be a string, got " .. type(s))
+  end
+  if #s > limits.max_body_bytes then
+    K.script_error("res.set_body(): body is " .. #s .. " bytes; the limit is " ..
+      limits.max_body_bytes)
+  end
+  st.body, st.body_set = s, true
+end
+
+local function headers_of(res, st)
+  local h = st.headers
+  if h == nil then
+    local kind = st.kind
+    if kind == "R" then
+      h = header_table(lookup_blob(st.flat[LR.headers]), "res.headers", nil)
+    else
+      h = header_table("", "res.headers", function(hst)
+        ensure_head(st)
+        hst.blob = st.hblob
+        hst.before_read = nil
+      end)
+    end
+    st.headers = h
+  end
+  return h
+end
+
+RES_MT_INDEX = function(res, k)
+  local st = raw_getmetatable(res)
+  if k == "status" then return status_of(st) end
+  if k == "headers" then return headers_of(res, st) end
+  if k == "kind" then return PUBLIC_KIND[st.kind] end
+  if k == "body" then
+    local f = st.body_fn
+    if f == nil then
+      f = function(self)
+        if self ~= nil and not rawequal(self, res) then
+          K.script_error("res.body() takes no arguments")
+        end
+        return read_body(st)
+      end
+      st.body_fn = f
+    end
+    return f
+  end
+  if k == "set_body" then
+    local f = st.set_body_fn
+    if f == nil then
+      f = function(a, b)
+        if rawequal(a, res) then a = b end
+        set_body(st, a)
+      end
+      st.set_body_fn = f
+    end
+    return f
+  end
+  if k == "backend" then
+    local kind = st.kind
+    if kind == "P" then
+      local names = st.flat[LP.backends]
+      if not S.find(names, "\0", 1, true) then return names end
+      open(st)
+      return st.backend
+    elseif kind == "M" then
+      open(st)
+      return st.backend
+    end
+    return nil
+  end
+  -- What an action object showed before responses existed (read without waiting).
+  local fields = K.ACTION_FIELDS[st.kind]
+  local i = fields and fields[k]
+  if i then return st.flat[i] end
+  if k == "backends" and st.kind == "P" then
+    local list = {}
+    for name in gmatch(st.flat[LP.backends], "[^%z]+") do list[#list + 1] = name end
+    return list
+  end
+  return nil
+end
+
+RES_MT_NEWINDEX = function(res, k, v)
+  local st = raw_getmetatable(res)
+  if k == "status" then
+    if math_type(v) == "float" and v == v // 1 then v = v // 1 end
+    if math_type(v) ~= "integer" or v < 200 or v > 599 then
+      error("res.status must be an integer from 200 to 599, got " .. tostring(v), 2)
+    end
+    st.status = v
+    return
+  end
+  if k == "headers" then
+    error("res.headers cannot be replaced; set or remove single headers " ..
+      "(res.headers[name] = value or nil)", 2)
+  end
+  error("res." .. tostring(k) .. " cannot be set (only res.status, res.headers[name] and " ..
+    "res.set_body(s) change a response)", 2)
+end
+
+local function new_response(ctx, flat, req)
+  return setmetatable({}, {
+    __index = RES_MT_INDEX, __newindex = RES_MT_NEWINDEX, __metatable = "response",
+    kind = flat[1], flat = flat, req = req, ctx = ctx,
+  })
+end
+
+-- What next(req) returns for the rest of the chain's result.
+function K.as_response(ctx, result, req)
+  if result == nil or response_state(result) then return result end
+  local flat = ACTIONS[result]
+  if flat == nil then flat = K.action_flat(result, false, nil) end -- lua-stone tables
+  return new_response(ctx, flat, req)
+end
+
+-- The "done" payload: the action slots at OFF.payload, the patch at OFF.patch, plus the
+-- request headers blob (for a proxy) in out.reqh. `out.n` is the last position used.
+local LPATCH = L.patch
+function K.final(ctx, result, selector, pool)
+  local out = {}
+  local st = response_state(result)
+  local flat
+  if st == nil then
+    flat = K.action_flat(result, selector, pool)
+    out.reqh = changed_headers(ctx.req)
+  else
+    local kind = st.kind
+    if (kind == "P" or kind == "M") and st.head then
+      flat = { [L.exchange.kind] = "U", [L.exchange.id] = st.id, n = L.exchange._n }
+    else
+      flat = st.flat
+      if kind == "P" or kind == "M" then out.reqh = changed_headers(st.req) end
+    end
+    local n = OFF.patch
+    if st.status ~= nil then out[n + LPATCH.status] = st.status end
+    local hst = header_state(st.headers)
+    if hst then
+      out[n + LPATCH.headers], out[n + LPATCH.removed] = header_changes(hst)
+    end
+    if st.body_set then out[n + LPATCH.body] = st.body end
+  end
+  local base = OFF.payload
+  for i = 1, flat.n do out[base + i] = flat[i] end
+  local last = OFF.patch + LPATCH._n
+  while last > base and out[last] == nil do last = last - 1 end
+  out.n = last
+  return out
+end
+
+-- For tests of the encoding from the host.
+K.lookup_blob = lookup_blob

@@ -25,6 +25,7 @@ install-runtime:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install --quiet pip==$(PIP_VERSION)
+	rm -rf build  # setuptools builds in the tree: a stale build/lib would be installed too
 	$(RUNTIME_VENV)/bin/python -m pip install --quiet -c requirements/runtime.txt .
 
 # Regenerate both locks from pyproject.toml (keeps locked versions; see requirements/lock.sh).

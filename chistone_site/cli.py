@@ -7,6 +7,7 @@
     chistone activate T VERSION [--skip-tests]              rolling back = an older VERSION
     chistone versions T
     chistone simulate --tenant T [--version N | --file F] [-X METHOD] PATH [--host H] [-H 'K: V']
+                      [-d BODY|@FILE] [--upstream JSON|@FILE] [--calls JSON|@FILE]
     chistone dump T [-o FILE]
     chistone sync FILE [--dry-run] [--prune] [--if-match N] [--exit-code]
 
@@ -289,6 +290,16 @@ def cmd_simulate(args: argparse.Namespace, api: Api) -> int:
         body["version"] = args.version
     if args.file:
         body["source"] = read_text(args.file)
+    if args.data is not None:
+        body["body"] = read_text(args.data[1:]) if args.data.startswith("@") else args.data
+    for key in ("upstream", "calls"):
+        value = getattr(args, key)
+        if value:
+            text = read_text(value[1:]) if value.startswith("@") else value
+            try:
+                body[key] = json.loads(text)
+            except ValueError as exc:
+                raise CliError(f"--{key}: not valid JSON ({exc}).") from None
     result = api.call("POST", f"tenants/{args.tenant}/simulate/", json_body=body).json()
     if args.json:
         out(json.dumps(result, indent=2))
@@ -310,6 +321,17 @@ def cmd_simulate(args: argparse.Namespace, api: Api) -> int:
         out(action.get("body") or "")
     else:
         out(f"{kind} {action.get('status')}: {action.get('message')}")
+    for call in result.get("calls") or []:
+        outcome = call.get("error") or call.get("status")
+        out(f"call {call['backend']}: {call['method']} {call['path']} -> {outcome}")
+    if result.get("stopped"):
+        out(f"stopped: {result['stopped']}")
+    answer = result.get("response")
+    if answer and kind == "proxy" or answer and result.get("exchanges"):
+        out(f"answer {answer['status']}")
+        for name, value in answer.get("headers") or []:
+            out(f"  {name}: {value}")
+        out(answer.get("body") or "")
     for level, message in result.get("logs") or []:
         out(f"log {level}: {message}")
     if result.get("error"):
@@ -416,6 +438,12 @@ def build_parser() -> Parser:
     source = p.add_mutually_exclusive_group()
     source.add_argument("--version", type=int)
     source.add_argument("--file", help="An unsaved script to run instead.")
+    p.add_argument("-d", "--data", metavar="BODY|@FILE", help="The request body.")
+    p.add_argument("--upstream", metavar="JSON|@FILE", help=(
+        'Stubs: what proxied backends answer, {"name": {"status": 200, "headers": {...}, '
+        '"body": "..."}} (or {"error": "refused"|"timeout"|"broken"}).'))
+    p.add_argument("--calls", metavar="JSON|@FILE",
+                   help="Stubs of the same shape: what http.request(name, ...) gets.")
     p.add_argument("--json", action="store_true", help="Print the raw result.")
 
     p = sub.add_parser("dump", help="Print a tenant's config document.")

@@ -1,7 +1,8 @@
 """Dry runs of a tenant's script: what the gateway would do with one request. No network.
 
 The one simulation service behind the API's `simulate/`, script tests (publish, validate,
-config apply) and the admin's dry-run console. It runs the real engine and the data plane's
+config apply) and the admin's dry-run console. It runs the script through the data plane's
+own driver (`routing.script_run`) with stub effects (`routing.stubs`) and the data plane's
 own pure decision (`routing.plan.decide`), so what it shows is what the gateway would do:
 the same request parsing (`routing.request.parse_scope`), tenant prefix handling, backend
 choice, upstream path and upstream headers. Nothing is proxied; every backend counts as
@@ -12,7 +13,11 @@ healthy unless the request lists it in `unhealthy`.
         tenant   a tenants.models.Tenant, or a TenantSpec (a planned, unsaved configuration)
         request  {"method": "GET", "path": "/x", "host": "...", "headers": {name: value},
                   "query": "a=1&b=2" or {"a": "1"}, "client_ip": "...", "scheme": "http",
-                  "unhealthy": [backend names]}; all optional but `path`.
+                  "unhealthy": [backend names], "body": "...",
+                  "upstream": {backend: {status, headers, body} | {error}},
+                  "calls": {backend: {status, headers, body} | {error}}};
+                  all optional but `path`. `upstream` stubs say what a proxied backend
+                  answers, `calls` what http.request gets (routing.stubs).
                   `path` is the path as the client sends it, the tenant's prefix included;
                   `host` defaults to the tenant's first domain.
         version  a version number (or ScriptVersion) of this tenant; NotFound if it has none
@@ -26,7 +31,12 @@ healthy unless the request lists it in `unhealthy`.
                     "upstream_headers": [[name, value], ...] (as sent, in order),
                     "headers": [[name, value], ...] (a direct answer's), "body",
                     "message" (a reject's or error's text), "error" (the error code)},
-         "logs": [[level, message], ...], "error", "warnings"}
+         "logs": [[level, message], ...], "error", "warnings",
+         "response": {"status", "headers", "body"} or null: the final answer the client
+                     would get, after every middleware (null for a proxy without a stub),
+         "calls": [{backend, method, path, query, url, status | error}],
+         "exchanges": [{backend, url, method, status, error}] (responses middleware opened),
+         "stopped": why the run stopped early (a middleware waited without a stub) or null}
         `error` is set when the script could not be loaded or failed at run time (the data
         plane would answer 500); `action.kind == "error"` is any gateway error answer
         (400 bad request, 404 no tenant, 500 unknown backend, 503 no enabled backend).
@@ -34,12 +44,14 @@ healthy unless the request lists it in `unhealthy`.
     run_script_tests(*, tenant, source, tests) -> list[{"name", "passed", "detail"}]
 
         tests    [{"name", "request": {as above}, "expect": {"status", "backend",
-                  "upstream_path", "headers", "route_pattern", "kind", "params", "body"}}]
+                  "upstream_path", "headers", "route_pattern", "kind", "params", "body",
+                  "response_status", "response_headers", "response_body"}}]
                   `expect.headers` compares upstream headers for a proxy and response
                   headers otherwise (names case-insensitive, repeats joined with ", ");
                   a value of null means "must be absent"; `body` is a direct answer's
                   body, or a reject's or error's message;
-                  `upstream_path` without "?" compares the path only.
+                  `upstream_path` without "?" compares the path only. `response_*` compare
+                  the final answer the client would get (see `response` above).
         The script is loaded once for all tests.
 """
 
@@ -51,13 +63,19 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlencode
 
-from luascripts.engine.types import Outcome, RejectAction
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
+from luascripts.engine.types import ExchangeAction, Outcome, RejectAction, ResponsePatch
 from routing.conf import get_conf
-from routing.errors import GatewayError
+from routing.errors import GatewayError, error_response, reject_error
+from routing.gateway import body_error, response_error
+from routing.headers import downstream_headers
+from routing.patch import patch_headers, patch_status
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
-from routing.request import parse_scope
+from routing.request import ClientRequest, parse_scope
 from routing.resolve import Claim, Resolver
-from routing.snapshot import BackendEntry, TenantEntry
+from routing.script_run import run_script
+from routing.snapshot import BackendEntry, TenantEntry, script_limits
+from routing.stubs import NoStub, Stub, StubEffects, StubError, parse_stubs, run_sync
 from tenants import backend_defaults
 
 __all__ = ["SimulationResult", "TenantSpec", "simulate", "run_script_tests", "spec_for"]
@@ -75,6 +93,7 @@ class TenantSpec:
     active_source: str | None = None
     active_version: int | None = None
     id: int = 0
+    limits: Mapping[str, int] = field(default_factory=dict)  # the tenant's own limits
 
 
 def spec_for(tenant: Any) -> TenantSpec:
@@ -94,6 +113,7 @@ def spec_for(tenant: Any) -> TenantSpec:
         active=tenant.active, backends=backends,
         active_source=version.source if version is not None else None,
         active_version=version.number if version is not None else None, id=tenant.pk or 0,
+        limits=tenant.script_limits(),
     )
 
 
@@ -108,6 +128,10 @@ class SimulationResult:
     logs: tuple[tuple[str, str], ...] = ()
     error: str | None = None
     warnings: tuple[str, ...] = ()
+    response: Mapping[str, Any] | None = None
+    calls: tuple[Mapping[str, Any], ...] = ()
+    exchanges: tuple[Mapping[str, Any], ...] = ()
+    stopped: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,6 +144,10 @@ class SimulationResult:
             "logs": [[level, message] for level, message in self.logs],
             "error": self.error,
             "warnings": list(self.warnings),
+            "response": dict(self.response) if self.response is not None else None,
+            "calls": [dict(c) for c in self.calls],
+            "exchanges": [dict(e) for e in self.exchanges],
+            "stopped": self.stopped,
         }
 
 
@@ -175,7 +203,11 @@ def run_script_tests(
 
 
 class _Runner:
-    """One tenant configuration and one script, loaded once, run for many requests."""
+    """One tenant configuration and one script, loaded once, run for many requests.
+
+    The script is loaded with the same limits as the data plane's snapshot
+    (routing.snapshot.script_limits) and run through the same driver, so a dry run or a
+    script test behaves as the gateway would."""
 
     def __init__(self, spec: TenantSpec, source: str | None, number: int | None) -> None:
         self.spec = spec
@@ -186,18 +218,18 @@ class _Runner:
                 weight=int(b.get("weight", backend_defaults.WEIGHT)),
                 enabled=bool(b.get("enabled", True)),
                 health_check_path=b.get("health_check_path") or "",
-                connect_timeout_ms=int(b.get("connect_timeout_ms",
-                                             backend_defaults.CONNECT_TIMEOUT_MS)),
-                read_timeout_ms=int(b.get("read_timeout_ms", backend_defaults.READ_TIMEOUT_MS)))
+                **_timeouts(b))
             for index, b in enumerate(spec.backends, start=1)
         }
+        self.limits = script_limits(spec.limits)
         self.load_error: str | None = None
         script = None
         if source is not None:
             from luascripts.engine import load_script
 
             try:
-                script = load_script(source, tenant=spec.slug, backend_names=sorted(backends))
+                script = load_script(source, tenant=spec.slug, backend_names=sorted(backends),
+                                     limits=self.limits)
             except Exception as exc:  # ScriptLoadError, or anything the engine raised
                 self.load_error = str(exc) or f"The script could not be loaded ({exc!r})."
         self.entry = TenantEntry(
@@ -219,6 +251,13 @@ class _Runner:
             return self._result(error=self.load_error, warnings=warnings,
                                 action=_error_action(500, "script_error", self.load_error))
         try:
+            upstream = parse_stubs(request.get("upstream"), "upstream")
+            calls = parse_stubs(request.get("calls"), "calls")
+        except StubError as exc:
+            from tenants.errors import InvalidInput
+
+            raise InvalidInput(str(exc)) from None
+        try:
             client = parse_scope(_scope(request, self._default_host()), get_conf())
         except GatewayError as exc:
             return self._result(action=_gateway_error(exc), warnings=warnings)
@@ -234,48 +273,93 @@ class _Runner:
         def healthy(backend: BackendEntry) -> bool:
             return backend.name not in unhealthy
 
+        body = request.get("body") or ""
+        effects = StubEffects(
+            tenant=self.entry, request=client, router_path=match.path, limits=self.limits,
+            body=body.encode("utf-8") if isinstance(body, str) else bytes(body),
+            upstream=upstream, calls=calls, healthy=healthy)
         outcome: Outcome | None = None
         if self.entry.script is not None:
             sreq = script_request(self.entry, client, match.path, healthy)
             try:
-                outcome = self.entry.script.handle(sreq)
+                outcome = run_sync(run_script(self.entry.script, sreq, effects))
+            except NoStub as stop:
+                return self._stopped(stop, effects, warnings)
+            except BodyUnavailable as exc:
+                error = body_error(exc, self.spec.slug, self.limits.max_request_body_bytes)
+                assert isinstance(error, GatewayError)
+                return self._failed_run(exc, error, effects, warnings)
+            except ResponseUnavailable as exc:
+                return self._failed_run(
+                    exc, response_error(exc, self.limits.max_response_body_bytes), effects,
+                    warnings)
             except Exception as exc:  # ScriptError: the data plane answers 500
                 message = f"The script failed: {getattr(exc, 'message', None) or exc}"
                 return self._result(error=message, warnings=warnings,
                                     logs=_logs(getattr(exc, "logs", ())),
-                                    action=_error_action(500, "script_error", message))
-        return self._decide(client, match.path, outcome, healthy, warnings)
+                                    calls=tuple(effects.made_calls),
+                                    exchanges=tuple(effects.exchanges),
+                                    action=_error_action(500, "script_error", message),
+                                    response=_error_answer_500(client))
+        return self._decide(client, match.path, outcome, healthy, warnings, effects)
 
-    def _decide(self, client, router_path: str, outcome: Outcome | None, healthy,
-                warnings: list[str]) -> SimulationResult:
-        common: dict[str, Any] = {"warnings": warnings}
+    def _failed_run(self, exc: Exception, error: GatewayError, effects: StubEffects,
+                    warnings: list[str]) -> SimulationResult:
+        return self._result(action=_gateway_error(error), warnings=warnings,
+                            logs=_logs(getattr(exc, "logs", ())),
+                            calls=tuple(effects.made_calls), exchanges=tuple(effects.exchanges),
+                            response=_answer_of_error(error, effects.request, None))
+
+    def _stopped(self, stop: NoStub, effects: StubEffects,
+                 warnings: list[str]) -> SimulationResult:
+        plan = stop.plan
+        return self._result(
+            action=_plan_action(plan), warnings=warnings, calls=tuple(effects.made_calls),
+            exchanges=tuple(effects.exchanges),
+            stopped=(f"A middleware waited for backend {plan.backend.name!r}'s answer; give an "
+                     f"`upstream` stub for {plan.backend.name!r} to see what follows."))
+
+    def _decide(self, client: ClientRequest, router_path: str, outcome: Outcome | None,
+                healthy: Any, warnings: list[str], effects: StubEffects) -> SimulationResult:
+        common: dict[str, Any] = {"warnings": warnings, "calls": tuple(effects.made_calls),
+                                  "exchanges": tuple(effects.exchanges)}
+        patch = None
         if outcome is not None:
+            patch = outcome.patch
             common.update(route_pattern=outcome.route_pattern, params=dict(outcome.params),
                           middleware=tuple(outcome.middleware), logs=_logs(outcome.logs))
-            if isinstance(outcome.action, RejectAction):
-                action = outcome.action
+            action = outcome.action
+            if isinstance(action, ExchangeAction):
+                opened = effects.opened[action.exchange]
+                if opened.error is not None:
+                    return self._result(action=_gateway_error(opened.error), response=(
+                        _answer_of_error(opened.error, client, patch)), **common)
+                assert opened.plan is not None and opened.stub is not None
+                return self._result(action=_plan_action(opened.plan), response=_answer_of_stub(
+                    opened.stub, client, patch), **common)
+            if isinstance(action, RejectAction):
                 headers = [["allow", ", ".join(action.allow)]] if action.allow else []
+                error = reject_error(action.status, action.message, tuple(action.allow))
                 return self._result(action=_action(
                     "reject", status=action.status, message=action.message, headers=headers),
-                    **common)
+                    response=_answer_of_error(error, client, patch), **common)
         try:
             decision = decide(self.entry, client, router_path, outcome, healthy=healthy,
                               total_timeout_s=get_conf().upstream_total_timeout_s)
         except GatewayError as exc:
-            return self._result(action=_gateway_error(exc), **common)
+            return self._result(action=_gateway_error(exc),
+                                response=_answer_of_error(exc, client, patch), **common)
         if isinstance(decision, UpstreamPlan):
-            upstream_path = f"{decision.path}?{decision.query}" if decision.query \
-                else decision.path
-            return self._result(action=_action(
-                "proxy", backend=decision.backend.name,
-                fallbacks=[b.name for b in decision.fallbacks], method=decision.method,
-                upstream_path=upstream_path, upstream_url=decision.url,
-                upstream_headers=[list(h) for h in decision.headers]), **common)
+            stub = effects.upstream.get(decision.backend.name)
+            return self._result(action=_plan_action(decision), response=(
+                _answer_of_stub(stub, client, patch) if stub is not None else None), **common)
         if isinstance(decision, DirectResponse):
             headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in decision.headers]
             body = decision.body.decode("utf-8", "replace")
             return self._result(action=_action("respond", status=decision.status,
-                                               headers=headers, body=body), **common)
+                                               headers=headers, body=body),
+                                response=_answer(decision.status, list(decision.headers),
+                                                 decision.body, client, patch), **common)
         raise TypeError(f"unexpected decision {decision!r}")  # pragma: no cover
 
     def _default_host(self) -> str:
@@ -289,6 +373,67 @@ class _Runner:
     def _result(self, **kwargs: Any) -> SimulationResult:
         kwargs["warnings"] = tuple(kwargs.get("warnings", ()))
         return SimulationResult(tenant=self.spec.slug, version=self.number, **kwargs)
+
+
+def _timeouts(backend: Mapping[str, Any]) -> dict[str, int]:
+    out = {}
+    for key in ("connect_timeout_ms", "read_timeout_ms"):
+        if backend.get(key) is not None:
+            out[key] = int(backend[key])
+    return out
+
+
+# -- the final answer, as the client would get it --------------------------------------------
+
+
+def _answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+            client: ClientRequest, patch: ResponsePatch | None) -> dict[str, Any]:
+    """What routing.gateway sends for a complete answer: the patch applied, framing ours."""
+    out = [(n, v) for n, v in headers if n not in (b"content-length", b"x-request-id")]
+    if patch is not None:
+        status = patch_status(status, patch)
+        if patch.body is not None:
+            body = patch.body
+        out = patch_headers(out, patch)
+    if status in (204, 304) or client.method == "HEAD":
+        body = b""
+    else:
+        out.append((b"content-length", str(len(body)).encode()))
+    out.append((b"x-request-id", client.request_id.encode("latin-1")))
+    return {"status": status,
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out],
+            "body": body.decode("utf-8", "replace")}
+
+
+def _answer_of_error(error: GatewayError, client: ClientRequest,
+                     patch: ResponsePatch | None) -> dict[str, Any]:
+    status, headers, body = error_response(error, client.request_id)
+    return _answer(status, headers, body, client, patch)
+
+
+def _answer_of_stub(stub: Stub, client: ClientRequest,
+                    patch: ResponsePatch | None) -> dict[str, Any]:
+    if stub.error is not None:
+        from routing.stubs import _stub_error
+
+        return _answer_of_error(_stub_error(stub.error, "?"), client, patch)
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stub.headers]
+    headers = downstream_headers(raw, request_id=client.request_id)
+    return _answer(stub.status, headers, stub.body, client, patch)
+
+
+def _error_answer_500(client: ClientRequest) -> dict[str, Any]:
+    from routing.errors import ScriptFailed
+
+    return _answer_of_error(ScriptFailed(), client, None)
+
+
+def _plan_action(plan: UpstreamPlan) -> dict[str, Any]:
+    upstream_path = f"{plan.path}?{plan.query}" if plan.query else plan.path
+    return _action("proxy", backend=plan.backend.name,
+                   fallbacks=[b.name for b in plan.fallbacks], method=plan.method,
+                   upstream_path=upstream_path, upstream_url=plan.url,
+                   upstream_headers=[list(h) for h in plan.headers])
 
 
 def _scope(request: Mapping[str, Any], default_host: str) -> dict[str, Any]:
@@ -412,6 +557,29 @@ def compare(result: SimulationResult, expect: Mapping[str, Any]) -> list[str]:
     body = action.get("body") if kind == "respond" else action.get("message")
     if expect.get("body") is not None and body != expect["body"]:
         problems.append(f"body: expected {expect['body']!r}, got {body!r}")
+    response = result.response
+    for key in ("response_status", "response_headers", "response_body"):
+        if expect.get(key) is not None and response is None:
+            problems.append(f"{key}: expected {expect[key]!r}, but there is no final answer "
+                            "(a proxy needs an `upstream` stub for its backend)"
+                            + (f"; {result.stopped}" if result.stopped else ""))
+            break
+    else:
+        if expect.get("response_status") is not None \
+                and response["status"] != expect["response_status"]:  # type: ignore[index]
+            problems.append(f"response_status: expected {expect['response_status']}, got "
+                            f"{response['status']}")  # type: ignore[index]
+        if expect.get("response_body") is not None \
+                and response["body"] != expect["response_body"]:  # type: ignore[index]
+            problems.append(f"response_body: expected {expect['response_body']!r}, got "
+                            f"{response['body']!r}")  # type: ignore[index]
+        if expect.get("response_headers"):
+            got = _joined(response["headers"])  # type: ignore[index]
+            for name, wanted in expect["response_headers"].items():
+                actual = got.get(str(name).lower())
+                if actual != wanted:
+                    problems.append(f"response header {name}: expected {wanted!r}, got "
+                                    f"{actual!r}")
     lowered = _joined(action.get("upstream_headers") if kind == "proxy"
                       else action.get("headers") or ())
     for name, wanted in (expect.get("headers") or {}).items():

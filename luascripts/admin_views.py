@@ -244,7 +244,8 @@ class ScriptPagesMixin:
             base = version
             request_data = {"method": data["method"], "host": data["host"],
                             "path": data["path"], "query": data["query"],
-                            "headers": data["headers"]}
+                            "headers": data["headers"], "body": data["body"],
+                            "upstream": data["upstream"], "calls": data["calls"]}
             result = self.simulate_request(tenant=tenant, version=version,
                                            request_data=request_data)
             if result is None:

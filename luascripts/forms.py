@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django_ace import AceWidget
 
@@ -87,6 +89,23 @@ class DryRunForm(forms.Form):
                                                           "placeholder": "a=1&b=2"}))
     headers = forms.CharField(required=False, widget=forms.Textarea(
         attrs={"rows": 4, "cols": 60, "placeholder": "Authorization: Bearer demo-token"}))
+    body = forms.CharField(required=False, strip=False, max_length=1024 * 1024,
+                           widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+                           help_text="The request body, for scripts that read req.body().")
+    upstream = forms.CharField(
+        required=False, label="Upstream stubs",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": (
+            '{"users": {"status": 503, "headers": {"content-type": "text/plain"}, '
+            '"body": "down"}}')}),
+        help_text="JSON: backend name -> {status, headers, body} or {error: refused|timeout|"
+                  "broken}, what a proxied backend answers. Without one the dry run stops at "
+                  "the upstream request.")
+    calls = forms.CharField(
+        required=False, label="Call stubs",
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": (
+            '{"auth": {"status": 200, "headers": {"x-user": "alice"}}}')}),
+        help_text="JSON, the same shape: what http.request(backend, ...) gets. Without one "
+                  "it returns nil, \"no_stub\".")
 
     def __init__(self, *args, versions=(), active_id=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,3 +125,22 @@ class DryRunForm(forms.Form):
 
     def clean_headers(self) -> list[tuple[str, str]]:
         return parse_headers(self.cleaned_data["headers"])
+
+    def _stubs(self, name: str) -> dict:
+        text = (self.cleaned_data.get(name) or "").strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(f"Not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError("An object of backend name -> stub, e.g. "
+                                        '{"users": {"status": 200, "body": "ok"}}.')
+        return value
+
+    def clean_upstream(self) -> dict:
+        return self._stubs("upstream")
+
+    def clean_calls(self) -> dict:
+        return self._stubs("calls")

@@ -5,7 +5,7 @@
 below, checks the values once and caches a typed, frozen `GatewayConf`. Tests override
 `settings.CHISTONE`; the cache is dropped on Django's `setting_changed` signal (connected in
 routing.apps), as DRF does for its settings. Nothing else in the data plane reads
-`settings.CHISTONE` or the environment (tests/test_settings_access.py checks).
+`settings.CHISTONE` or the environment (tests/test_settings.py checks).
 
 Importing this module imports no Django: `chistone_site.conf` (used by the CLI) builds on it.
 """
@@ -64,6 +64,8 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("CHUNK_BYTES", 64 * 1024, integer, "streaming chunk bound, both directions"),
     Setting("REPLAY_BODY_BYTES", 64 * 1024, integer,
             "request bodies up to this size can be sent again on a retry"),
+    Setting("BODY_TIMEOUT_S", 30.0, number,
+            "`req.body()`: the whole request body must arrive within this (else 408)"),
     Setting("RETRIES", 1, integer, "extra tries on another backend, per request"),
     Setting("RETRY_BUDGET_RATIO", 0.2, number,
             "retries allowed per request, averaged over time"),
@@ -106,6 +108,7 @@ class GatewayConf:
     upstream_keepalive_s: float
     chunk_bytes: int
     replay_body_bytes: int
+    body_timeout_s: float
     retries: int
     retry_budget_ratio: float
     retry_budget_min: float
@@ -162,6 +165,7 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         upstream_keepalive_s=float(values["UPSTREAM_KEEPALIVE_S"]),
         chunk_bytes=int(values["CHUNK_BYTES"]),
         replay_body_bytes=int(values["REPLAY_BODY_BYTES"]),
+        body_timeout_s=float(values["BODY_TIMEOUT_S"]),
         retries=int(values["RETRIES"]),
         retry_budget_ratio=float(values["RETRY_BUDGET_RATIO"]),
         retry_budget_min=float(values["RETRY_BUDGET_MIN"]),

@@ -5,6 +5,7 @@
     |   +-- UriTooLong               414 uri_too_long
     |   +-- HeadersTooLarge          431 headers_too_large
     |   +-- PayloadTooLarge          413 payload_too_large
+    |   +-- RequestTimeout           408 request_timeout (a script waited for a slow body)
     +-- TenantNotFound               404 no_tenant
     +-- RouteNotFound                404 no_route
     +-- MethodNotAllowed             405 method_not_allowed (with Allow)
@@ -12,10 +13,16 @@
     +-- BadGateway                   502 bad_gateway
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
+    |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
+    |   |                                was streamed to another backend)
+    |   +-- ResponseTooLarge         502 response_too_large (a script read a backend body
+    |                                    over its limit)
     +-- ServiceUnavailable           503 unavailable (with Retry-After)
     |   +-- NoHealthyBackend         503 no_healthy_backend
     |   +-- ConfigNotLoaded          503 config_not_loaded
     |   +-- TenantUnavailable        503 tenant_unavailable (its script cannot run)
+    |   +-- ScriptBusy               503 script_busy (the tenant's runtime holds as many
+    |                                    bodies of concurrent requests as it can)
     +-- GatewayTimeout               504 gateway_timeout
         +-- ConnectTimeout           504 connect_timeout (nothing reached the backend)
 
@@ -63,6 +70,10 @@ class PayloadTooLarge(BadRequest):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeout(BadRequest):
+    status, code = 408, "request_timeout"
+
+
 class TenantNotFound(GatewayError):
     status, code = 404, "no_tenant"
 
@@ -98,6 +109,14 @@ class BackendBroke(BadGateway):
     code = "backend_broke"
 
 
+class BodyNotReplayable(BadGateway):
+    code = "body_not_replayable"
+
+
+class ResponseTooLarge(BadGateway):
+    code = "response_too_large"
+
+
 class ServiceUnavailable(GatewayError):
     status, code = 503, "unavailable"
 
@@ -116,6 +135,10 @@ class ConfigNotLoaded(ServiceUnavailable):
 
 class TenantUnavailable(ServiceUnavailable):
     code = "tenant_unavailable"
+
+
+class ScriptBusy(ServiceUnavailable):
+    code = "script_busy"
 
 
 class GatewayTimeout(GatewayError):

@@ -1,10 +1,13 @@
 """The data plane's ASGI application: resolve the tenant, run its script, answer or proxy.
 
 Per request, in order: validate the request (routing.request), read the snapshot once,
-resolve the tenant (404 before any Lua runs), run the tenant's script, turn its outcome into
-a decision (routing.plan: the same pure function the dry run uses), then answer directly or
-proxy through the upstream transport, streaming both ways, retrying on another backend only
-when that is safe, and finally count the request and write one access-log line.
+resolve the tenant (404 before any Lua runs), run the tenant's script through the one
+driver (routing.script_run; while it waits for the body, a response or a call, the worker
+serves other requests), turn its outcome into a decision (routing.plan: the same pure
+function the dry run uses), then answer directly or proxy through the upstream transport,
+streaming both ways, retrying on another backend only when that is safe, apply what
+middleware changed on the response (routing.patch), and finally count the request and write
+one access-log line.
 """
 
 from __future__ import annotations
@@ -12,69 +15,49 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from luascripts.engine import Outcome
+from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
+from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
 from routing.conf import GatewayConf, get_conf
 from routing.errors import (
     BackendBroke,
-    BackendRefused,
     ConfigNotLoaded,
-    ConnectTimeout,
     GatewayError,
     GatewayTimeout,
+    PayloadTooLarge,
+    RequestTimeout,
+    ResponseTooLarge,
+    ScriptBusy,
     ScriptFailed,
     TenantNotFound,
     TenantUnavailable,
+    error_response,
 )
+from routing.exchange import LiveEffects, Opened, RequestBody, Upstream, upstream_error
 from routing.headers import downstream_headers
 from routing.health import HealthRegistry
 from routing.logs import current_request
+from routing.patch import patch_headers, patch_status
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.request_id import new_request_id
+from routing.script_run import ScriptGuard, run_script
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
 from routing.types import Receive, Scope, Send
-from routing.upstream import (
-    Body,
-    Broken,
-    ConnectFailed,
-    ConnectTimedOut,
-    ReadTimedOut,
-    Transport,
-    UpstreamError,
-    UpstreamResponse,
-)
+from routing.upstream import Transport, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("chistone.gateway")
 script_log = logging.getLogger("chistone.script")
 
 WATCH_AFTER_S = 0.05
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-ScriptGuard = tuple[Callable[[str, int], None], Callable[[], None]]
 
-
-class RetryBudget:
-    """Retries earn `ratio` of a token per request, up to a burst; each retry spends one."""
-
-    def __init__(self, ratio: float, burst: float) -> None:
-        self.ratio = ratio
-        self.burst = burst
-        self.tokens = burst
-
-    def deposit(self) -> None:
-        if self.tokens < self.burst:
-            self.tokens = min(self.burst, self.tokens + self.ratio)
-
-    def withdraw(self) -> bool:
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
+__all__ = ["Exchange", "Gateway", "ScriptGuard", "one_line"]
 
 
 @dataclass(slots=True)
@@ -93,68 +76,6 @@ class Exchange:
     error: str = ""
     # X-Chistone-Config: the generation of the snapshot this request was served under.
     config: tuple[bytes, bytes] | None = None
-
-
-class RequestBody:
-    """The client's body: bytes when small enough to send again, else a one-shot stream."""
-
-    def __init__(self, receive: Receive, first: bytes, more: bool, *, chunk: int) -> None:
-        self.receive = receive
-        self.prefix = first
-        self.more = more
-        self.chunk = chunk
-        self.started = False
-        self.disconnected = False
-
-    @classmethod
-    async def read(cls, receive: Receive, conf: GatewayConf) -> RequestBody:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            body = cls(receive, b"", False, chunk=conf.chunk_bytes)
-            body.disconnected = True
-            return body
-        data = message.get("body", b"")
-        more = message.get("more_body", False)
-        if more:  # read ahead: a body that ends within the replay size stays replayable
-            parts = [data]
-            size = len(data)
-            while more and size <= conf.replay_body_bytes:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    body = cls(receive, b"", False, chunk=conf.chunk_bytes)
-                    body.disconnected = True
-                    return body
-                piece = message.get("body", b"")
-                parts.append(piece)
-                size += len(piece)
-                more = message.get("more_body", False)
-            data = b"".join(parts)
-        return cls(receive, data, more, chunk=conf.chunk_bytes)
-
-    @property
-    def replayable(self) -> bool:
-        return not self.more or not self.started
-
-    def payload(self) -> Body:
-        if not self.more:
-            return self.prefix or None
-        return self._stream()
-
-    async def _stream(self) -> AsyncIterator[bytes]:
-        if self.started:
-            raise RuntimeError("a streamed request body can be sent once")
-        self.started = True
-        yield self.prefix
-        more = True
-        while more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-                raise ConnectionResetError("client disconnected during the upload")
-            data = message.get("body", b"")
-            more = message.get("more_body", False)
-            for start in range(0, len(data), self.chunk):
-                yield data[start:start + self.chunk]
 
 
 class Gateway:
@@ -176,8 +97,16 @@ class Gateway:
         self.health = health or HealthRegistry.from_conf(self.conf)
         self.stats = stats or Stats()
         self.balancer = Balancer()
-        self.budget = RetryBudget(self.conf.retry_budget_ratio, self.conf.retry_budget_min)
+        self.upstream = Upstream(transport=transport, health=self.health, conf=self.conf,
+                                 on_retry=self._count_retry)
         self.script_guard = script_guard
+
+    @property
+    def budget(self) -> Any:  # the retry budget (tests drain it)
+        return self.upstream.budget
+
+    def _count_retry(self) -> None:
+        self.stats.retries += 1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -198,6 +127,8 @@ class Gateway:
             request = parse_scope(scope, self.conf)
             ex.request_id = request.request_id
             await self._handle(request, receive, send, ex)
+        except _ClientGone:
+            ex.status, ex.error = 499, "client_disconnected"
         except GatewayError as error:
             ex.request_id = ex.request_id or new_request_id()
             ex.status, ex.error = error.status, error.code
@@ -235,39 +166,50 @@ class Gateway:
         if tenant.unavailable:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)
-        outcome = None
-        if tenant.script is not None:
-            outcome = self._run_script(tenant, request, match.path, ex)
+        body = RequestBody(receive, chunk=self.conf.chunk_bytes,
+                           replay_bytes=self.conf.replay_body_bytes,
+                           timeout_s=self.conf.body_timeout_s)
+        outcome: Outcome | None = None
+        effects: LiveEffects | None = None
         try:
-            decision = decide(tenant, request, match.path, outcome,
-                              healthy=self.health.is_healthy, balancer=self.balancer,
-                              total_timeout_s=self.conf.upstream_total_timeout_s)
-        except ScriptFailed as exc:
-            log.error("tenant %s request %s: %s", tenant.slug, request.request_id, exc.detail)
-            raise
-        if isinstance(decision, DirectResponse):
-            ex.status = decision.status
-            ex.sent = len(decision.body)
-            await respond.send_response(send, decision.status,
-                                        [*decision.headers, snapshot.config_header], decision.body)
-            return
-        await self._proxy(decision, request, receive, send, ex)
+            if tenant.script is not None:
+                effects = LiveEffects(
+                    upstream=self.upstream, tenant=tenant, request=request,
+                    router_path=match.path, body=body, ex=ex, conf=self.conf,
+                    limits=tenant.script.limits, balancer=self.balancer, stats=self.stats)
+                outcome = await self._run_script(tenant, request, match.path, ex, effects)
+            await self._answer(tenant, request, match.path, outcome, body, effects, receive,
+                               send, ex)
+        finally:
+            if effects is not None:
+                effects.close()
 
-    def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                    ex: Exchange) -> Any:
+    async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
+                          ex: Exchange, effects: LiveEffects) -> Outcome:
         script = tenant.script
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy)
-        guard = self.script_guard
-        if guard is not None:
-            guard[0](tenant.slug, tenant.version_id or 0)
         lua_started = time.perf_counter()
         try:
-            outcome = script.handle(sreq)
+            outcome = await run_script(script, sreq, effects, guard=self.script_guard,
+                                       tenant=tenant.slug, version=tenant.version_id or 0)
+        except BodyUnavailable as exc:
+            # req.body() failed for the client's reason and the script let it through.
+            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
+            raise body_error(exc, tenant.slug, script.limits.max_request_body_bytes) from None
+        except ResponseUnavailable as exc:
+            # res.body() failed for the backend's reason and the script let it through.
+            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
+            raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
-            ex.lua = time.perf_counter() - lua_started
+            ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
+            if effects.body.disconnected:
+                raise _ClientGone() from None
             kind = type(exc).__name__
             self.stats.lua_error(tenant.slug, kind)
+            self._script_logs(tenant, request, getattr(exc, "logs", ()))
             # Tenant text goes into the log on one line: a newline in error(...) must not let
             # a script forge log lines (another tenant's access-log entry, say).
             message = one_line(str(exc))
@@ -275,26 +217,102 @@ class Gateway:
                       tenant.version_number, request.request_id, kind, message,
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
-        finally:
-            if guard is not None:
-                guard[1]()
-        ex.lua = time.perf_counter() - lua_started
+        # Lua time: the script's own steps, not the waits between them.
+        ex.lua = outcome.lua_seconds or time.perf_counter() - lua_started
         if outcome.route_pattern:  # before the script's log lines, which are tagged with it
             ex.route = outcome.route_pattern
-        if outcome.logs:
-            for level, message in outcome.logs:
-                script_log.log(logging.getLevelName(level.upper()) if isinstance(
-                    logging.getLevelName(level.upper()), int) else logging.INFO,
-                    "tenant=%s request_id=%s %s", tenant.slug, request.request_id, message)
+        self._script_logs(tenant, request, outcome.logs)
         return outcome
 
-    # -- proxying ---------------------------------------------------------------------------
-    async def _proxy(self, plan: UpstreamPlan, request: ClientRequest, receive: Receive,
-                     send: Send, ex: Exchange) -> None:
-        body = await RequestBody.read(receive, self.conf)
-        if body.disconnected:
-            ex.status, ex.error = 499, "client_disconnected"
+    @staticmethod
+    def _script_logs(tenant: TenantEntry, request: ClientRequest, logs: Any) -> None:
+        for level, message in logs or ():
+            numeric = logging.getLevelName(level.upper())
+            script_log.log(numeric if isinstance(numeric, int) else logging.INFO,
+                           "tenant=%s request_id=%s %s", tenant.slug, request.request_id,
+                           message)
+
+    # -- answering ----------------------------------------------------------------------------
+    async def _answer(self, tenant: TenantEntry, request: ClientRequest, path: str,
+                      outcome: Outcome | None, body: RequestBody, effects: LiveEffects | None,
+                      receive: Receive, send: Send, ex: Exchange) -> None:
+        patch = outcome.patch if outcome is not None else None
+        if outcome is not None and isinstance(outcome.action, ExchangeAction):
+            assert effects is not None
+            opened = effects.take(outcome.action.exchange)
+            try:
+                await self._answer_opened(opened, request, send, ex, patch)
+            finally:
+                opened.close()
             return
+        try:
+            decision = decide(tenant, request, path, outcome,
+                              healthy=self.health.is_healthy, balancer=self.balancer,
+                              total_timeout_s=self.conf.upstream_total_timeout_s)
+        except ScriptFailed as exc:
+            log.error("tenant %s request %s: %s", tenant.slug, request.request_id, exc.detail)
+            raise
+        except GatewayError as error:
+            if patch is None:
+                raise
+            await self._send_error(error, request, send, ex, patch)
+            return
+        if isinstance(decision, DirectResponse):
+            await self._send_direct(decision.status, list(decision.headers), decision.body,
+                                    request, send, ex, patch)
+            return
+        payload = decision_payload(outcome, body)
+        await self._proxy(decision, request, body, payload, receive, send, ex, patch)
+
+    async def _answer_opened(self, opened: Opened, request: ClientRequest, send: Send,
+                             ex: Exchange, patch: ResponsePatch | None) -> None:
+        if opened.backend is not None:
+            ex.backend = opened.backend.name
+        if opened.error is not None or opened.response is None:
+            error = opened.error
+            assert error is not None
+            await self._send_error(error, request, send, ex, patch)
+            return
+        await self._relay(opened.response, opened.backend, request, send, ex, patch,
+                          prefix=opened.prefix, complete=opened.complete)
+        opened.response = None  # released or aborted by _relay
+
+    async def _send_error(self, error: GatewayError, request: ClientRequest, send: Send,
+                          ex: Exchange, patch: ResponsePatch | None) -> None:
+        status, headers, body = error_response(error, request.request_id)
+        ex.error = error.code
+        await self._send_direct(status, headers, body, request, send, ex, patch)
+
+    async def _send_direct(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes,
+                           request: ClientRequest, send: Send, ex: Exchange,
+                           patch: ResponsePatch | None) -> None:
+        """A complete answer, with the patch applied; framing and the request id are ours."""
+        out = [(name, value) for name, value in headers
+               if name not in (b"content-length", b"x-request-id")]
+        if patch is not None:
+            status = patch_status(status, patch)
+            if patch.body is not None:
+                body = patch.body
+            out = patch_headers(out, patch)
+        if status in (204, 304):
+            body = b""
+        else:
+            out.append((b"content-length", str(len(body)).encode()))
+        out.append((b"x-request-id", request.request_id.encode("latin-1")))
+        if ex.config is not None:
+            out.append(ex.config)
+        ex.status = status
+        ex.sent = len(body)
+        await respond.send_response(send, status, out, body)
+
+    # -- proxying ---------------------------------------------------------------------------
+    async def _proxy(self, plan: UpstreamPlan, request: ClientRequest, body: RequestBody,
+                     payload: bytes | None, receive: Receive, send: Send, ex: Exchange,
+                     patch: ResponsePatch | None) -> None:
+        if payload is None:
+            await body.read_ahead()
+            if body.disconnected:
+                raise _ClientGone()
         task = asyncio.current_task()
         assert task is not None
         loop = asyncio.get_running_loop()
@@ -320,17 +338,23 @@ class Gateway:
         response: UpstreamResponse | None = None
         upstream_started = time.perf_counter()
         try:
-            response, backend = await self._send_upstream(plan, request, body, ex)
+            response, backend = await self.upstream.send(plan, request, body, ex, payload)
+            ex.upstream = (ex.upstream or 0.0) + time.perf_counter() - upstream_started
             ex.backend = backend.name
-            await self._relay(response, backend, request, send, ex)
+            await self._relay(response, backend, request, send, ex, patch)
             response = None
         except asyncio.CancelledError:
             if not disconnected:
                 raise
             task.uncancel()
             ex.status, ex.error = 499, "client_disconnected"
+        except GatewayError as error:
+            if ex.upstream is None or response is None:
+                ex.upstream = (ex.upstream or 0.0) + time.perf_counter() - upstream_started
+            if patch is None:
+                raise
+            await self._send_error(error, request, send, ex, patch)
         finally:
-            ex.upstream = time.perf_counter() - upstream_started
             if timer is not None:
                 timer.cancel()
             if watcher is not None:
@@ -338,72 +362,57 @@ class Gateway:
             if response is not None:
                 response.close()
 
-    async def _send_upstream(self, plan: UpstreamPlan, request: ClientRequest,
-                             body: RequestBody, ex: Exchange
-                             ) -> tuple[UpstreamResponse, BackendEntry]:
-        self.budget.deposit()
-        backend = plan.backend
-        fallbacks = list(plan.fallbacks)
-        tries = 0
-        while True:
-            headers = plan.headers_for(backend)
-            if body.more:
-                length = next((v for k, v in request.headers if k == "content-length"), None)
-                if length is not None:
-                    headers.append(("content-length", length))
-            try:
-                response = await self.transport.send(
-                    plan.method, plan.url_for(backend), headers, body.payload(),
-                    connect=plan.connect_timeout_s, read=plan.read_timeout_s,
-                    total=plan.total_timeout_s)
-                return response, backend
-            except UpstreamError as exc:
-                ex.backend = backend.name
-                self.health.record_failure(backend, f"{type(exc).__name__}: {exc}")
-                retry = self._retryable(exc, plan.method, body)
-                fallbacks = [b for b in fallbacks if self.health.is_healthy(b)]
-                if retry and fallbacks and tries < self.conf.retries and self.budget.withdraw():
-                    tries += 1
-                    ex.retries = tries
-                    self.stats.retries += 1
-                    log.info("request %s: %s failed (%s), retrying on %s", request.request_id,
-                             backend.name, type(exc).__name__, fallbacks[0].name)
-                    backend = fallbacks.pop(0)
-                    continue
-                raise _map_upstream_error(exc, backend) from None
-
-    @staticmethod
-    def _retryable(exc: UpstreamError, method: str, body: RequestBody) -> bool:
-        if body.disconnected:
-            return False
-        if not exc.sent:
-            return body.replayable
-        return isinstance(exc, Broken) and method in IDEMPOTENT and not body.more
-
-    async def _relay(self, response: UpstreamResponse, backend: BackendEntry,
-                     request: ClientRequest, send: Send, ex: Exchange) -> None:
-        status = response.status
+    async def _relay(self, response: UpstreamResponse, backend: BackendEntry | None,
+                     request: ClientRequest, send: Send, ex: Exchange,
+                     patch: ResponsePatch | None, *, prefix: bytes = b"",
+                     complete: bool = False) -> None:
+        status = patch_status(response.status, patch)
         bodiless = request.method == "HEAD" or status in (204, 304) or status < 200
         headers = downstream_headers(response.raw_headers, request_id=request.request_id,
                                      head_or_bodiless=bodiless)
+        replaced = patch is not None and patch.body is not None
+        if replaced or complete:
+            whole = patch.body if replaced else prefix  # type: ignore[union-attr]
+            assert whole is not None
+            if bodiless:
+                whole = b""
+            if patch is not None or complete:
+                headers = patch_headers(headers, patch or ResponsePatch(),
+                                        body_length=None if bodiless else len(whole))
+            if ex.config is not None:
+                headers.append(ex.config)
+            ex.status = status
+            if replaced and not complete:
+                response.close()  # the script answered with its own body: drop the backend's
+            else:
+                response.release()
+            await respond.send_response(send, status, headers, whole)
+            ex.sent = len(whole)
+            if backend is not None:
+                self.health.record_success(backend)
+            return
+        headers = patch_headers(headers, patch)
         if ex.config is not None:
             headers.append(ex.config)
         ex.status = status
-        chunk = b""
+        chunk = prefix
         at_eof = False
-        if response.ready():  # a small answer is usually complete already: one body message
+        if not chunk and response.ready():  # a small answer is usually complete already
             try:
                 chunk = await response.read_chunk()
             except UpstreamError as exc:  # nothing went to the client yet: answer an error
-                self.health.record_failure(backend, f"{type(exc).__name__}: {exc}")
-                raise _map_upstream_error(exc, backend) from None
+                if backend is not None:
+                    self.health.record_failure(backend, f"{type(exc).__name__}: {exc}")
+                    raise upstream_error(exc, backend) from None
+                raise
             at_eof = response.at_eof()
         await respond.send_response_start(send, status, headers)
         if at_eof:
             await send({"type": "http.response.body", "body": chunk})
             ex.sent = len(chunk)
             response.release()
-            self.health.record_success(backend)
+            if backend is not None:
+                self.health.record_success(backend)
             return
         sent = 0
         try:
@@ -417,16 +426,60 @@ class Gateway:
         except UpstreamError as exc:
             ex.sent = sent
             ex.error = "upstream_broke_mid_body"
-            self.health.record_failure(backend, f"{type(exc).__name__} mid-body: {exc}")
+            name = backend.name if backend is not None else "?"
+            if backend is not None:
+                self.health.record_failure(backend, f"{type(exc).__name__} mid-body: {exc}")
             log.warning("request %s: backend %s broke after %d bytes (%s); aborting the client "
-                        "connection", request.request_id, backend.name, sent, exc)
+                        "connection", request.request_id, name, sent, exc)
             response.close()
             respond.abort(send)
             return
         ex.sent = sent
         await send({"type": "http.response.body", "body": b""})
         response.release()
-        self.health.record_success(backend)
+        if backend is not None:
+            self.health.record_success(backend)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request could be answered (logged as 499)."""
+
+
+def body_error(exc: BodyUnavailable, tenant: str, limit: int) -> Exception:
+    """The answer for a request whose script could not have its body (one place for the
+    data plane and the dry run)."""
+    if exc.reason == "too_large":
+        return PayloadTooLarge(f"The request body is larger than this route accepts "
+                               f"({limit} bytes).")
+    if exc.reason == "timeout":
+        return RequestTimeout("The request body did not arrive in time.")
+    if exc.reason == "memory":
+        log.warning("tenant %s: %s", tenant, one_line(str(exc)))
+        return ScriptBusy(f"Tenant {tenant!r} is handling too many request bodies at once; "
+                          "retry shortly.", retry_after=1)
+    return _ClientGone()
+
+
+def response_error(exc: ResponseUnavailable, limit: int) -> GatewayError:
+    """The answer for a request whose script could not read a backend's body."""
+    if exc.reason == "too_large":
+        return ResponseTooLarge(f"The backend's answer is larger than this route's script may "
+                                f"read ({limit} bytes).")
+    if exc.reason == "timeout":
+        return GatewayTimeout("The backend's answer did not arrive in time.")
+    return BackendBroke("The backend closed the connection or sent an invalid response.")
+
+
+def decision_payload(outcome: Outcome | None, body: RequestBody) -> bytes | None:
+    """The body to send upstream when it is not the client's stream: a script's
+    proxy{body = ...}, or the body the script read (forwarded unchanged)."""
+    if outcome is not None:
+        action_body = getattr(outcome.action, "body", None)
+        if isinstance(action_body, bytes):
+            return action_body
+    if body.complete:
+        return body.prefix
+    return None
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)} | {0x0a: "\\n", 0x0d: "\\r",
@@ -436,14 +489,3 @@ _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7f)} | {0x0a: "\\n", 0x0d
 def one_line(text: str, limit: int = 4096) -> str:
     """Tenant-supplied text made safe for a log line: control characters escaped, bounded."""
     return text[:limit].translate(_CONTROL)
-
-
-def _map_upstream_error(exc: UpstreamError, backend: BackendEntry) -> GatewayError:
-    name = backend.name
-    if isinstance(exc, ConnectFailed):
-        return BackendRefused(f"Backend {name!r} refused the connection or could not be reached.")
-    if isinstance(exc, ConnectTimedOut):
-        return ConnectTimeout(f"Backend {name!r} did not accept a connection in time.")
-    if isinstance(exc, ReadTimedOut):
-        return GatewayTimeout(f"Backend {name!r} did not answer in time.")
-    return BackendBroke(f"Backend {name!r} closed the connection or sent an invalid response.")

@@ -118,6 +118,7 @@ class ReportCollector(Collector):
         backend_requests: dict[tuple, int] = defaultdict(int)
         backend_errors: dict[tuple, int] = defaultdict(int)
         backend_up: dict[tuple, int] = {}
+        calls: dict[tuple, Any] = {}
         retries = 0
         generation = GaugeMetricFamily("chistone_config_generation",
                                        "Configuration generation each worker serves.",
@@ -145,6 +146,9 @@ class ReportCollector(Collector):
             for row in stats.get("lua_errors", []):
                 lua_errors[(row["tenant"], row["kind"])] += row["count"]
             retries += stats.get("retries", 0)
+            for row in stats.get("calls", []):
+                key = (row["tenant"], row["backend"], row["outcome"])
+                calls[key] = _add_hist(calls.get(key), row["latency"])
             for tenant, backends in report.get("health", {}).items():
                 for name, state in backends.items():
                     backend_requests[(tenant, name)] += state.get("requests", 0)
@@ -181,6 +185,9 @@ class ReportCollector(Collector):
                       "1 if the backend is in service.", ["tenant", "backend"], backend_up)
         yield CounterMetricFamily("chistone_upstream_retries", "Retries to another backend.",
                                   value=retries)
+        yield _histogram("chistone_script_call_duration_seconds",
+                         "Scripts' http.request calls by outcome (ok, refused, timeout, broken, "
+                         "too_large).", ["tenant", "backend", "outcome"], calls)
         yield generation
         yield reload_seconds
         yield reloads

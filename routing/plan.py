@@ -264,6 +264,38 @@ def _headers(request: ClientRequest, script_headers: Mapping[str, str] | None,
     return headers
 
 
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """A script's http.request to one of its tenant's backends. Only the registered backend's
+    origin and base path, plus a checked path and query, make the URL: a script names a
+    backend, never an address. The headers are the script's (minus hop-by-hop and the
+    gateway-managed ones) plus Host and the request id."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    connect_timeout_s: float
+    read_timeout_s: float
+    total_timeout_s: float
+
+
+def call_plan(backend: BackendEntry, call: Any, *, request_id: str) -> CallPlan:
+    path = check_path(call.path)
+    query = check_query(call.query)
+    headers = [(name.lower(), value) for name, value in call.headers]
+    for name, value in headers:
+        _check_header(name, value)
+    out = [(name, value) for name, value in headers
+           if name not in HOP_BY_HOP and name not in ("host", "content-length", "x-request-id",
+                                                       "expect")]
+    out.append(("host", backend.host_header))
+    out.append(("x-request-id", request_id))
+    total = call.timeout_ms / 1000
+    url = f"{backend.origin}{backend.base_path}{path}"
+    return CallPlan(call.method, f"{url}?{query}" if query else url, tuple(out),
+                    min(backend.connect_timeout_s, total), total, total)
+
+
 def error_decision(error: GatewayError) -> dict[str, Any]:
     return {"type": "error", "status": error.status, "error": error.code,
             "detail": error.public_detail()}

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chistone.snapshot")
 
-ScriptKey = tuple[int, int, str, frozenset[str]]
+ScriptKey = tuple[int, int, str, frozenset[str], tuple[tuple[str, int], ...]]
 Loader = Callable[..., "LoadedScript"]
 
 
@@ -164,6 +164,7 @@ def read_config() -> dict[str, Any]:
         tenants.append({
             "id": row.pk, "slug": row.slug, "name": row.name, "prefix": row.path_prefix,
             "domains": list(row.domains or ()), "backends": by_tenant.get(row.pk, []),
+            "limits": row.script_limits(),
             "version": None if version is None else {
                 "id": version.pk, "number": version.number, "sha256": version.sha256,
                 "source": version.source, "fault": faults.get(version.pk)},
@@ -198,13 +199,15 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
                                f"blocked a gateway worker ({version['fault']}); "
                                "activate another one")
             else:
+                overrides = dict(row.get("limits") or {})
                 key: ScriptKey = (row["id"], version["number"], version["sha256"],
-                                  frozenset(backends))
+                                  frozenset(backends), tuple(sorted(overrides.items())))
                 script = cache.get(key)
                 if script is None:
                     try:
                         script = load(version["source"], tenant=row["slug"],
-                                      backend_names=sorted(backends), **_limits_kwargs())
+                                      backend_names=sorted(backends),
+                                      limits=script_limits(overrides))
                     except Exception as exc:  # ScriptLoadError, or anything the engine raised
                         log.error("tenant %s: script v%s could not be loaded: %s",
                                   row["slug"], version["number"], exc)
@@ -226,16 +229,17 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
                             build_seconds=time.perf_counter() - started)
 
 
-def _limits_kwargs() -> dict[str, Any]:
-    """Script limits from CHISTONE_LUA_* (routing.conf), when configured."""
+def script_limits(overrides: Mapping[str, int] | None = None) -> Any:
+    """The Limits every tenant script is loaded with: the engine's defaults, the gateway's
+    settings (CHISTONE_LUA_*, routing.conf), then the tenant's own (`overrides`). The data
+    plane, the dry run and script tests all load through this, so a limit behaves the same in
+    all three."""
+    from luascripts.engine import Limits
     from routing.conf import get_conf
 
-    overrides = get_conf().lua_limit_overrides()
-    if not overrides:
-        return {}
-    from luascripts.engine import Limits
-
-    return {"limits": Limits(**overrides)}
+    values: dict[str, Any] = get_conf().lua_limit_overrides()
+    values.update(overrides or {})
+    return Limits(**values) if values else Limits()
 
 
 def build_snapshot(previous: Snapshot | None = None, *, loader: Loader | None = None) -> Snapshot:

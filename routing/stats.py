@@ -54,6 +54,8 @@ class Stats:
     series: dict[tuple[str, str, int], Series] = field(default_factory=dict)
     lua_errors: dict[tuple[str, str], int] = field(default_factory=dict)  # (tenant, kind)
     retries: int = 0
+    # http.request calls by (tenant, backend, outcome: ok|refused|timeout|broken|too_large)
+    calls: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
 
     def record(self, tenant: str, route: str, status: int, *, total: float,
                upstream: float | None, lua: float, sent: int) -> None:
@@ -69,6 +71,15 @@ class Stats:
         if upstream is not None:
             series.upstream_latency.observe(upstream)
         series.lua_seconds += lua
+
+    def call(self, tenant: str, backend: str, outcome: str, seconds: float) -> None:
+        key = (tenant, backend, outcome)
+        histogram = self.calls.get(key)
+        if histogram is None:
+            if len(self.calls) > 10_000:
+                return
+            histogram = self.calls[key] = Histogram()
+        histogram.observe(seconds)
 
     def lua_error(self, tenant: str, kind: str) -> None:
         key = (tenant, kind)
@@ -86,6 +97,8 @@ class Stats:
             "lua_errors": [{"tenant": t, "kind": k, "count": n}
                            for (t, k), n in self.lua_errors.items()],
             "retries": self.retries,
+            "calls": [{"tenant": t, "backend": b, "outcome": o, "latency": h.to_dict()}
+                      for (t, b, o), h in self.calls.items()],
         }
 
 

@@ -36,7 +36,8 @@ from tenants.errors import ServiceError
 from tenants.models import AuditEvent, Backend, ConfigState, HostClaim, OperatorAccess, Tenant
 
 BACKEND_FIELDS = list(services.BACKEND_FIELDS)
-TENANT_FIELDS = ["slug", "name", "active", "domains", "path_prefix"]
+TENANT_FIELDS = ["slug", "name", "active", "domains", "path_prefix", "max_request_body_bytes",
+                 "max_response_body_bytes"]
 
 
 def script_page_url(tenant: Tenant) -> str | None:
@@ -85,6 +86,8 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
     fieldsets = [
         (None, {"fields": ["slug", "name", "active"]}),
         ("Routing", {"fields": ["domains", "path_prefix"]}),
+        ("Script limits", {"fields": ["max_request_body_bytes", "max_response_body_bytes"],
+                           "classes": ["collapse"]}),
         ("Route script", {"fields": ["script", "config_version"]}),
     ]
 
@@ -94,7 +97,7 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
 
     def get_fieldsets(self, request, obj=None):
         if obj is None:  # nothing to show about a script before the tenant exists
-            return self.fieldsets[:2]
+            return [fs for fs in self.fieldsets if fs[0] != "Route script"]
         return self.fieldsets
 
     @admin.display(description="domains / prefix")
@@ -135,7 +138,8 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)
-        values = {field: form.cleaned_data[field] for field in TENANT_FIELDS}
+        values = {field: form.cleaned_data[field] for field in TENANT_FIELDS
+                  if field in form.cleaned_data}
         try:
             if change:
                 saved = services.update_tenant(actor=actor, tenant=obj, **values)

@@ -107,10 +107,16 @@ class TenantForm(forms.ModelForm):
 
     class Meta:
         model = Tenant
-        fields = ["slug", "name", "active", "domains", "path_prefix"]
+        fields = ["slug", "name", "active", "domains", "path_prefix", "max_request_body_bytes",
+                  "max_response_body_bytes"]
         help_texts = {
             "path_prefix": "Optional, e.g. /globex: the tenant answers for paths under it "
                            "(on its domains, or on any host when it has none).",
+            "max_request_body_bytes": "Largest request body a script may read with "
+                                      "req.body() (empty: 1 MiB). Bodies scripts never read "
+                                      "are streamed, whatever their size.",
+            "max_response_body_bytes": "Largest body res.body() and http.request() read "
+                                       "(empty: 1 MiB).",
         }
 
     def __init__(self, *args, **kwargs):

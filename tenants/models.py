@@ -26,6 +26,10 @@ class Tenant(models.Model):
         on_delete=models.PROTECT,
         related_name="+",
     )
+    # The tenant's own body limits for scripts (req.body(), res.body(), http.request);
+    # null = the gateway's default (luascripts.engine.Limits).
+    max_request_body_bytes = models.PositiveIntegerField(null=True, blank=True)
+    max_response_body_bytes = models.PositiveIntegerField(null=True, blank=True)
     # Bumped by every service that changes this tenant; the API uses it for If-Match.
     config_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -36,6 +40,15 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def script_limits(self) -> dict[str, int]:
+        """The script limits this tenant sets itself (Limits field name -> value)."""
+        return {name: value for name in LIMIT_FIELDS
+                if (value := getattr(self, name)) is not None}
+
+
+# Tenant fields that override luascripts.engine.Limits fields of the same name.
+LIMIT_FIELDS = ("max_request_body_bytes", "max_response_body_bytes")
 
 
 class HostClaim(models.Model):

@@ -16,9 +16,10 @@ from tenants import validators
 from tenants.audit import Actor, record
 from tenants.errors import Conflict, InvalidInput
 from tenants.events import config_changed
-from tenants.models import Backend, HostClaim, Tenant
+from tenants.models import LIMIT_FIELDS, Backend, HostClaim, Tenant
 
-TENANT_FIELDS = ("slug", "name", "domains", "path_prefix", "active")
+TENANT_FIELDS = ("slug", "name", "domains", "path_prefix", "active", "max_request_body_bytes",
+                 "max_response_body_bytes")
 BACKEND_FIELDS = (
     "name",
     "url",
@@ -55,6 +56,8 @@ def _clean_tenant_fields(values: dict[str, Any]) -> dict[str, Any]:
                 if not isinstance(value, bool):
                     raise ValidationError("active must be true or false.")
                 cleaned[field] = value
+            elif field in LIMIT_FIELDS:
+                cleaned[field] = validators.body_limit(value)
             else:
                 raise ValidationError(f"Unknown tenant field {field!r}.")
         except ValidationError as exc:
@@ -97,10 +100,13 @@ def create_tenant(
     domains: list[str] | tuple[str, ...] = (),
     path_prefix: str = "",
     active: bool = True,
+    max_request_body_bytes: int | None = None,
+    max_response_body_bytes: int | None = None,
 ) -> Tenant:
     fields = _clean_tenant_fields(
         {"slug": slug, "name": name, "domains": list(domains), "path_prefix": path_prefix,
-         "active": active}
+         "active": active, "max_request_body_bytes": max_request_body_bytes,
+         "max_response_body_bytes": max_response_body_bytes}
     )
     try:
         with transaction.atomic():

@@ -141,3 +141,19 @@ def validate_health_path(value: str | None) -> str:
             code="invalid_health_path",
         )
     return value
+
+
+MIN_BODY_LIMIT = 1024
+MAX_BODY_LIMIT = 16 * 1024 * 1024  # bodies a script holds count against its runtime's memory
+
+
+def body_limit(value: object) -> int | None:
+    """A tenant's body limit for scripts: None (the default) or 1 KiB to 16 MiB."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("A body limit is a number of bytes, or null for the default.")
+    if not MIN_BODY_LIMIT <= value <= MAX_BODY_LIMIT:
+        raise ValidationError(f"A body limit must be from {MIN_BODY_LIMIT} to "
+                              f"{MAX_BODY_LIMIT} bytes.")
+    return value

@@ -32,9 +32,10 @@ from tenants import services as tenant_services
 from tenants import validators
 from tenants.audit import Actor
 from tenants.errors import InvalidInput, PreconditionFailed, Unprocessable
-from tenants.models import Backend, Tenant
+from tenants.models import LIMIT_FIELDS, Backend, Tenant
 
-TENANT_FIELDS = ("name", "domains", "path_prefix", "active")
+TENANT_FIELDS = ("name", "domains", "path_prefix", "active", "max_request_body_bytes",
+                 "max_response_body_bytes")
 BACKEND_FIELDS = tenant_services.BACKEND_FIELDS
 
 
@@ -71,7 +72,8 @@ def dump_config(*, tenant: Tenant) -> dict[str, Any]:
                   "tests": version.tests, "version": version.number, "sha256": version.sha256}
     return {
         "tenant": {"slug": tenant.slug, "name": tenant.name, "domains": list(tenant.domains),
-                   "path_prefix": tenant.path_prefix, "active": tenant.active},
+                   "path_prefix": tenant.path_prefix, "active": tenant.active,
+                   **{name: getattr(tenant, name) for name in LIMIT_FIELDS}},
         "backends": [
             {name: getattr(b, name) for name in BACKEND_FIELDS}
             for b in Backend.objects.filter(tenant=tenant).order_by("name")
@@ -184,6 +186,8 @@ def _plan_script(plan: Plan, tenant: Tenant, doc_script: Mapping[str, Any],
             domains=tuple(_normalised("tenant", "domains",
                                       doc_tenant.get("domains", tenant.domains))),
             active=doc_tenant.get("active", tenant.active),
+            limits={name: value for name in LIMIT_FIELDS
+                    if (value := doc_tenant.get(name, getattr(tenant, name))) is not None},
             backends=tuple({"name": name, **values} for name, values in sorted(planned.items())),
         )
         plan.test_results = simulation.run_script_tests(tenant=spec, source=source, tests=tests)

@@ -24,6 +24,12 @@ class TenantSerializer(serializers.Serializer):
     path_prefix = serializers.CharField(max_length=200, allow_blank=True, default="",
                                         trim_whitespace=False)
     active = serializers.BooleanField(default=True)
+    max_request_body_bytes = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="Largest body req.body() reads (null: the gateway default, 1 MiB).")
+    max_response_body_bytes = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="Largest body res.body() and http.request read (null: 1 MiB).")
     active_version = serializers.IntegerField(source="active_version.number", read_only=True,
                                               allow_null=True)
     config_version = serializers.IntegerField(read_only=True)
@@ -77,6 +83,27 @@ class SimRequestSerializer(serializers.Serializer):
     scheme = serializers.ChoiceField(choices=["http", "https"], required=False)
     unhealthy = serializers.ListField(child=serializers.CharField(max_length=64),
                                       required=False, max_length=100)
+    body = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False,
+                                 max_length=16 * 1024 * 1024,
+                                 help_text="The request body (req.body() reads it).")
+    upstream = serializers.DictField(
+        child=serializers.JSONField(), required=False,
+        help_text="Stubs: backend name -> {status, headers, body} (or {error: refused|"
+                  "timeout|broken}), what a proxied backend answers.")
+    calls = serializers.DictField(
+        child=serializers.JSONField(), required=False,
+        help_text="Stubs: backend name -> {status, headers, body} (or {error}), what "
+                  "http.request gets. Without one it returns nil, \"no_stub\".")
+
+    def validate(self, attrs):
+        from routing.stubs import StubError, parse_stubs
+
+        for key in ("upstream", "calls"):
+            try:
+                parse_stubs(attrs.get(key), key)
+            except StubError as exc:
+                raise serializers.ValidationError({key: [str(exc)]}) from None
+        return attrs
 
 
 class ExpectSerializer(serializers.Serializer):
@@ -95,6 +122,11 @@ class ExpectSerializer(serializers.Serializer):
                                    required=False)
     body = serializers.CharField(required=False, allow_null=True, allow_blank=True,
                                  trim_whitespace=False)
+    response_status = serializers.IntegerField(required=False, allow_null=True)
+    response_headers = serializers.DictField(child=serializers.CharField(
+        allow_null=True, allow_blank=True, trim_whitespace=False), required=False)
+    response_body = serializers.CharField(required=False, allow_null=True, allow_blank=True,
+                                          trim_whitespace=False)
 
 
 class ScriptTestSerializer(serializers.Serializer):
@@ -257,6 +289,12 @@ class ActionSerializer(serializers.Serializer):
     error = serializers.CharField(allow_null=True)
 
 
+class FinalAnswerSerializer(serializers.Serializer):
+    status = serializers.IntegerField()
+    headers = serializers.ListField(child=HeaderPairField())
+    body = serializers.CharField(allow_blank=True)
+
+
 class SimulationSerializer(serializers.Serializer):
     tenant = serializers.CharField()
     version = serializers.IntegerField(allow_null=True)
@@ -267,6 +305,16 @@ class SimulationSerializer(serializers.Serializer):
     logs = serializers.ListField(child=HeaderPairField(), help_text="[level, message] pairs.")
     error = serializers.CharField(allow_null=True)
     warnings = serializers.ListField(child=serializers.CharField())
+    response = FinalAnswerSerializer(allow_null=True, help_text=(
+        "The final answer the client would get, after every middleware; null for a proxy "
+        "without an `upstream` stub."))
+    calls = serializers.ListField(child=serializers.DictField(), help_text=(
+        "The script's http.request calls: backend, method, path, query, url, status or "
+        "error."))
+    exchanges = serializers.ListField(child=serializers.DictField(), help_text=(
+        "Upstream exchanges a middleware opened to look at the response."))
+    stopped = serializers.CharField(allow_null=True, help_text=(
+        "Why the run stopped early (a middleware waited for a backend without a stub)."))
 
 
 # -- the declarative config document -------------------------------------------------------

@@ -296,7 +296,7 @@ local function proxy(target, opts)
     if err then script_error("proxy(): " .. err) end
     remove, err = names_blob(rawget(opts, "remove_headers"), "remove_headers")
     if err then script_error("proxy(): " .. err) end
-    body = rawget(opts, "body")
+    body = K.body_value(rawget(opts, "body"))
     if body ~= nil then
       if type(body) == "number" then body = tostring(body) end
       if type(body) ~= "string" then
@@ -320,6 +320,7 @@ end
 local function respond(status, body, headers)
   local s, err = check_status(status, 200, 599, "respond")
   if not s then script_error(err) end
+  body = K.body_value(body)
   if body == nil then body = "" elseif type(body) == "number" then body = tostring(body) end
   if type(body) ~= "string" then
     script_error("respond(): body must be a string, got " .. type(body))

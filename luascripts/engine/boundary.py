@@ -82,7 +82,9 @@ RESULT = Record(
 WAIT = Record("wait", "token", "op")  # then the effect's record (after "op")
 FAIL = Record(
     "fail",
-    "kind",  # "error" | "timeout" | "memory" | "too_large" (req.body() over the limit)
+    "kind",  # "error" | "timeout" | "memory" | "body:<why>" (req.body() failed, uncaught;
+    # why: too_large | timeout | disconnected | memory) | "upstream:<why>" (res.body()
+    # failed, uncaught; why: too_large | timeout | broken)
     "message",  # with a Lua traceback after "\nstack traceback:\n"
     "line",  # where a timeout stopped the script
 )

@@ -25,7 +25,6 @@ local co_create, co_resume, co_status, co_close = K.co_create, K.co_resume, K.co
   K.co_close
 local sethook, hook, HOOK_COUNT = K.sethook, K.hook, K.HOOK_COUNT
 local EFFECT, ANSWER, TIMEOUT, DRIVERS = K.EFFECT, K.ANSWER, K.TIMEOUT, K.DRIVERS
-local traceback = K.traceback
 local L = K.layout
 local LREQ, LRES, LFAIL, OFF = L.request, L.result, L.fail, L.offsets
 
@@ -58,15 +57,15 @@ end
 local as_response = K.as_response
 
 local function invoke(ctx, chain, i, req)
-  local step = chain[i]
+  local handler = chain[i] -- (the name tracebacks show for a handler or a middleware)
   local previous = K.current
-  K.current = step
+  K.current = handler
   local result
   if i == chain.n then
-    result = step(req)
+    result = handler(req)
   else
     if i > ctx.ran then ctx.ran = i end
-    result = step(req, function(r2)
+    result = handler(req, function(r2)
       if r2 == nil then r2 = req end
       if type(r2) ~= "table" then error("next() expects the request table", 2) end
       return as_response(ctx, invoke(ctx, chain, i + 1, r2), r2)
@@ -79,7 +78,7 @@ end
 ---------------------------------------------------------------------------- steps
 local PENDING, ntoken = {}, 0 -- token -> ctx of a request waiting for the host
 
-local function body(ctx, chain)
+local function run_chain(ctx, chain)
   local result
   if chain then
     result = invoke(ctx, chain, 1, ctx.req)
@@ -89,6 +88,16 @@ local function body(ctx, chain)
     K.current = nil
   end
   return K.final(ctx, result, chain == nil, ctx.pool)
+end
+
+-- The coroutine's body: the chain inside xpcall, so that an error -- a timeout raised by the
+-- hook included -- unwinds within the coroutine. That restores the thread's hook (Lua turns
+-- hooks off while one runs and only a protected call turns them back on) before the
+-- script's to-be-closed variables run, and the message handler takes the traceback where
+-- the error happened.
+local xpcall, on_error = xpcall, K.on_error
+local function body(ctx, chain)
+  return xpcall(run_chain, on_error, ctx, chain)
 end
 
 local function fail(ctx, kind, message, line)
@@ -107,46 +116,48 @@ local function describe(e)
   return "error() was called with a " .. t .. " value, not a message string"
 end
 
-local function after(ctx, ok, first, ...)
+local function failed(ctx, co, payload)
+  DRIVERS[co] = nil
+  co_close(co) -- to-be-closed variables left (if any) run under the request's deadline
   disarm()
-  ctx.current = K.current
+  local was, line = K.reset()
   K.current, K.ctx = nil, nil
+  if was or rawequal(payload, TIMEOUT) then
+    return fail(ctx, "timeout", "CPU time limit exceeded", line)
+  end
+  local message = describe(payload)
+  if message == "not enough memory" then return fail(ctx, "memory", message, nil) end
+  local kind = "error"
+  if ctx.body_error and find(message, "req.body(): the request body ", 1, true) then
+    kind = "body:" .. ctx.body_error
+  elseif ctx.response_error and find(message, "res.body(): the backend's response body ", 1,
+    true) then
+    kind = "upstream:" .. ctx.response_error
+  end
+  return fail(ctx, kind, message, nil)
+end
+
+local function after(ctx, ok, first, second, ...)
+  ctx.current = K.current
   local co = ctx.co
-  if not ok then
-    DRIVERS[co] = nil
-    local was, line = K.reset()
-    if was or rawequal(first, TIMEOUT) then
-      co_close(co)
-      return fail(ctx, "timeout", "CPU time limit exceeded", line)
-    end
-    if first == "not enough memory" then
-      co_close(co)
-      return fail(ctx, "memory", first, nil)
-    end
-    local message = describe(first)
-    local kind = "error"
-    if ctx.body_too_large and find(message, "req.body(): the request body is larger", 1, true)
-    then
-      kind = "too_large"
-    elseif ctx.overloaded and find(message, "req.body(): the tenant's script runtime has no",
-      1, true) then
-      kind = "overloaded"
-    end
-    local tb = traceback(co, message)
-    co_close(co)
-    return fail(ctx, kind, tb, nil)
+  if not ok then -- the coroutine died outside its xpcall (an error in the message handler)
+    return failed(ctx, co, K.timed_out() and TIMEOUT or first)
   end
   if co_status(co) == "dead" then
+    if not first then return failed(ctx, co, second) end -- body's xpcall caught an error
+    disarm()
+    K.current, K.ctx = nil, nil
     DRIVERS[co] = nil
     local logs, dropped = take_logs()
-    local out = first -- K.final's flat payload
+    local out = second -- K.final's flat payload
     out[LRES.state], out[LRES.ran], out[LRES.request_headers] = "done", ctx.ran, out.reqh
     out[LRES.logs], out[LRES.dropped_logs] = logs, dropped
     return unpack(out, 1, out.n)
   end
+  disarm()
+  K.current, K.ctx = nil, nil
   -- Suspended: `first` is EFFECT, then the effect's op and fields.
   if not rawequal(first, EFFECT) then
-    co_close(co)
     DRIVERS[co] = nil
     return fail(ctx, "error", "the request's coroutine yielded outside the gateway's control",
       nil)
@@ -155,7 +166,7 @@ local function after(ctx, ok, first, ...)
   PENDING[ntoken] = ctx
   ctx.token = ntoken
   local logs, dropped = take_logs()
-  return "wait", ctx.ran, nil, logs, dropped, ntoken, ...
+  return "wait", ctx.ran, nil, logs, dropped, ntoken, second, ...
 end
 
 local function step(ctx, dl, ...)
@@ -217,12 +228,18 @@ function K.resume(dl, token, ...)
 end
 
 -- The host gave up on a waiting request (the client went away, or the host failed).
-function K.cancel(token)
+-- Closing runs the script's to-be-closed variables: under the request's deadline too.
+function K.cancel(dl, token)
   local ctx = PENDING[token]
   if ctx == nil then return false end
   PENDING[token] = nil
   DRIVERS[ctx.co] = nil
+  arm(dl)
+  K.ctx = ctx
   co_close(ctx.co)
+  K.ctx = nil
+  disarm()
+  K.reset()
   return true
 end
 

@@ -56,6 +56,7 @@ class Render:
 
     status: int
     message: str | None  # a reject's message; None for the router's own answer
+    allow: tuple[str, ...] = ()  # a 405's Allow list
 
 
 Effect = ReadBody | OpenUpstream | ReadResponseBody | Call | Render

@@ -6,8 +6,12 @@
     +-- ScriptRuntimeError   a handler, middleware or selector failed for one request
         +-- ScriptTimeoutError   ... by running past its CPU deadline
         +-- ScriptMemoryError    ... by going over the runtime's memory cap
-        +-- BodyTooLarge         ... because req.body() met a body over its limit (413)
-        +-- RuntimeBusy          ... because the runtime could not hold one more body now
+        +-- BodyUnavailable      ... because req.body() failed for the client's reason and
+            |                        the script did not catch it (`reason` says which)
+            +-- BodyTooLarge     ... a body over the limit (413)
+            +-- RuntimeBusy      ... the runtime cannot hold one more body now (503)
+        +-- ResponseUnavailable  ... because res.body() failed for the backend's reason
+                                 (`reason`: too_large, timeout, broken) and was not caught
 
 Timeouts and memory errors are runtime errors too, so a caller that only wants "this request
 failed because of the script" catches ScriptRuntimeError. Messages are written for the
@@ -54,14 +58,31 @@ class ScriptMemoryError(ScriptRuntimeError):
     """The script went over its runtime's memory cap."""
 
 
-class BodyTooLarge(ScriptRuntimeError):
-    """req.body() found a request body over `max_request_body_bytes` and the script did not
-    catch the error: the request is answered 413."""
+class BodyUnavailable(ScriptRuntimeError):
+    """req.body() failed and the script did not catch the error. `reason`: "too_large",
+    "timeout" (the client was too slow), "disconnected", "memory"."""
+
+    reason = "unavailable"
 
 
-class RuntimeBusy(ScriptRuntimeError):
+class BodyTooLarge(BodyUnavailable):
+    """A request body over `max_request_body_bytes`: the request is answered 413."""
+
+    reason = "too_large"
+
+
+class ResponseUnavailable(ScriptRuntimeError):
+    """res.body() failed because of the backend (a body over `max_response_body_bytes`, too
+    slow, broken) and the script did not catch the error: the gateway answers 502 or 504."""
+
+    reason = "unavailable"
+
+
+class RuntimeBusy(BodyUnavailable):
     """The tenant's runtime holds so many bodies of concurrent requests that one more does
     not fit under its memory cap: this request is answered 503, the others go on."""
+
+    reason = "memory"
 
 
 def _describe(diagnostic: Diagnostic) -> str:

@@ -305,6 +305,16 @@ function crypto.hmac_sha256(key, msg)
   return py_hmac(bounded(key, "hmac_sha256", 1), bounded(msg, "hmac_sha256", 2))
 end
 
+-- Compare two strings in time that depends on their length only, not on where they first
+-- differ: for signatures and tokens, so a caller cannot find a valid one byte by byte.
+function crypto.equals(a, b)
+  a, b = bounded(a, "equals", 1), bounded(b, "equals", 2)
+  if #a ~= #b then return false end
+  local diff = 0
+  for i = 1, #a do diff = diff | (byte(a, i) ~ byte(b, i)) end
+  return diff == 0
+end
+
 helpers.crypto = K.readonly(crypto, "crypto")
 
 ---------------------------------------------------------------------------- time

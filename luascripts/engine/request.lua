@@ -159,6 +159,13 @@ local function parse_query(qs)
   return q
 end
 
+local BODY_ERRORS = {
+  too_large = "is larger than the route accepts (max_request_body_bytes)",
+  timeout = "did not arrive in time",
+  disconnected = "was cut short: the client went away",
+  memory = "does not fit in the tenant's script runtime now (too many bodies held at once)",
+}
+
 -- req.body(): the whole request body, read once per request and kept by the context.
 local function body_reader(ctx)
   return function()
@@ -168,17 +175,12 @@ local function body_reader(ctx)
       end
       local answer = { wait("req.body()", "body") }
       local body, err = answer[LB.body], answer[LB.error]
-      if err == "too_large" then
-        ctx.body_too_large = true
-        error(K.script_where() .. "req.body(): the request body is larger than " ..
-          limits.max_request_body_bytes .. " bytes (max_request_body_bytes)", 0)
-      elseif err == "memory" then
-        ctx.overloaded = true
-        error(K.script_where() .. "req.body(): the tenant's script runtime has no memory " ..
-          "left to hold this body now", 0)
-      elseif err ~= nil then
-        error(K.script_where() .. "req.body(): the request body could not be read (" ..
-          err .. ")", 0)
+      if err ~= nil then
+        -- Remembered so that, if the script does not catch this error, the host answers
+        -- for the cause (413, 408, 503) rather than with a script failure.
+        ctx.body_error = err
+        local why = BODY_ERRORS[err] or ("could not be read (" .. err .. ")")
+        error(K.script_where() .. "req.body(): the request body " .. why, 0)
       end
       ctx.body = body or ""
     end

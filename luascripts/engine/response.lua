@@ -53,7 +53,7 @@ local function lookup_blob(pairs_blob)
   return concat(out)
 end
 
-local RES_MT_INDEX, RES_MT_NEWINDEX -- forward
+local RES_MT_INDEX, RES_MT_NEWINDEX, body_handle -- forward
 
 local function response_state(v)
   if type(v) ~= "table" then return nil end
@@ -120,18 +120,20 @@ local function read_body(st)
   open(st)
   local answer = { wait("res.body()", "response_body", st.id) }
   local body, err = answer[LBA.body], answer[LBA.error]
-  if err == "too_large" then
-    error(K.script_where() .. "res.body(): the response body is larger than " ..
-      limits.max_response_body_bytes .. " bytes (max_response_body_bytes)", 0)
-  elseif err ~= nil then
-    error(K.script_where() .. "res.body(): the backend's response body could not be read (" ..
-      err .. ")", 0)
+  if err ~= nil then
+    -- Remembered so that, if the script does not catch this error, the host answers for
+    -- the cause (502, 504) rather than with a script failure.
+    st.ctx.response_error = err
+    local why = err == "too_large" and ("is larger than " .. limits.max_response_body_bytes ..
+      " bytes (max_response_body_bytes)") or ("could not be read (" .. err .. ")")
+    error(K.script_where() .. "res.body(): the backend's response body " .. why, 0)
   end
   st.body = body or ""
   return st.body
 end
 
 local function set_body(st, s)
+  s = K.body_value(s)
   if type(s) == "number" then s = tostring(s) end
   if type(s) ~= "string" then
     K.script_error("res.set_body(): the body must be a string, got " .. type(s))
@@ -141,6 +143,44 @@ local function set_body(st, s)
       limits.max_body_bytes)
   end
   st.body, st.body_set = s, true
+end
+
+-- `res.body` of a respond(): callable (res.body(), the contract) and, for scripts written
+-- when next() returned the action itself and `a.body` was its body string, usable as that
+-- string too (concatenation, tostring, #, string methods, respond()/set_body arguments).
+local HANDLE_CALL
+local function handle_value(v)
+  if type(v) == "table" then
+    local mt = raw_getmetatable(v)
+    if type(mt) == "table" and mt.__call == HANDLE_CALL then return read_body(mt.st) end
+  end
+  return v
+end
+K.body_value = handle_value
+
+HANDLE_CALL = function(h, self)
+  local mt = raw_getmetatable(h)
+  if self ~= nil and not rawequal(self, mt.res) then
+    K.script_error("res.body() takes no arguments")
+  end
+  return read_body(mt.st)
+end
+
+local capped_string = string -- the real string table, as caps.lua patched it
+local HANDLE_INDEX = function(h, k)
+  local f = type(k) == "string" and capped_string[k]
+  if type(f) ~= "function" then return nil end
+  return function(self, ...) return f(handle_value(self), ...) end
+end
+
+function body_handle(st, res)
+  return setmetatable({}, {
+    __call = HANDLE_CALL, __index = HANDLE_INDEX, __metatable = "body",
+    __concat = function(a, b) return handle_value(a) .. handle_value(b) end,
+    __tostring = function(h) return handle_value(h) end,
+    __len = function(h) return #handle_value(h) end,
+    st = st, res = res,
+  })
 end
 
 local function headers_of(res, st)
@@ -169,11 +209,15 @@ RES_MT_INDEX = function(res, k)
   if k == "body" then
     local f = st.body_fn
     if f == nil then
-      f = function(self)
-        if self ~= nil and not rawequal(self, res) then
-          K.script_error("res.body() takes no arguments")
+      if st.kind == "R" then
+        f = body_handle(st, res)
+      else
+        f = function(self)
+          if self ~= nil and not rawequal(self, res) then
+            K.script_error("res.body() takes no arguments")
+          end
+          return read_body(st)
         end
-        return read_body(st)
       end
       st.body_fn = f
     end

@@ -41,7 +41,8 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "dispatch:", "[C]: in ?")
+                   "response:", "calls:", "dispatch:", "[C]: in ?",
+                   "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Positions (Lua's, = Python index in an xpcall result tuple).
@@ -153,7 +154,8 @@ def log_lines(blob: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((level, lua_text(msg)) for level, msg in pairs(blob))
 
 
-def decode_effect(f: tuple[Any, ...], backend: str, rest: str) -> tuple[int, Effect]:
+def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
+                  allow: tuple[str, ...]) -> tuple[int, Effect]:
     """(token, effect) of a "wait" result."""
     token = f[_PAYLOAD + B.WAIT.token]
     op = f[_EFFECT + 1]
@@ -176,8 +178,9 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str) -> tuple[int, Eff
             timeout_ms=int(f[_EFFECT + c.timeout_ms]))
     if op == "render":
         message = f[_EFFECT + B.RENDER.message]
-        return token, Render(int(f[_EFFECT + B.RENDER.status]),
-                             None if message is None else lua_text(message))
+        status = int(f[_EFFECT + B.RENDER.status])
+        return token, Render(status, None if message is None else lua_text(message),
+                             allow if status == 405 else ())
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
 
 

@@ -59,11 +59,25 @@ def _hmac_sha256_hex(key: object, msg: object) -> str | None:
     return hmac.new(key.encode("latin-1"), msg.encode("latin-1"), hashlib.sha256).hexdigest()
 
 
-def _lua_table(lua: Any, value: dict[str, Any]) -> Any:
-    """A nested dict as Lua tables (trusted set-up data only)."""
+_STRICT = """
+function(t, what)
+  return setmetatable(t, { __index = function(_, k)
+    error(what .. " has no field '" .. tostring(k) .. "'", 2)
+  end })
+end
+"""
+
+
+def _lua_table(lua: Any, value: dict[str, Any], what: str = "") -> Any:
+    """A nested dict as Lua tables (trusted set-up data only). With `what`, reading a field
+    that is not there is an error naming it: a misspelt limit or record field in the Lua
+    modules fails loudly instead of reading nil."""
     table = lua.table()
     for key, item in value.items():
-        table[key] = _lua_table(lua, item) if isinstance(item, dict) else item
+        table[key] = (_lua_table(lua, item, f"{what}.{key}" if what else "")
+                      if isinstance(item, dict) else item)
+    if what:
+        lua.eval(_STRICT)(table, what)
     return table
 
 
@@ -84,8 +98,8 @@ class Runtime:
         # of every record that crosses the boundary (luascripts/engine/boundary.py).
         lua_limits = limits.to_lua()
         lua_limits["pattern_work"] = max(1e6, limits.request_cpu_ms * PATTERN_STEPS_PER_MS)
-        k["limits"] = _lua_table(lua, lua_limits)
-        k["layout"] = _lua_table(lua, lua_layout())
+        k["limits"] = _lua_table(lua, lua_limits, "limits")
+        k["layout"] = _lua_table(lua, lua_layout(), "layout")
         k["clock"] = time.perf_counter
         k["py_now"] = time.time
         k["py_sha256"] = _sha256_hex

@@ -80,6 +80,10 @@ function K.disarm()
   deadline = huge
 end
 
+function K.timed_out()
+  return timed_out
+end
+
 -- Called by the host (after it re-armed the hook with a C call) once a protected call failed.
 function K.reset()
   local was = timed_out

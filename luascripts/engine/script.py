@@ -32,6 +32,8 @@ from luascripts.engine.effects import (
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
+    BodyUnavailable,
+    ResponseUnavailable,
     RuntimeBusy,
     ScriptLoadError,
     ScriptMemoryError,
@@ -107,7 +109,8 @@ class ScriptRun:
         """The request is abandoned (client gone, gateway failure): free its coroutine."""
         if self.token:
             token, self.token = self.token, 0
-            self._script._abandon(self._runtime, token)
+            script = self._script
+            script._abandon(self._runtime, token, script._budget - self.used_s)
 
 
 class LoadedScript:
@@ -216,7 +219,7 @@ class LoadedScript:
             runtime, res = self._call(runtime, which, need, args, self._budget - used)
         except BaseException:
             if run is not None:  # the coroutine is gone or is freed here
-                self._abandon(runtime, args[0])
+                self._abandon(runtime, args[0], self._budget - used)
             raise
         finally:
             used += time.perf_counter() - started
@@ -230,15 +233,16 @@ class LoadedScript:
             if f[_LOGS] is not None or f[_DROPPED]:
                 run.logs.extend(log_lines(f[_LOGS]))
                 run.dropped += f[_DROPPED] or 0
-            run.token, run.effect = decode_effect(f, m.backend, m.rest)
+            run.token, run.effect = decode_effect(f, m.backend, m.rest, m.allow)
             return run
         if run is not None:
             runtime.pending -= 1
         if state == "done":
-            return self._done(padded(res), m, run)
+            return self._done(padded(res), m, run, used)
         raise self._failed(padded(res), run)
 
-    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None) -> Outcome:
+    def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None,
+              used: float) -> Outcome:
         action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
         ran = f[_RAN]
         logs = log_lines(f[_LOGS])
@@ -247,19 +251,23 @@ class LoadedScript:
             logs = (*run.logs, *logs)
             dropped += run.dropped
         return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
-                       request_headers(f[_REQH]), logs, dropped, decode_patch(f))
+                       request_headers(f[_REQH]), logs, dropped, decode_patch(f), used)
 
     def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
         kind, message, line = fail_kind(f)
         limits = self.limits
         error = failure(message, kind == "timeout", line, budget_ms=limits.request_cpu_ms,
                         memory_bytes=limits.memory_bytes)
-        if kind == "too_large":
-            error = BodyTooLarge(error.message, lua_traceback=error.lua_traceback,
-                                 diagnostics=error.diagnostics)
-        elif kind == "overloaded":
-            error = RuntimeBusy(error.message, lua_traceback=error.lua_traceback,
-                                diagnostics=error.diagnostics)
+        if kind.startswith("body:"):
+            reason = kind[5:]
+            cls = {"too_large": BodyTooLarge, "memory": RuntimeBusy}.get(reason, BodyUnavailable)
+            error = cls(error.message, lua_traceback=error.lua_traceback,
+                        diagnostics=error.diagnostics)
+            error.reason = reason
+        elif kind.startswith("upstream:"):
+            error = ResponseUnavailable(error.message, lua_traceback=error.lua_traceback,
+                                        diagnostics=error.diagnostics)
+            error.reason = kind[9:]
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()
@@ -310,11 +318,18 @@ class LoadedScript:
         with self._lock:
             return runtime.lua is not None and runtime.ensure_headroom(need)
 
-    def _abandon(self, runtime: Runtime, token: int) -> None:
-        """Free a waiting request's coroutine (if Lua still holds it) and forget the run."""
+    def _abandon(self, runtime: Runtime, token: int, remaining_s: float) -> None:
+        """Free a waiting request's coroutine (if Lua still holds it) and forget the run.
+        Its to-be-closed variables run, within what is left of its CPU budget."""
         with self._lock:
             if runtime.lua is not None:
-                runtime.call(runtime.cancel_fn, token)
+                deadline = time.perf_counter() + max(remaining_s, 0.0)
+                try:
+                    ok = runtime.call(runtime.cancel_fn, deadline, token)[0]
+                except lupa.LuaError:
+                    ok = False
+                if ok is not True:
+                    runtime.recover()
             runtime.pending -= 1
 
     # -- memory -----------------------------------------------------------------------------

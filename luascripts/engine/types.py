@@ -160,3 +160,4 @@ class Outcome:
     logs: tuple[tuple[str, str], ...] = ()  # (level, message) lines the script logged
     dropped_logs: int = 0
     patch: ResponsePatch | None = None  # changes middleware made to the response
+    lua_seconds: float = 0.0  # time spent running Lua (waits excluded), every step together

@@ -96,3 +96,65 @@ def test_a_malformed_console_request_is_a_form_error(op_client, acme, publish):
 def test_console_is_scoped(op_client, globex, publish):
     publish(globex, GOOD)
     assert run(op_client, globex, version="1").status_code == 404
+
+
+EXCHANGE = """\
+chi.use(function(req, next)
+  local res = next(req)
+  if res.status >= 500 then
+    return respond(503, "friendly: " .. res.body())
+  end
+  res.headers["x-wrapped"] = "yes"
+  return res
+end)
+chi.post("/users/{id}", function(req)
+  local who, err = http.request("api", {path = "/whoami", headers = {["x-body"] = req.body()}})
+  if not who then return reject(503, "call failed: " .. err) end
+  return proxy("api", {path = "/u/" .. req.params.id, set_headers = {["x-who"] = who.body}})
+end)
+"""
+
+
+def test_console_runs_against_stubs_and_shows_the_final_answer(op_client, acme, publish):
+    publish(acme, EXCHANGE)
+    upstream = '{"api": {"status": 200, "headers": {"content-type": "text/plain"}, "body": "hi"}}'
+    result = run(op_client, acme, version="1", method="POST", path="/users/7", body="payload",
+                 upstream=upstream, calls='{"api": {"status": 200, "body": "alice"}}'
+                 ).context["result"]
+    assert result["calls"][0]["backend"] == "api" and result["calls"][0]["status"] == 200
+    assert ("x-who", "alice") in result["action"]["upstream_headers"]
+    answer = result["response"]
+    assert answer["status"] == 200 and answer["body"] == "hi"
+    assert ["x-wrapped", "yes"] in answer["headers"]
+    failing = run(op_client, acme, version="1", method="POST", path="/users/7",
+                  upstream='{"api": {"status": 502, "body": "down"}}',
+                  calls='{"api": {"status": 200}}')
+    assert failing.context["result"]["response"]["status"] == 503
+    assert failing.context["result"]["response"]["body"] == "friendly: down"
+    assert 'id="dry-run-response"' in failing.content.decode()
+
+
+def test_console_without_stubs_stops_at_the_plan_and_says_so(op_client, acme, publish):
+    publish(acme, EXCHANGE)
+    result = run(op_client, acme, version="1", method="POST", path="/users/7").context["result"]
+    # http.request without a stub: nil, "no_stub"; the handler's 503 reject then passes the
+    # middleware, which reads the gateway's rendering of it.
+    assert result["calls"][0]["error"] == "no_stub"
+    assert result["response"]["status"] == 503
+    assert result["response"]["body"].startswith("friendly: {")
+    assert "call failed: no_stub" in result["response"]["body"]
+    stopped = run(op_client, acme, version="1", method="POST", path="/users/7",
+                  calls='{"api": {"status": 200}}').context["result"]
+    assert stopped["action"]["kind"] == "proxy" and stopped["response"] is None
+    assert "give an `upstream` stub for 'api'" in stopped["stopped"]
+
+
+def test_console_refuses_stubs_that_are_not_json_objects(op_client, acme, publish):
+    publish(acme, EXCHANGE)
+    response = run(op_client, acme, version="1", upstream="[1, 2]", calls="{nope")
+    assert response.status_code == 400
+    console = response.context["console"]
+    assert "An object of backend name" in console.errors["upstream"][0]
+    assert "Not valid JSON" in console.errors["calls"][0]
+    bad_shape = run(op_client, acme, version="1", upstream='{"api": {"status": "x"}}')
+    assert "upstream.api.status must be an integer" in bad_shape.context["result"]["error"]

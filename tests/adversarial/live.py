@@ -78,6 +78,12 @@ chi.get("/whoami", function(req)
 end)
 chi.mount("/raw", "echo")
 
+-- a script that waits longer than the watchdog's hang timeout: waiting is not hanging
+chi.get("/wait-long", function(req)
+  local res, err = http.request("echo", {path = "/slow", query = "s=4.5", timeout_ms = 8000})
+  return respond(200, res and res.body or err)
+end)
+
 -- header injection attempts: every one must fail in the script, nothing reaches the backend
 chi.get("/inject/set-crlf", function(req)
   return proxy("echo", {set_headers = {["x-a"] = "1\r\nx-injected: yes"}})

@@ -35,7 +35,8 @@ def test_dump_is_a_document_with_an_etag(acme, api):
     body = response.json()
     assert response["ETag"] == f'"{acme.config_version}"'
     assert body["tenant"] == {"slug": "acme", "name": "Acme", "domains": ["acme.example.com"],
-                              "path_prefix": "", "active": True}
+                              "path_prefix": "", "active": True,
+                              "max_request_body_bytes": None, "max_response_body_bytes": None}
     assert [b["name"] for b in body["backends"]] == ["users-v1", "users-v2"]
     assert body["script"] is None and body["config_version"] == acme.config_version
 

@@ -123,5 +123,102 @@ def test_simulation_result_is_json_ready(active, acme):
     result = simulation.simulate(tenant=acme, request={"path": "/hello"}, version=active)
     data = result.to_dict()
     assert set(data) == {"tenant", "version", "route_pattern", "params", "middleware", "action",
-                         "logs", "error", "warnings"}
+                         "logs", "error", "warnings", "response", "calls", "exchanges",
+                         "stopped"}
+    assert data["response"]["status"] == data["action"]["status"]
     assert data["tenant"] == "acme" and data["action"]["kind"] == "respond"
+
+
+EXCHANGE = """\
+chi.use(function(req, next)
+  local res = next(req)
+  if res.status >= 500 then return proxy("users-v2") end
+  res.headers["x-from"] = res.backend
+  return res
+end)
+chi.post("/hook", function(req)
+  local check, err = http.request("users-v1", {path = "/check", body = req.body()})
+  if not check then return reject(503, err) end
+  return proxy("users-v1", {set_headers = {["x-check"] = check.body}})
+end)
+"""
+
+
+def test_simulate_runs_calls_and_upstreams_against_stubs(acme, api):
+    response = api.post(URL, {
+        "source": EXCHANGE, "method": "POST", "path": "/hook", "body": "payload",
+        "calls": {"users-v1": {"status": 200, "body": "ok"}},
+        "upstream": {"users-v1": {"status": 500, "body": "boom"},
+                     "users-v2": {"status": 200, "headers": {"content-type": "text/plain"},
+                                  "body": "from v2"}}}, format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["calls"] == [{"backend": "users-v1", "method": "GET", "path": "/check",
+                              "query": "", "url": "http://10.0.0.1:9001/check",
+                              "status": 200}]
+    assert body["exchanges"][0]["backend"] == "users-v1"
+    assert body["exchanges"][0]["status"] == 500
+    # the fallback: the final answer is users-v2's, proxied after the script ended
+    assert body["action"]["kind"] == "proxy" and body["action"]["backend"] == "users-v2"
+    assert body["response"]["status"] == 200 and body["response"]["body"] == "from v2"
+
+
+def test_simulate_without_a_call_stub_gives_no_stub(acme, api):
+    body = api.post(URL, {"source": EXCHANGE, "method": "POST", "path": "/hook"},
+                    format="json").json()
+    assert body["calls"][0]["error"] == "no_stub"
+    # the handler's reject(503, "no_stub") reaches the middleware, which falls back
+    assert body["action"]["kind"] == "proxy" and body["action"]["backend"] == "users-v2"
+    assert body["response"] is None  # no upstream stub for users-v2: the plan is the answer
+
+
+@pytest.mark.parametrize("stubs,message", [
+    ({"upstream": {"users-v1": {"status": 99}}}, "upstream.users-v1.status"),
+    ({"calls": {"users-v1": {"error": "exploded"}}}, "calls.users-v1.error must be one of"),
+    ({"calls": {"users-v1": {"body": 5}}}, "calls.users-v1.body must be a string"),
+    ({"upstream": {"users-v1": {"stauts": 200}}}, "unknown field(s) stauts"),
+    ({"calls": ["users-v1"]}, "Expected a dictionary"),
+])
+def test_simulate_refuses_malformed_stubs_with_400(acme, api, stubs, message):
+    response = api.post(URL, {"source": EXCHANGE, "path": "/hook", **stubs}, format="json")
+    body = assert_error(response, 400)
+    assert message in str(body), body
+
+
+def test_a_body_over_the_tenants_limit_is_a_413_in_the_dry_run_too(acme, api):
+    acme.max_request_body_bytes = 1024
+    acme.save()
+    body = api.post(URL, {"source": EXCHANGE, "method": "POST", "path": "/hook",
+                          "body": "x" * 1025}, format="json").json()
+    assert body["action"]["status"] == 413 and body["action"]["error"] == "payload_too_large"
+    assert body["response"]["status"] == 413
+
+
+def test_script_tests_expect_the_final_answer(acme):
+    tests = [
+        {"name": "fallback", "request": {
+            "method": "POST", "path": "/hook", "body": "b",
+            "calls": {"users-v1": {"status": 200, "body": "fine"}},
+            "upstream": {"users-v1": {"status": 503}, "users-v2": {"status": 200,
+                                                                    "body": "v2"}}},
+         "expect": {"backend": "users-v2", "response_status": 200, "response_body": "v2"}},
+        {"name": "patched", "request": {
+            "method": "POST", "path": "/hook",
+            "calls": {"users-v1": {"status": 200, "body": "fine"}},
+            "upstream": {"users-v1": {"status": 201, "body": "made"}}},
+         "expect": {"response_status": 201, "response_headers": {"x-from": "users-v1"},
+                    "response_body": "made"}},
+        {"name": "wrong", "request": {
+            "method": "POST", "path": "/hook",
+            "calls": {"users-v1": {"status": 200}},
+            "upstream": {"users-v1": {"status": 201}}},
+         "expect": {"response_status": 200, "response_headers": {"x-from": "nope"}}},
+        {"name": "no stub", "request": {"method": "POST", "path": "/hook",
+                                        "calls": {"users-v1": {"status": 200}}},
+         "expect": {"response_status": 200}},
+    ]
+    results = simulation.run_script_tests(tenant=acme, source=EXCHANGE, tests=tests)
+    assert [r["passed"] for r in results] == [True, True, False, False]
+    assert "response_status: expected 200, got 201" in results[2]["detail"]
+    assert "response header x-from: expected 'nope', got 'users-v1'" in results[2]["detail"]
+    assert "no final answer" in results[3]["detail"]

@@ -30,6 +30,19 @@ TESTS = [
      "expect": {"backend": "app", "upstream_path": "/items"}},
 ]
 
+# A middleware that waits for an auth call and looks at the proxied answer.
+EXCHANGE = """\
+chi.use(function(req, next)
+  local who = http.request("app", {path = "/whoami"})
+  if not who then return reject(503, "no auth") end
+  req.headers["x-user"] = who.body
+  local res = next(req)
+  res.headers["x-seen"] = tostring(res.status)
+  return res
+end)
+chi.post("/echo", function(req) return proxy("app", {body = req.body():upper()}) end)
+"""
+
 DOCUMENT = {
     "tenant": {"slug": "shop", "name": "Shop", "domains": ["shop.example"]},
     "backends": [{"name": "app", "url": "http://127.0.0.1:9"}],
@@ -53,6 +66,8 @@ def files(tmp_path):
         "script.lua": SCRIPT,
         "changed.lua": SCRIPT.replace("hello from", "greetings from"),
         "broken.lua": 'chi.get("/x", function(req)\n  return respond(200, "x"\nend)\n',
+        "exchange.lua": EXCHANGE,
+        "upstream.json": json.dumps({"app": {"status": 201, "body": "made"}}),
         "tests.json": json.dumps(TESTS),
         "failing.json": json.dumps([{"name": "wrong", "request": {"path": "/hello"},
                                      "expect": {"status": 418}}]),
@@ -140,6 +155,19 @@ def test_the_ci_flow_against_a_running_server(server, files, capsys):
     assert status == 0 and "proxy -> app: GET http://127.0.0.1:9/items?x=1" in out
     status, out, _ = run("simulate", "--tenant", "shop", "/hello", "--json")
     assert json.loads(out)["action"]["body"] == "hello from shop"
+    # simulate an unsaved script that waits, against stubs given inline and from a file.
+    status, out, _ = run("simulate", "--tenant", "shop", "--file", files["exchange.lua"],
+                         "-X", "POST", "/echo", "-d", "hi", "--calls",
+                         '{"app": {"status": 200, "body": "alice"}}',
+                         "--upstream", "@" + files["upstream.json"])
+    assert status == 0, out
+    assert "call app: GET /whoami -> 200" in out and "  x-user: alice" in out
+    assert "answer 201" in out and "  x-seen: 201" in out and "made" in out
+    status, out, _ = run("simulate", "--tenant", "shop", "--file", files["exchange.lua"],
+                         "-X", "POST", "/echo", "--calls", '{"app": {"status": 200}}')
+    assert status == 0 and "stopped: A middleware waited for backend 'app'" in out
+    status, _, err = run("simulate", "--tenant", "shop", "/echo", "--calls", "{nope")
+    assert status != 0 and "--calls: not valid JSON" in err
     status, out, _ = run("dump", "shop")
     dumped = json.loads(out)
     assert dumped["script"]["version"] == 1 and dumped["backends"][0]["name"] == "app"

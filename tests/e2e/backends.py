@@ -49,6 +49,7 @@ class Backend:
     seen: list[Seen] = field(default_factory=list)
     health_checks: int = 0
     server: asyncio.base_events.Server | None = None
+    fail_status: int | None = None  # set: every request but health checks gets this status
 
     @property
     def url(self) -> str:
@@ -129,6 +130,19 @@ class Backend:
         if path.endswith("/health"):
             self.health_checks += 1
             return await self._send(writer, 200 if self.healthy else 503, b"ok")
+        if self.fail_status is not None:
+            return await self._send(writer, self.fail_status,
+                                    f"{self.name} fails with {self.fail_status}".encode(),
+                                    [("Content-Type", "text/plain")], reason="Failing")
+        if path.endswith("/verify"):  # a forward-auth service
+            token = dict(headers).get("authorization", "")
+            if token == "Bearer slow":
+                await asyncio.sleep(1.5)
+            if token in ("Bearer good", "Bearer slow"):
+                return await self._send(writer, 204, b"", [("X-User", "alice")])
+            if token == "Bearer broken":
+                return await self._send(writer, 500, b"auth bug")
+            return await self._send(writer, 401, b"no", reason="Unauthorized")
         if path.endswith("/hop"):
             return await self._send(writer, 200, b"hop", [
                 ("Connection", "X-Internal"), ("X-Internal", "secret"),

@@ -38,7 +38,8 @@ class Gateway:
     process: subprocess.Popen
 
     def client(self, **kw) -> httpx.Client:
-        return httpx.Client(base_url=self.data, trust_env=False, timeout=10, **kw)
+        kw.setdefault("timeout", 10)
+        return httpx.Client(base_url=self.data, trust_env=False, **kw)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tests.e2e.backends import BackendFarm, free_port
 
 ROUTES_SCRIPT = r"""
@@ -63,6 +65,30 @@ chi.get("/", function(req) error("kaboom in broken tenant") end)
 """
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "luascripts" / "examples"
+
+# Waits for a slow backend inside the script: many such requests must wait together.
+WAITER_SCRIPT = r"""
+chi.get("/wait", function(req)
+  local res, err = http.request("slow", {path = "/slow", query = "s=0.5", timeout_ms = 3000})
+  return respond(200, res and res.body or err)
+end)
+"""
+
+# Holds a request's body while it waits: concurrent requests fill the runtime's memory.
+HOARDER_SCRIPT = r"""
+chi.post("/hold", function(req)
+  local body = req.body()
+  http.request("slow", {path = "/slow", query = "s=1", timeout_ms = 3000})
+  return respond(200, tostring(#body))
+end)
+"""
+
+
+def example(name: str) -> str:
+    return (EXAMPLES / name).read_text("utf-8")
+
+
 def dead_url() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
@@ -122,5 +148,32 @@ def spec(farm: BackendFarm) -> dict:
         ]},
         {"slug": "base", "domains": ["base.test"], "backends": [
             {"name": "b", "url": b("base").url + "/service/base"}]},
+        # Scripts that handle the whole exchange: the examples, as shipped.
+        {"slug": "webhooks", "domains": ["webhooks.test"],
+         "script": example("webhook_signature.lua"),
+         "backends": [{"name": "hooks", "url": b("hooks").url}]},
+        {"slug": "jsonrpc", "domains": ["rpc.test"], "script": example("json_rpc.lua"),
+         "backends": [{"name": "users", "url": b("rpc-users").url},
+                      {"name": "billing", "url": b("rpc-billing").url}]},
+        {"slug": "cors", "domains": ["cors.test"], "script": example("cors.lua"),
+         "backends": [{"name": "api", "url": b("cors-api").url}]},
+        {"slug": "fallback", "domains": ["fallback.test"], "script": example("fallback.lua"),
+         "backends": [{"name": "primary", "url": b("fb-primary").url},
+                      {"name": "backup", "url": b("fb-backup").url}]},
+        {"slug": "fallback-down", "domains": ["fallback-down.test"],
+         "script": example("fallback.lua"),
+         "backends": [{"name": "primary", "url": dead_url()},
+                      {"name": "backup", "url": b("fbd-backup").url}]},
+        {"slug": "fwdauth", "domains": ["auth.test"], "script": example("forward_auth.lua"),
+         "backends": [{"name": "auth", "url": b("fa-auth").url},
+                      {"name": "app", "url": b("fa-app").url}]},
+        {"slug": "fwdauth-down", "domains": ["auth-down.test"],
+         "script": example("forward_auth.lua"),
+         "backends": [{"name": "auth", "url": dead_url()},
+                      {"name": "app", "url": b("fad-app").url}]},
+        {"slug": "waiter", "domains": ["waiter.test"], "script": WAITER_SCRIPT,
+         "backends": [{"name": "slow", "url": b("waiter-slow").url}]},
+        {"slug": "hoarder", "domains": ["hoarder.test"], "script": HOARDER_SCRIPT,
+         "backends": [{"name": "slow", "url": b("hoarder-slow").url}]},
     ]
     return {"tenants": tenants}

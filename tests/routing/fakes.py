@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from luascripts.engine.types import Outcome, ScriptRequest
+from luascripts.engine.types import Limits, Outcome, ScriptRequest
 from routing.snapshot import BackendEntry, Snapshot, TenantEntry, compile_snapshot
 from routing.upstream import Broken, UpstreamError
 
@@ -42,10 +42,13 @@ class FakeScript:
 
     decide: Callable[[ScriptRequest], Outcome]
     seen: list[ScriptRequest] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
 
-    def handle(self, req: ScriptRequest) -> Outcome:
+    def start(self, req: ScriptRequest) -> Outcome:
         self.seen.append(req)
         return self.decide(req)
+
+    handle = start
 
 
 class FakeResponse:

@@ -60,10 +60,12 @@ def test_get_conf_reads_settings_chistone_and_follows_overrides(settings):
 
 
 def test_lua_limits_reach_the_scripts_the_snapshot_loads(settings):
-    from routing.snapshot import _limits_kwargs
+    from luascripts.engine import Limits
+    from routing.snapshot import script_limits
 
     settings.CHISTONE = {"LUA_REQUEST_MS": 4000, "LUA_MEMORY_BYTES": 64 << 20}
-    limits = _limits_kwargs()["limits"]
+    limits = script_limits()
     assert (limits.request_cpu_ms, limits.memory_bytes) == (4000.0, 64 << 20)
+    assert script_limits({"memory_bytes": 8 << 20}).memory_bytes == 8 << 20  # the tenant's own
     settings.CHISTONE = {}
-    assert _limits_kwargs() == {}
+    assert script_limits() == Limits()

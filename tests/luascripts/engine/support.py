@@ -8,7 +8,8 @@ from pathlib import Path
 from luascripts.engine import BackendView, Limits, LoadedScript, Outcome, ScriptRequest, load_script
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "luascripts" / "examples"
-BACKENDS = ("users-v1", "users-v2", "stable", "canary", "app-a", "app-b", "legacy", "a", "b")
+BACKENDS = ("users-v1", "users-v2", "stable", "canary", "app-a", "app-b", "legacy", "a", "b",
+            "hooks", "users", "billing", "api", "primary", "backup", "auth", "app")
 FAST = Limits(request_cpu_ms=30, register_cpu_ms=200)
 
 

@@ -16,7 +16,7 @@ from luascripts.engine import (
 )
 from luascripts.engine.build import fast_constructor
 
-from .support import load, request, run
+from .support import BACKENDS, load, request, run
 
 
 def handler(body: str, route: str = "/") -> str:
@@ -79,7 +79,7 @@ def test_helper_errors_point_at_the_calling_line() -> None:
     with pytest.raises(ScriptRuntimeError) as exc_info:
         script.handle(request("/"))
     assert exc_info.value.diagnostics[0].line == 2
-    assert "script:2: in local 'step'" in exc_info.value.lua_traceback
+    assert "script:2: in local 'handler'" in exc_info.value.lua_traceback
     assert "dispatch:" not in exc_info.value.lua_traceback  # sandbox frames are filtered
 
 
@@ -138,8 +138,7 @@ def test_legacy_result_tables() -> None:
     assert rejected.action == RejectAction(451, "no")
     # no choice: balance over all of the tenant's backends
     assert run(handler('return {modified_path = "/p"}')).action.backends == tuple(
-        sorted(["users-v1", "users-v2", "stable", "canary", "app-a", "app-b", "legacy", "a",
-                "b"]))
+        sorted(BACKENDS))
     with pytest.raises(ScriptRuntimeError, match="unknown backend"):
         run(handler('return {selected_backend = "zzz"}'))
     with pytest.raises(ScriptRuntimeError, match="modified_path"):

@@ -16,8 +16,9 @@ from .support import BACKENDS, EXAMPLES, example, load, request
 
 def test_every_example_is_valid() -> None:
     names = sorted(p.name for p in EXAMPLES.glob("*.lua"))
-    assert names == ["ab_test.lua", "auth_middleware.lua", "canary.lua", "legacy_selector.lua",
-                     "version_routing.lua"]
+    assert names == ["ab_test.lua", "auth_middleware.lua", "canary.lua", "cors.lua",
+                     "fallback.lua", "forward_auth.lua", "json_rpc.lua", "legacy_selector.lua",
+                     "version_routing.lua", "webhook_signature.lua"]
     for name in names:
         result = validate(example(name), backend_names=BACKENDS)
         assert result.valid, (name, result.errors)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,6 +144,15 @@ def serve_and_ask(python: Path, env: dict[str, str], work: Path) -> None:
 
 
 def main() -> int:
+    build_existed = (ROOT / "build").exists()
+    try:
+        return _main()
+    finally:
+        if not build_existed:  # setuptools' in-tree build directory
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+
+
+def _main() -> int:
     with tempfile.TemporaryDirectory(prefix="chistone-clean-install-") as tmp:
         work = Path(tmp)
         venv = work / "venv"
@@ -167,7 +177,7 @@ def main() -> int:
             origin = run([str(python), "-m", "django", "shell", "-c",
                           "from django.template.loader import get_template; "
                           "print(get_template('admin/index.html').origin.name)"],
-                         env=env, cwd=work).strip()
+                         env=env, cwd=work).strip().splitlines()[-1]
             if not origin.startswith(str(venv)) or "chistone_site/templates" not in origin:
                 raise Failed(f"admin/index.html came from {origin}, not the installed package")
             step("migrate and load the demo")

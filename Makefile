@@ -44,15 +44,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-# Debian's Chromium for the browser test (installed with apt-get when running as root,
-# otherwise a failure naming the command), and wrk for the benchmark harness test.
+# Debian's Chromium (the browser test) and nginx (the differential suite), installed with
+# apt-get when running as root, otherwise a failure naming the command; wrk and nginx's Lua
+# module for the benchmark harness when they can be installed.
 system-packages:
 	@sh tests/system_packages.sh
 
 test: install system-packages
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest
+	CHISTONE_REQUIRE_NGINX=1 $(PY) -m pytest
 
 bench: install
 	$(PY) bench/run.py

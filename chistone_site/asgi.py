@@ -1,20 +1,22 @@
 """The ASGI entry point: `application` routes each request to its plane by listener port.
 
 Composition (see chistone_site/planes.py): Django's ASGI app for the control port, the raw
-ASGI gateway (routing.gateway) for everything else, health endpoints on both.
+ASGI gateway (routing.gateway) for everything else, health endpoints on both; outermost the
+server adapter (chistone_site/servers), which gives the data plane back-pressure and abort
+on whichever server runs it. Worker processes wrap `router` themselves (with their in-flight
+counter inside the adapter).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
 django_app = get_asgi_application()
 
+from chistone_site import servers  # noqa: E402
 from chistone_site.conf import get_conf  # noqa: E402
 from chistone_site.planes import DataPlane, PlaneRouter  # noqa: E402
 from chistone_site.workers import heartbeat  # noqa: E402
@@ -24,20 +26,12 @@ from routing.snapshot import holder  # noqa: E402
 _guard = (heartbeat.enter_script, heartbeat.leave_script) if heartbeat.current() else None
 
 data_plane = DataPlane(holder=holder, script_guard=_guard)
-application = PlaneRouter(
+router = PlaneRouter(
     control_app=django_app,
     data_plane=data_plane,
     control_port=get_conf().control_port,
 )
+application = servers.adapt(router)
 
-
-def _start_with_reactor() -> None:
-    """daphne has no lifespan events: start the runtime as soon as its reactor runs."""
-    reactor = sys.modules.get("twisted.internet.reactor")
-    loop = getattr(reactor, "_asyncioEventloop", None)
-    if reactor is None or loop is None:
-        return
-    reactor.callWhenRunning(lambda: asyncio.ensure_future(data_plane.start(), loop=loop))
-
-
-_start_with_reactor()
+# daphne has no lifespan events: start the runtime as soon as its reactor runs.
+servers.start_when_serving(data_plane.start)

@@ -27,6 +27,7 @@ from routing import metrics, respond
 from routing.conf import GatewayConf, get_conf
 from routing.gateway import Gateway, ScriptGuard
 from routing.health import ActiveChecker, HealthRegistry
+from routing.request_id import new_request_id
 from routing.snapshot import SnapshotHolder
 from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
 from routing.types import ASGIApp, Receive, Scope, Send
@@ -215,18 +216,35 @@ class PlaneRouter:
                     (b"content-type", CONTENT_TYPE_LATEST.encode()),
                     (b"content-length", str(len(body)).encode())], body)
                 return
-            if not plane.started:
-                await plane.start()
             if self.is_control(scope):
+                if not plane.started:
+                    await plane.start()
                 await self.control_app(scope, receive, send)
             else:
-                await plane.gateway(scope, receive, send)
+                await self._data(scope, receive, send)
             return
         if kind == "websocket":
             await receive()  # websocket.connect
             await send({"type": "websocket.close", "code": 1008})
             return
         raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
+
+    async def _data(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The gateway, with a last-resort guard around what comes before it: whatever
+        fails here, a data-plane client gets a JSON 500 with a request id, never the
+        server's HTML page (the gateway guards its own requests the same way)."""
+        plane = self.data_plane
+        try:
+            if not plane.started:
+                await plane.start()
+            await plane.gateway(scope, receive, send)
+        except respond.ResponseAborted:
+            raise
+        except Exception:
+            request_id = new_request_id()
+            log.exception("request %s: the data plane failed before the gateway answered",
+                          request_id)
+            await respond.send_internal_error(scope, send, request_id)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

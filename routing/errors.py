@@ -13,6 +13,7 @@
     +-- BadGateway                   502 bad_gateway
     |   +-- BackendRefused           502 backend_refused  (nothing reached the backend)
     |   +-- BackendBroke             502 backend_broke    (reset or invalid response)
+    |       +-- InvalidResponse          (a response that cannot be framed for the client)
     |   +-- BodyNotReplayable        502 body_not_replayable (a fallback after the body
     |   |                                was streamed to another backend)
     |   +-- ResponseTooLarge         502 response_too_large (a script read a backend body
@@ -107,6 +108,11 @@ class BackendRefused(BadGateway):
 
 class BackendBroke(BadGateway):
     code = "backend_broke"
+
+
+class InvalidResponse(BackendBroke):
+    """The backend's answer cannot be passed on as valid HTTP (a control character in a
+    header, a malformed header name): the client gets a 502, never the broken answer."""
 
 
 class BodyNotReplayable(BadGateway):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,8 @@ class Exchange:
     error: str = ""
     # X-Chistone-Config: the generation of the snapshot this request was served under.
     config: tuple[bytes, bytes] | None = None
+    # The server adapter's back-pressure and abort for this connection (routing.respond).
+    connection: respond.ServerConnection | None = None
 
 
 class Gateway:
@@ -112,7 +115,7 @@ class Gateway:
         if scope["type"] != "http":
             raise RuntimeError(f"the gateway serves http only, not {scope['type']!r}")
         started = time.perf_counter()
-        ex = Exchange()
+        ex = Exchange(connection=respond.server_connection(scope))
         # Log records written while this request is handled carry its id, tenant and route.
         bound = current_request.set(ex)
         try:
@@ -136,6 +139,15 @@ class Gateway:
                 log.warning("%s %s: %s (request %s)", error.status, error.code, error.detail,
                             ex.request_id)
             ex.sent = await respond.send_error(send, error, ex.request_id, ex.config)
+        except respond.ResponseAborted:  # the server is meant to drop the connection
+            raise
+        except Exception:  # the last resort: a bug must not become the server's HTML 500
+            ex.request_id = ex.request_id or new_request_id()
+            ex.error = "internal_error"
+            log.exception("request %s: unexpected error in the gateway", ex.request_id)
+            sent = await respond.send_internal_error(scope, send, ex.request_id, ex.config)
+            if sent is not None:  # else the response had started: its status is what was sent
+                ex.status, ex.sent = 500, sent
         finally:
             total = time.perf_counter() - started
             self.stats.record(ex.tenant, ex.route, ex.status, total=total, upstream=ex.upstream,
@@ -170,22 +182,29 @@ class Gateway:
                            replay_bytes=self.conf.replay_body_bytes,
                            timeout_s=self.conf.body_timeout_s)
         outcome: Outcome | None = None
-        effects: LiveEffects | None = None
+        waited: list[LiveEffects] = []  # the live effects, if the script waited
         try:
             if tenant.script is not None:
-                effects = LiveEffects(
-                    upstream=self.upstream, tenant=tenant, request=request,
-                    router_path=match.path, body=body, ex=ex, conf=self.conf,
-                    limits=tenant.script.limits, balancer=self.balancer, stats=self.stats)
-                outcome = await self._run_script(tenant, request, match.path, ex, effects)
-            await self._answer(tenant, request, match.path, outcome, body, effects, receive,
-                               send, ex)
+                def effects() -> LiveEffects:
+                    live = LiveEffects(
+                        upstream=self.upstream, tenant=tenant, request=request,
+                        router_path=match.path, body=body, ex=ex, conf=self.conf,
+                        limits=tenant.script.limits, balancer=self.balancer,
+                        stats=self.stats)
+                    waited.append(live)
+                    return live
+
+                outcome = await self._run_script(tenant, request, match.path, ex, effects,
+                                                 body)
+            await self._answer(tenant, request, match.path, outcome, body,
+                               waited[0] if waited else None, receive, send, ex)
         finally:
-            if effects is not None:
-                effects.close()
+            if waited:
+                waited[0].close()
 
     async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, effects: LiveEffects) -> Outcome:
+                          ex: Exchange, effects: Callable[[], LiveEffects],
+                          body: RequestBody) -> Outcome:
         script = tenant.script
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy)
@@ -205,7 +224,7 @@ class Gateway:
             raise response_error(exc, script.limits.max_response_body_bytes) from None
         except Exception as exc:  # ScriptRuntimeError, ScriptTimeoutError, ScriptMemoryError
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
-            if effects.body.disconnected:
+            if body.disconnected:
                 raise _ClientGone() from None
             kind = type(exc).__name__
             self.stats.lua_error(tenant.slug, kind)
@@ -421,7 +440,7 @@ class Gateway:
             while chunk:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
-                await respond.wait_writable(send)
+                await respond.wait_writable(ex.connection)
                 chunk = await response.read_chunk()
         except UpstreamError as exc:
             ex.sent = sent
@@ -432,7 +451,7 @@ class Gateway:
             log.warning("request %s: backend %s broke after %d bytes (%s); aborting the client "
                         "connection", request.request_id, name, sent, exc)
             response.close()
-            respond.abort(send)
+            await respond.abort(ex.connection)
             return
         ex.sent = sent
         await send({"type": "http.response.body", "body": b""})

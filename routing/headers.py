@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from functools import lru_cache
 
+from routing.errors import InvalidResponse
 from routing.types import RawHeaders
 
 HOP_BY_HOP = frozenset({
@@ -25,6 +26,21 @@ MANAGED_REQUEST = frozenset({
 })
 _DROP_DOWN = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
 _TOKEN_SPLIT = re.compile(r"[,\s]+")
+
+# RFC 9110 5.1 and 5.5: a field name is a token; a field value holds no control character
+# other than HTAB (obs-text, 0x80-0xFF, is opaque data and allowed). Both directions are
+# checked: a request header that breaks these rules is refused (400) before anything else
+# sees it, a response header that breaks them makes the answer unframeable (502), and a
+# script cannot set one either. HTTP clients and servers (aiohttp, Twisted) either raise on
+# such bytes or pass them on to the next hop, where they are an injection or a desync.
+_TOKEN_RE = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_TOKEN_RE_B = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_FIELD_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_FIELD_CONTROL_B = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# Names already seen to be tokens: the same few dozen names come again and again.
+_KNOWN_NAMES: set[str] = set()
+_KNOWN_NAMES_B: set[bytes] = set()
+_KNOWN_NAMES_MAX = 4096
 
 
 def connection_named(values: Iterable[str]) -> set[str]:
@@ -50,6 +66,38 @@ def strip_hop_by_hop_raw(headers: RawHeaders) -> RawHeaders:
             named.append(value.decode("latin-1"))
     drop = HOP_BY_HOP | connection_named(named) if named else HOP_BY_HOP
     return [(name, value) for name, value in headers if name.decode("latin-1").lower() not in drop]
+
+
+def is_field_name(name: str) -> bool:
+    """True for a valid header name (an RFC 9110 token)."""
+    if name in _KNOWN_NAMES:
+        return True
+    if _TOKEN_RE.fullmatch(name) is None:
+        return False
+    if len(_KNOWN_NAMES) < _KNOWN_NAMES_MAX:
+        _KNOWN_NAMES.add(name)
+    return True
+
+
+def is_field_value(value: str) -> bool:
+    """True for a header value without control characters (HTAB and obs-text allowed)."""
+    # isprintable() is one fast C pass for the common case; it also says False for HTAB and
+    # some latin-1 characters, which the exact check then allows.
+    return value.isprintable() or _FIELD_CONTROL.search(value) is None
+
+
+def is_field_name_bytes(name: bytes) -> bool:
+    if name in _KNOWN_NAMES_B:
+        return True
+    if _TOKEN_RE_B.fullmatch(name) is None:
+        return False
+    if len(_KNOWN_NAMES_B) < _KNOWN_NAMES_MAX:
+        _KNOWN_NAMES_B.add(name)
+    return True
+
+
+def is_field_value_bytes(value: bytes) -> bool:
+    return _FIELD_CONTROL_B.search(value) is None
 
 
 def upstream_request_headers(
@@ -90,13 +138,21 @@ def downstream_headers(
     A backend answer with Transfer-Encoding (possibly together with Content-Length, which
     would desynchronise the client) loses both; the server then frames the body itself.
     Content-Length is kept only when the bytes pass unchanged and no Transfer-Encoding came.
-    Repeated headers (Set-Cookie) keep their order.
+    Repeated headers (Set-Cookie) keep their order. A header whose name is not a token or
+    whose value holds a control character cannot be passed on safely (the client's parser
+    may split or merge it differently): `InvalidResponse` (502), never a relayed answer.
     """
     out: RawHeaders = []
     named: set[bytes] | None = None
     had_te = False
     for name, value in raw:  # one pass in the common case: runs for every proxied answer
         lower = name.lower()
+        if not is_field_name_bytes(lower):
+            raise InvalidResponse("The backend sent a response header whose name is not a "
+                                  "valid HTTP token.")
+        if _FIELD_CONTROL_B.search(value) is not None:
+            raise InvalidResponse(f"The backend sent a control character in the response "
+                                  f"header {lower.decode('latin-1')!r}.")
         if lower in _DROP_DOWN:
             if lower == b"connection":
                 named = set() if named is None else named

@@ -34,7 +34,7 @@ from routing.errors import (
     ScriptFailed,
     reject_error,
 )
-from routing.headers import HOP_BY_HOP, upstream_request_headers
+from routing.headers import HOP_BY_HOP, is_field_name, is_field_value, upstream_request_headers
 from routing.request import ClientRequest, check_path, check_query
 from routing.snapshot import BackendEntry, TenantEntry
 
@@ -170,7 +170,7 @@ def respond(action: RespondAction, request_id: str) -> DirectResponse:
 
 
 def _check_header(name: str, value: str) -> None:
-    if not name or any(c in name for c in " :\r\n\x00") or any(c in value for c in "\r\n\x00"):
+    if not is_field_name(name) or not is_field_value(value):  # also `\x01`: the client raises
         raise ScriptFailed(f"the script set an invalid header {name!r}")
     try:
         name.encode("latin-1")

@@ -18,7 +18,7 @@ from urllib.parse import quote, unquote
 from luascripts.engine.build import fast_constructor
 from routing.conf import GatewayConf
 from routing.errors import BadRequest, HeadersTooLarge, UriTooLong
-from routing.headers import HOP_BY_HOP, connection_named
+from routing.headers import HOP_BY_HOP, connection_named, is_field_name, is_field_value
 from routing.request_id import accept_or_new
 from routing.types import Scope
 
@@ -27,6 +27,7 @@ _HOST_RE = re.compile(
 )
 _ENCODED_CONTROL = re.compile(r"%(?:0[aAdD0]|00)")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
+_PATH_CONTROL = re.compile(r"[\x00-\x20\x7f#]")
 _SPECIAL = HOP_BY_HOP | {"host", "x-forwarded-for", "x-request-id", "x-forwarded-proto",
                          "forwarded"}
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
@@ -79,8 +80,8 @@ def check_path(path: str) -> str:
     """Return `path` if it is an acceptable raw path (see the module docstring), else 400."""
     if not path.startswith("/") or path.startswith("//"):
         raise BadRequest("The request path must start with exactly one '/'.")
-    if "\r" in path or "\n" in path or "\x00" in path:
-        raise BadRequest("The request path contains a control character.")
+    if _PATH_CONTROL.search(path) is not None:
+        raise BadRequest("The request path contains a space, a control character or '#'.")
     if "%" in path or "." in path or "\\" in path:
         if "%" in path and _ENCODED_CONTROL.search(path):
             raise BadRequest("The request path contains an encoded control character.")
@@ -95,6 +96,24 @@ def check_query(query: str) -> str:
     if _BAD_QUERY.search(query):
         raise BadRequest("The query string contains a space, '#' or a control character.")
     return query
+
+
+def check_transfer_encoding(value: str, http_version: str) -> None:
+    """The server de-chunked the body; refuse what it should not have accepted (400): a
+    coding other than `chunked` (`identity` is no coding any more, RFC 9112 7), or any
+    Transfer-Encoding on an HTTP/1.0 request, whose framing is then faulty (RFC 9112 6.1)."""
+    if http_version == "1.0":
+        raise BadRequest("An HTTP/1.0 request cannot carry Transfer-Encoding.")
+    if value.strip().lower() != "chunked":
+        raise BadRequest("The only transfer coding accepted is 'chunked'.")
+
+
+def _utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
@@ -122,6 +141,8 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
     query = scope.get("query_string", b"").decode("latin-1")
     if len(query) > conf.max_path_bytes:
         raise UriTooLong(f"The query string is longer than {conf.max_path_bytes} bytes.")
+    if query:
+        check_query(query)
 
     headers: list[tuple[str, str]] = []
     hosts: list[str] = []
@@ -136,6 +157,17 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
         if not name.islower() and name.lower() != name:  # ASGI servers send lower-case names
             name = name.lower()
         value = value_b.decode("latin-1")
+        # Whatever the server let through, a name that is not a token or a value with a
+        # control character (`X: a\x01b`) stops here with a 400: the upstream client would
+        # raise on it (a 500) or pass it on to the backend (a desync or an injection).
+        if not is_field_name(name):
+            raise BadRequest("A request header name is not a valid HTTP token.")
+        if not value.isprintable() and not is_field_value(value):
+            raise BadRequest(f"The request header {name!r} contains a control character.")
+        if not value.isascii() and not _utf8(value_b):
+            # The upstream client sends header values as UTF-8 text: other bytes above 0x7f
+            # could not reach the backend as they came.
+            raise BadRequest(f"The request header {name!r} is not valid UTF-8.")
         size += len(name) + len(value) + 4
         if name in _SPECIAL:
             if name == "host":
@@ -151,6 +183,9 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
             elif name == "connection":
                 connection = connection or []
                 connection.append(value)
+                continue
+            elif name == "transfer-encoding":
+                check_transfer_encoding(value, scope.get("http_version", "1.1"))
                 continue
             elif name in HOP_BY_HOP:
                 continue

@@ -1,89 +1,60 @@
-"""Sending answers over ASGI, and the two things ASGI cannot say: "abort" and "wait".
+"""Sending answers over ASGI, and the two things plain ASGI cannot say: "abort" and "wait".
 
-- `abort(send)`: a backend broke mid-body after the status went out. The answer must not end
-  cleanly (the client would take a truncated body for a whole one), so the connection is
-  dropped. Under daphne the transport is reached through `send` (a partial bound to the
-  request) and aborted; elsewhere `ResponseAborted` is raised, which uvicorn and other
-  servers turn into a closed connection.
-- `wait_writable(send)`: daphne writes every body message straight into Twisted's buffer
-  without back-pressure; before handing over the next chunk the gateway waits while more than
-  `high_water` bytes are still queued for a slow client, so a large response never piles up in
-  memory.
+- abort: a backend broke mid-body after the status went out. The answer must not end cleanly
+  (the client would take a truncated body for a whole one), so the connection is dropped.
+- wait: a server that writes body messages into an unbounded buffer (daphne on Twisted) would
+  pile a large response up in memory for a slow client; the gateway waits before each chunk
+  until the client can take more.
+
+The server adapter (`chistone_site/servers/`, one per ASGI server) offers both through an
+extension object in each scope, `scope["extensions"]["chistone.connection"]`, that has the
+`ServerConnection` shape below. The data plane depends on that interface and on ASGI alone:
+without the extension (another server, an in-process test) the gateway relies on ASGI's own
+rules, where `send` returns once the server has taken the message and raising after the
+response started makes the server close the connection (`ResponseAborted`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from functools import partial
-from typing import Any
+from typing import Protocol
 
-from routing.errors import GatewayError, error_response
-from routing.types import Send
+from routing.errors import GatewayError, error_response, json_body
+from routing.types import Scope, Send
+
+CONNECTION_EXTENSION = "chistone.connection"
+
+
+class ServerConnection(Protocol):
+    """One client connection, as the server adapter exposes it to the data plane."""
+
+    async def writable(self) -> None:
+        """Return once the client can take more response bytes (back-pressure)."""
+        ...
+
+    async def abort(self) -> None:
+        """Drop the connection at once: the client must not see a clean end of the answer."""
+        ...
 
 
 class ResponseAborted(Exception):
     """Raised to make an ASGI server drop a connection whose response cannot be completed."""
 
 
-def _daphne_request(send: Any, depth: int = 0) -> Any:
-    """daphne's request object behind `send`, looking through wrappers that other ASGI
-    middleware put around it (`__wrapped__`, or a closure over the inner `send`)."""
-    if isinstance(send, partial) and send.args:
-        request = send.args[0]
-        if hasattr(request, "channel") and hasattr(request, "finished"):
-            return request
-        return None
-    if depth >= 4:
-        return None
-    inner = getattr(send, "__wrapped__", None)
-    if inner is not None:
-        return _daphne_request(inner, depth + 1)
-    for cell in getattr(send, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        if callable(value) and value is not send:
-            found = _daphne_request(value, depth + 1)
-            if found is not None:
-                return found
-    return None
+def server_connection(scope: Scope) -> ServerConnection | None:
+    """The adapter's controls for this request's connection, if the server offers them."""
+    extensions = scope.get("extensions")
+    return extensions.get(CONNECTION_EXTENSION) if extensions else None
 
 
-def _queued_bytes(request: Any) -> int:
-    channel = getattr(request, "channel", None)
-    transport = getattr(channel, "transport", None)
-    if transport is None:
-        return 0
-    buffered = getattr(transport, "dataBuffer", b"")
-    offset = getattr(transport, "offset", 0)
-    return len(buffered) - offset + getattr(transport, "_tempDataLen", 0)
+async def wait_writable(connection: ServerConnection | None) -> None:
+    if connection is not None:
+        await connection.writable()
 
 
-async def wait_writable(send: Send, *, high_water: int = 256 * 1024,
-                        max_wait: float = 60.0) -> None:
-    request = _daphne_request(send)
-    if request is None:
-        return
-    waited = 0.0
-    delay = 0.001
-    while _queued_bytes(request) > high_water and waited < max_wait:
-        if request.finished or request.channel is None:
-            return
-        await asyncio.sleep(delay)
-        waited += delay
-        delay = min(delay * 2, 0.05)
-
-
-def abort(send: Send) -> None:
-    request = _daphne_request(send)
-    if request is not None:
-        channel = request.channel
-        transport = getattr(channel, "transport", None)
-        if transport is not None:
-            transport.abortConnection()
-            return
-    raise ResponseAborted("upstream broke after the response had started")
+async def abort(connection: ServerConnection | None) -> None:
+    if connection is None:
+        raise ResponseAborted("the response cannot be completed")
+    await connection.abort()
 
 
 async def send_response_start(send: Send, status: int,
@@ -105,3 +76,43 @@ async def send_error(send: Send, error: GatewayError, request_id: str,
         headers.append(config)
     await send_response(send, status, headers, body)
     return len(body)
+
+
+INTERNAL_ERROR_DETAIL = ("The gateway failed while handling this request; see the gateway "
+                         "log for this request id.")
+
+
+def internal_error_response(request_id: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and JSON body of the last-resort 500 (no detail of the failure)."""
+    body = json_body("internal_error", INTERNAL_ERROR_DETAIL, request_id)
+    return [(b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+            (b"x-request-id", request_id.encode("latin-1"))], body
+
+
+async def send_internal_error(scope: Scope, send: Send, request_id: str,
+                              config: tuple[bytes, bytes] | None = None) -> int | None:
+    """The last resort after an unexpected exception: a JSON 500 with the request id.
+
+    Returns the body size sent, or None when the response had already started (the server
+    refuses a second start): then the connection is dropped instead, so the client cannot
+    take what it got for a whole answer.
+    """
+    headers, body = internal_error_response(request_id)
+    if config is not None:
+        headers.append(config)
+    try:
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+    except Exception:  # the response had started: the server refuses another start
+        await _abort_quietly(scope)
+        return None
+    await send({"type": "http.response.body", "body": body})
+    return len(body)
+
+
+async def _abort_quietly(scope: Scope) -> None:
+    connection = server_connection(scope)
+    if connection is None:
+        raise ResponseAborted("the response had started when the gateway failed") from None
+    await connection.abort()

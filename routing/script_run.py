@@ -65,12 +65,14 @@ async def answer(effects: Effects, effect: Effect | None) -> Answer:
     raise TypeError(f"unknown effect {effect!r}")
 
 
-async def run_script(script: LoadedScript, request: ScriptRequest, effects: Effects, *,
+async def run_script(script: LoadedScript, request: ScriptRequest,
+                     effects: Effects | Callable[[], Effects], *,
                      guard: ScriptGuard | None = None, tenant: str = "",
                      version: int = 0) -> Outcome:
-    """Run `request` through `script` to its Outcome. Raises what the engine raises
-    (ScriptRuntimeError and subclasses); a waiting script is cancelled when this is
-    (the client went away) or when answering it fails."""
+    """Run `request` through `script` to its Outcome. `effects` may be a factory, called
+    only if the script waits (most do not: nothing to build per request then). Raises what
+    the engine raises (ScriptRuntimeError and subclasses); a waiting script is cancelled
+    when this is (the client went away) or when answering it fails."""
     if guard is not None:
         guard[0](tenant, version)
     try:
@@ -80,6 +82,8 @@ async def run_script(script: LoadedScript, request: ScriptRequest, effects: Effe
             guard[1]()
     if isinstance(step, Outcome):
         return step
+    if callable(effects):
+        effects = effects()
     return await drive(step, effects, guard=guard, tenant=tenant, version=version)
 
 

@@ -119,6 +119,21 @@ class _AiohttpResponse:
         self._response.close()
 
 
+def _as_sent(value: str) -> str:
+    """The header value aiohttp will write as the bytes the client sent.
+
+    Header values are held one character per byte (latin-1); aiohttp writes them as UTF-8,
+    which would turn a client's UTF-8 `é` (C3 A9) into C3 83 C2 A9. A value whose bytes are
+    UTF-8 (routing.request refuses client values that are not) goes as those bytes.
+    """
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):  # set by a script: its text, as UTF-8
+        return value
+
+
 class AiohttpTransport:
     def __init__(self, conf: GatewayConf) -> None:
         self.conf = conf
@@ -172,7 +187,7 @@ class AiohttpTransport:
             response = await session.request(
                 method,
                 URL(url, encoded=True),  # the raw path and query go out byte-for-byte
-                headers=headers,
+                headers=[(name, _as_sent(value)) for name, value in headers],
                 data=body,
                 allow_redirects=False,
                 timeout=self._timeout(connect, read, total),

@@ -11,10 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
-import socket
 import sys
-import time
 
 from chistone_site.conf import process_environment
 from chistone_site.workers import heartbeat
@@ -57,11 +54,15 @@ class InflightCounter:
             self.inflight -= 1
 
 
-def _load_application():
+def _load_application(server: str) -> tuple[InflightCounter, object]:
+    """The application as this worker serves it: the server's adapter outermost (it must see
+    the server's own `send`), then the in-flight counter, then the planes."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
-    from chistone_site.asgi import application
+    from chistone_site.asgi import router
+    from chistone_site.servers import adapt
 
-    return InflightCounter(application)
+    counter = InflightCounter(router)
+    return counter, adapt(counter, server=server)
 
 
 async def _beat_forever() -> None:
@@ -71,109 +72,20 @@ async def _beat_forever() -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
-def _accept_one_at_a_time(port) -> None:
-    """Share connections fairly among the workers on one shared listening socket.
-
-    Twisted accepts up to `numberAccepts` (100, and growing) connections per wake-up, so the
-    first worker to wake takes a whole burst of new keep-alive connections and the others stay
-    idle. One accept per wake-up lets every woken worker take its share.
-    """
-    do_read = port.doRead
-
-    def fair_do_read():
-        port.numberAccepts = 1
-        return do_read()
-
-    port.doRead = fair_do_read
-
-
 def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
-    from daphne.server import Server
-    from twisted.internet import reactor
+    from chistone_site.servers import daphne
 
-    app = _load_application()
-    server = Server(
-        app,
-        # The "fd" endpoint adopts an inherited AF_INET listening socket.
-        endpoints=[f"fd:fileno={fd}" for fd in fds],
-        signal_handlers=False,
-        verbosity=0,
-        server_name="chistone",
-    )
-    ports = []
-
-    def started(port):
-        ports.append(port)
-        return port
-
-    def drain(*_):
-        if app.draining:
-            return
-        log.info("worker %s draining", os.getpid())
-        app.draining = True
-        for port in ports:
-            port.stopListening()
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        # Keep answering on open connections for a moment (with Connection: close) so
-        # clients in the middle of a keep-alive exchange finish on this worker.
-        linger_until = time.monotonic() + DRAIN_LINGER
-
-        def check():
-            now = time.monotonic()
-            if (app.inflight <= 0 and now >= linger_until) or now > deadline:
-                reactor.stop()
-            else:
-                reactor.callLater(0.05, check)
-
-        check()
-
-    original_listen_success = server.listen_success
-
-    def listen_success(port):
-        started(port)
-        if shared_socket:
-            _accept_one_at_a_time(port)
-        return original_listen_success(port)
-
-    server.listen_success = listen_success
-    reactor.callWhenRunning(
-        lambda: asyncio.ensure_future(_beat_forever(), loop=reactor._asyncioEventloop)
-    )
-    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
-    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(drain))
-    server.run()
+    daphne.install_reactor()  # before the application loads anything of Twisted
+    counter, app = _load_application("daphne")
+    daphne.serve(app, fds, counter=counter, shared_socket=shared_socket,
+                 on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER)
 
 
 def run_uvicorn(fds: list[int]) -> None:
-    import uvicorn
+    from chistone_site.servers import uvicorn
 
-    app = _load_application()
-    sockets = [socket.socket(fileno=fd) for fd in fds]
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        date_header=True,
-        log_level="warning",
-        log_config=None,  # uvicorn's records go through our handlers, in our format
-        timeout_graceful_shutdown=int(DRAIN_TIMEOUT),
-    )
-    server = uvicorn.Server(config)
-
-    async def main() -> None:
-        beat = asyncio.ensure_future(_beat_forever())
-        try:
-            await server.serve(sockets=sockets)
-        finally:
-            beat.cancel()
-
-    from uvicorn._compat import asyncio_run
-
-    # uvicorn installs its own SIGTERM/SIGINT handlers: stop accepting, finish in-flight.
-    asyncio_run(main(), loop_factory=config.get_loop_factory())
+    _, app = _load_application("uvicorn")
+    uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ A header block handed *to* Lua for lookups is a "headers" blob: "\\nname\\0value
 
     request (host -> Lua, K.run's arguments after the deadline)
     result  (Lua -> host, what K.run / K.resume return): a state, then per state:
-        "done": the final action, then the response patch
+        "done": the response patch, then the final action
         "wait": the token of the suspended request, then one effect record
         "fail": why the request failed
     actions: proxy, respond, reject, router (the router's own 404/405), mount (a backend
@@ -77,8 +77,9 @@ RESULT = Record(
     "logs",  # pairs blob: level, message, level, message...
     "dropped_logs",
 )
-# "done": ACTION at offset len(RESULT), then PATCH at offset len(RESULT) + ACTION_SLOTS.
-# "wait": WAIT at offset len(RESULT).  "fail": FAIL at offset len(RESULT).
+# "done": PATCH at offset len(RESULT), then the action at offset len(RESULT) + len(PATCH)
+# (last, since its length varies).  "wait": WAIT at offset len(RESULT).  "fail": FAIL at
+# offset len(RESULT).
 WAIT = Record("wait", "token", "op")  # then the effect's record (after "op")
 FAIL = Record(
     "fail",
@@ -140,7 +141,8 @@ def lua_layout() -> dict[str, Any]:
         for record in RECORDS}
     layout["offsets"] = {
         "payload": len(RESULT),  # after the RESULT fields
-        "patch": len(RESULT) + ACTION_SLOTS,
+        "patch": len(RESULT),
+        "action": len(RESULT) + len(PATCH),
         "action_slots": ACTION_SLOTS,
         "effect": len(RESULT) + len(WAIT) - 1,  # effects' "op" is WAIT's "op"
         "upstream_action": len(RESULT) + len(WAIT) + len(UPSTREAM) - 1,

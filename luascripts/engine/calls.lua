@@ -60,7 +60,7 @@ local function request(backend, opts)
   timeout, err = check_status(timeout, 1, 600000, "http.request")
   if not timeout then script_error("http.request(): timeout_ms must be an integer from 1 to " ..
     "600000") end
-  ctx.calls = ctx.calls + 1
+  ctx.calls = (ctx.calls or 0) + 1
   if ctx.calls > limits.max_calls then
     script_error("http.request(): more than " .. limits.max_calls ..
       " calls in one request (max_calls)")

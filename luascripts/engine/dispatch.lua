@@ -77,6 +77,7 @@ end
 
 ---------------------------------------------------------------------------- steps
 local PENDING, ntoken = {}, 0 -- token -> ctx of a request waiting for the host
+local DONE = setmetatable({}, { __metatable = false }) -- a driver finished its request
 
 local function run_chain(ctx, chain)
   local result
@@ -90,14 +91,33 @@ local function run_chain(ctx, chain)
   return K.final(ctx, result, chain == nil, ctx.pool)
 end
 
--- The coroutine's body: the chain inside xpcall, so that an error -- a timeout raised by the
--- hook included -- unwinds within the coroutine. That restores the thread's hook (Lua turns
--- hooks off while one runs and only a protected call turns them back on) before the
+-- A driver runs one request's chain inside xpcall, so that an error -- a timeout raised by
+-- the hook included -- unwinds within the coroutine. That restores the thread's hook (Lua
+-- turns hooks off while one runs and only a protected call turns them back on) before the
 -- script's to-be-closed variables run, and the message handler takes the traceback where
--- the error happened.
+-- the error happened. Then it parks, yielding DONE and the results, and waits for its next
+-- request: drivers are reused, since creating a coroutine per request costs more than the
+-- rest of a small script's step.
 local xpcall, on_error = xpcall, K.on_error
-local function body(ctx, chain)
-  return xpcall(run_chain, on_error, ctx, chain)
+local co_yield = coroutine.yield
+local function driver(ctx, chain)
+  while true do
+    ctx, chain = co_yield(DONE, xpcall(run_chain, on_error, ctx, chain))
+  end
+end
+
+local POOL, npool, MAX_POOL = {}, 0, 32
+
+local function acquire()
+  if npool > 0 then
+    local co = POOL[npool]
+    POOL[npool], npool = nil, npool - 1
+    return co
+  end
+  local co = co_create(driver)
+  DRIVERS[co] = true
+  sethook(co, hook, "", HOOK_COUNT) -- once: a driver that ever failed is not reused
+  return co
 end
 
 local function fail(ctx, kind, message, line)
@@ -116,9 +136,12 @@ local function describe(e)
   return "error() was called with a " .. t .. " value, not a message string"
 end
 
-local function failed(ctx, co, payload)
-  DRIVERS[co] = nil
-  co_close(co) -- to-be-closed variables left (if any) run under the request's deadline
+-- A failed request's driver is dropped, not reused (its hook may be the sticky one of a
+-- timeout); closing it runs the to-be-closed variables left, if any (a driver that died
+-- outside its xpcall), still under the request's deadline.
+local function failed(ctx, payload)
+  DRIVERS[ctx.co] = nil
+  co_close(ctx.co)
   disarm()
   local was, line = K.reset()
   K.current, K.ctx = nil, nil
@@ -137,51 +160,52 @@ local function failed(ctx, co, payload)
   return fail(ctx, kind, message, nil)
 end
 
-local function after(ctx, ok, first, second, ...)
-  ctx.current = K.current
-  local co = ctx.co
-  if not ok then -- the coroutine died outside its xpcall (an error in the message handler)
-    return failed(ctx, co, K.timed_out() and TIMEOUT or first)
-  end
-  if co_status(co) == "dead" then
-    if not first then return failed(ctx, co, second) end -- body's xpcall caught an error
-    disarm()
-    K.current, K.ctx = nil, nil
+-- "done": RESULT, then PATCH, then the action's flat record (boundary.py).
+local function done(ctx, co, reqh, status, set, removed, body, flat)
+  disarm()
+  K.current, K.ctx = nil, nil
+  if npool < MAX_POOL then
+    npool = npool + 1
+    POOL[npool] = co
+  else
     DRIVERS[co] = nil
-    local logs, dropped = take_logs()
-    local out = second -- K.final's flat payload
-    out[LRES.state], out[LRES.ran], out[LRES.request_headers] = "done", ctx.ran, out.reqh
-    out[LRES.logs], out[LRES.dropped_logs] = logs, dropped
-    return unpack(out, 1, out.n)
   end
+  local logs, dropped = take_logs()
+  return "done", ctx.ran, reqh, logs, dropped, status, set, removed, body,
+    unpack(flat, 1, flat.n)
+end
+
+local function after(ctx, ok, first, xok, ...)
+  if first == DONE then
+    if xok then return done(ctx, ctx.co, ...) end
+    return failed(ctx, (...)) -- the driver's xpcall caught an error
+  end
+  if not ok then -- the coroutine died outside its xpcall (an error in the message handler)
+    return failed(ctx, K.timed_out() and TIMEOUT or first)
+  end
+  ctx.current = K.current
   disarm()
   K.current, K.ctx = nil, nil
   -- Suspended: `first` is EFFECT, then the effect's op and fields.
   if not rawequal(first, EFFECT) then
-    DRIVERS[co] = nil
+    DRIVERS[ctx.co] = nil
     return fail(ctx, "error", "the request's coroutine yielded outside the gateway's control",
       nil)
   end
+  K.save_request_state(ctx)
   ntoken = ntoken + 1
   PENDING[ntoken] = ctx
   ctx.token = ntoken
   local logs, dropped = take_logs()
-  return "wait", ctx.ran, nil, logs, dropped, ntoken, second, ...
+  return "wait", ctx.ran, nil, logs, dropped, ntoken, xok, ...
 end
 
-local function step(ctx, dl, ...)
-  arm(dl)
-  reset_logs()
-  K.ctx, K.current = ctx, ctx.current
-  local co = ctx.co
-  sethook(co, hook, "", HOOK_COUNT)
-  return after(ctx, co_resume(co, ...))
-end
+local gmatch, concat = S.gmatch, table.concat
 
 local function backends_of(blob)
   local list, names, n = {}, {}, 0
   local parts, np = {}, 0
-  for part in S.gmatch(blob .. "\0", "([^%z]*)%z") do
+  for part in gmatch(blob .. "\0", "([^%z]*)%z") do
     np = np + 1
     parts[np] = part
   end
@@ -192,31 +216,44 @@ local function backends_of(blob)
       healthy = parts[i + 3] == "1" }
     names[n] = parts[i]
   end
-  return list, n > 0 and table.concat(names, "\0") or nil
+  return list, n > 0 and concat(names, "\0") or nil
 end
 
--- The per-request entry point (always called through xpcall by the host). Arguments are
--- the REQUEST record, then the URL params (name, value, ...).
-function K.run(dl, ...)
-  local r = { ... }
+-- The per-request entry point (always called through xpcall by the host). Its parameters
+-- after the deadline are boundary.py's REQUEST record, in its order (checked at load,
+-- below), then the URL params (name, value, ...).
+function K.run(dl, chain, pattern, fallback_status, method, path, query, host, scheme,
+               client_ip, tenant, request_id, headers, websocket, backends, ...)
   local params = {}
-  for i = LREQ._n + 1, select("#", ...), 2 do params[r[i]] = r[i + 1] end
-  local ctx = { ran = 0, exchanges = 0, calls = 0, pdepth = 0,
-    fallback_status = r[LREQ.fallback_status] }
-  ctx.req = new_request(ctx, r[LREQ.method], r[LREQ.path], r[LREQ.query], r[LREQ.host],
-    r[LREQ.scheme], r[LREQ.client_ip], r[LREQ.tenant], r[LREQ.request_id], r[LREQ.pattern],
-    r[LREQ.headers], params, r[LREQ.websocket] == true)
-  local chain = nil
-  local backends = r[LREQ.backends]
+  for i = 1, select("#", ...), 2 do
+    local k, v = select(i, ...)
+    params[k] = v
+  end
+  local ctx = { ran = 0, fallback_status = fallback_status }
+  ctx.req = new_request(ctx, method, path, query, host, scheme, client_ip, tenant, request_id,
+    pattern, headers, params, websocket == true)
+  local steps = nil
   if backends ~= nil then
     ctx.backends, ctx.pool = backends_of(backends)
   else
-    chain = CHAINS[r[LREQ.chain]]
+    steps = CHAINS[chain]
   end
-  local co = co_create(body)
-  DRIVERS[co] = true
+  local co = acquire()
   ctx.co = co
-  return step(ctx, dl, ctx, chain)
+  arm(dl)
+  reset_logs()
+  K.ctx = ctx
+  return after(ctx, co_resume(co, ctx, steps))
+end
+
+do -- K.run's parameters are the REQUEST record's fields, in its order
+  local getlocal = debug.getlocal
+  for name, position in next, K.layout.request do
+    if name ~= "_n" and getlocal(K.run, position + 1) ~= name then
+      error("dispatch.lua: K.run's parameter " .. position + 1 .. " is not '" .. name ..
+        "' as luascripts/engine/boundary.py declares")
+    end
+  end
 end
 
 -- Resume a waiting request with the host's answer (the answer record's fields).
@@ -224,7 +261,11 @@ function K.resume(dl, token, ...)
   local ctx = PENDING[token]
   if ctx == nil then error("no request is waiting under token " .. tostring(token), 0) end
   PENDING[token] = nil
-  return step(ctx, dl, ANSWER, ...)
+  arm(dl)
+  reset_logs()
+  K.ctx, K.current = ctx, ctx.current
+  K.load_request_state(ctx)
+  return after(ctx, co_resume(ctx.co, ANSWER, ...))
 end
 
 -- The host gave up on a waiting request (the client went away, or the host failed).

@@ -4,6 +4,9 @@ A pattern is static text with `{name}` params, `{name:regexp}` params and an opt
 trailing `*` catch-all. A param's value runs up to the next occurrence of its *tail*, the
 character that follows it in the pattern ("/" when the param ends the pattern), exactly as
 chi's tree does. Patterns are case-sensitive and never normalised (no trailing-slash magic).
+
+`route_pattern` is chi's `Context.RoutePattern()`: what a request reports as its pattern once
+the patterns matched in each (mounted) router are joined.
 """
 
 from __future__ import annotations
@@ -83,6 +86,26 @@ def parse_pattern(pattern: str) -> tuple[Token, ...]:
 
 def param_names(tokens: tuple[Token, ...]) -> tuple[str, ...]:
     return tuple(t.name for t in tokens if isinstance(t, Param | CatchAll))
+
+
+def regexp_key(param: Param) -> str | None:
+    """The regexp as chi's tree compares it: '^' and '$' added where missing, so
+    `{a:[0-9]+}` and `{b:^[0-9]+$}` share one tree node, as in chi. None for a plain param."""
+    if param.regexp is None:
+        return None
+    source = param.regexp.source
+    return ("" if source.startswith("^") else "^") + source + ("" if source.endswith("$") else "$")
+
+
+def route_pattern(joined: str) -> str:
+    """chi's RoutePattern(): `joined` is the concatenation of the patterns matched at each
+    level of mounted routers ("/api/*" + "/users/{id}"). Every "/*/" collapses to "/"
+    (repeatedly), then one trailing "//" and one trailing "/" go, except for the root "/"."""
+    while "/*/" in joined:
+        joined = joined.replace("/*/", "/")
+    if joined != "/":
+        joined = joined.removesuffix("//").removesuffix("/")
+    return joined
 
 
 def _flush(tokens: list[Token], text: list[str]) -> None:

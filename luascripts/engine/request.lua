@@ -3,9 +3,14 @@
 -- A header table is a proxy over a blob the host passed ("\nname\0value" per header): a
 -- lookup is one plain find, so a script that reads two headers does not pay for decoding
 -- twenty. Writes go to an overlay (validated at the assignment, so errors name its line);
--- pairs() sees the merged result. The overlay is what makes the headers "changed". Each
--- request (and each response) has its own proxy: requests of one tenant run interleaved in
--- one Lua state when scripts wait, so nothing per request may live in a module variable.
+-- pairs() sees the merged result. The overlay is what makes the headers "changed".
+--
+-- req.headers is one shared proxy over the *running* request's headers (nothing to allocate
+-- per request: this is the hot path). Requests of one tenant interleave in one Lua state
+-- when scripts wait, so dispatch.lua saves the running request's header state into its
+-- context when it waits and restores it when it resumes (K.save_request_state /
+-- K.load_request_state). Response headers and http.request answers get a proxy of their own
+-- (K.header_table), made only when a script uses them.
 -- req.query is decoded on first access; req.body() asks the host for the body (it waits).
 
 local K = ...
@@ -24,6 +29,7 @@ local LB = K.layout.body_answer
 
 local ABSENT = {}
 K.ABSENT = ABSENT
+local index_state, newindex_state -- defined below, used by both kinds of header tables
 
 -- name as written by the script -> { lower-case name, "\nname\0" needle }, memoised:
 -- scripts read the same few header names on every request.
@@ -66,9 +72,7 @@ end
 -- The state lives in the proxy's own metatable (hidden by __metatable), so a header table
 -- costs two tables and no weak map. `st.before_read` (responses) runs before any read: a
 -- response's headers are only known once the upstream answered.
-local function index(t, k)
-  local st = raw_getmetatable(t)
-  if st.before_read then st.before_read(st) end
+function index_state(st, k)
   local key = header_key(k)
   if not key then return nil end
   local overlay = st.overlay
@@ -82,13 +86,18 @@ local function index(t, k)
   return blob_get(st.blob, key)
 end
 
-local function newindex(t, k, v)
+local function index(t, k)
   local st = raw_getmetatable(t)
+  if st.before_read then st.before_read(st) end
+  return index_state(st, k)
+end
+
+function newindex_state(st, k, v, level)
   local name, err = check_header_name(k)
-  if not name then error(st.what .. ": " .. err, 2) end
+  if not name then error(st.what .. ": " .. err, level + 1) end
   if v ~= nil then
     v, err = check_header_value(name, v)
-    if not v then error(st.what .. ": " .. err, 2) end
+    if not v then error(st.what .. ": " .. err, level + 1) end
   end
   local overlay = st.overlay
   if overlay == nil then
@@ -99,10 +108,14 @@ local function newindex(t, k, v)
     st.noverlay = st.noverlay + 1
     if st.noverlay > limits.max_headers then
       error(st.what .. ": a script may change at most " .. limits.max_headers ..
-        " headers", 2)
+        " headers", level + 1)
     end
   end
   overlay[name] = v == nil and ABSENT or v
+end
+
+local function newindex(t, k, v)
+  newindex_state(raw_getmetatable(t), k, v, 2)
 end
 
 local function pairs_of(t)
@@ -140,6 +153,25 @@ function K.header_changes(st)
   local blob = header_blob(set, st.what, 10000)
   table.sort(removed)
   return blob, #removed > 0 and table.concat(removed, "\0") or nil
+end
+
+-- The running request's headers: the same functions over module state instead of a
+-- per-table state.
+local CURRENT = { blob = "", what = "req.headers", overlay = nil, noverlay = 0 }
+
+local REQ_HEADERS = setmetatable({}, {
+  __index = function(_, k) return index_state(CURRENT, k) end,
+  __newindex = function(_, k, v) newindex_state(CURRENT, k, v, 2) end,
+  __pairs = function() return next, materialize(CURRENT), nil end,
+  __metatable = false,
+})
+
+function K.load_request_state(ctx)
+  CURRENT.blob, CURRENT.overlay, CURRENT.noverlay = ctx.hblob, ctx.overlay, ctx.noverlay
+end
+
+function K.save_request_state(ctx)
+  ctx.hblob, ctx.overlay, ctx.noverlay = CURRENT.blob, CURRENT.overlay, CURRENT.noverlay
 end
 
 local function unescape(s)
@@ -188,33 +220,33 @@ local function body_reader(ctx)
   end
 end
 
-local REQ_MT = {
-  __index = function(req, k)
-    if k == "query" then
-      local q = parse_query(raw_getmetatable(req).qs)
-      rawset(req, "query", q)
-      return q
-    elseif k == "body" then
-      local f = body_reader(raw_getmetatable(req).ctx)
-      rawset(req, "body", f)
-      return f
-    end
-    return nil
-  end,
-  __metatable = false,
-}
+local function REQ_INDEX(req, k)
+  if k == "query" then
+    local q = parse_query(raw_getmetatable(req).qs)
+    rawset(req, "query", q)
+    return q
+  elseif k == "body" then
+    local f = body_reader(raw_getmetatable(req).ctx)
+    rawset(req, "body", f)
+    return f
+  end
+  return nil
+end
 
 -- nil when the request headers are unchanged, else the complete new set as a pairs blob.
+-- Reads the running request's state: call it while that request runs.
 function K.changed_headers(req)
   local h = rawget(req, "headers")
-  local st = header_state(h)
-  if st and st.req_of == req then
-    if st.overlay == nil then return nil end
-    h = materialize(st)
-  elseif st then
-    h = materialize(st) -- another request's (or response's) header table assigned here
-  elseif type(h) ~= "table" then
-    error("req.headers must stay a table of name = value", 0)
+  if h == REQ_HEADERS then
+    if CURRENT.overlay == nil then return nil end
+    h = materialize(CURRENT)
+  else
+    local st = header_state(h)
+    if st then
+      h = materialize(st) -- a response's (or call's) header table assigned here
+    elseif type(h) ~= "table" then
+      error("req.headers must stay a table of name = value", 0)
+    end
   end
   -- The request's own headers count too; the host caps what it hands over.
   local blob, err = header_blob(h, "req.headers", 10000)
@@ -222,17 +254,16 @@ function K.changed_headers(req)
   return blob or ""
 end
 
--- A request's metatable carries what its lazy fields need (query string, context).
+-- The request's context doubles as its metatable (one table per request): it carries what
+-- the lazy fields need (the query string) and everything dispatch.lua keeps per request;
+-- __metatable hides it from the script. Its headers are the running request's (see above).
 function K.new_request(ctx, method, path, qs, host, scheme, client_ip, tenant, request_id,
                        pattern, blob, params, websocket)
-  local headers = header_table(blob, "req.headers", nil)
-  local req = setmetatable({
+  CURRENT.blob, CURRENT.overlay, CURRENT.noverlay = blob, nil, 0
+  ctx.__index, ctx.__metatable, ctx.qs, ctx.ctx = REQ_INDEX, false, qs, ctx
+  return setmetatable({
     method = method, path = path, host = host, scheme = scheme, client_ip = client_ip,
     tenant = tenant, request_id = request_id, route_pattern = pattern, params = params,
-    headers = headers, websocket = websocket,
-  }, {
-    __index = REQ_MT.__index, __metatable = false, qs = qs, ctx = ctx,
-  })
-  raw_getmetatable(headers).req_of = req
-  return req
+    headers = REQ_HEADERS, websocket = websocket,
+  }, ctx)
 end

@@ -25,9 +25,8 @@ local gmatch, format = S.gmatch, S.format
 local math_type = math.type
 
 local L = K.layout
-local LP, LR, LJ = L.proxy, L.respond, L.reject
+local LP, LR, LJ, LU = L.proxy, L.respond, L.reject, L.exchange
 local LH, LBA, LRA = L.head, L.body_answer, L.render_answer
-local OFF = L.offsets
 local ACTIONS, KIND_NAMES = K.ACTIONS, K.KIND_NAMES
 local wait, limits = K.wait, K.limits
 local header_table, header_state, header_changes = K.header_table, K.header_state,
@@ -70,7 +69,7 @@ local function open(st)
   if K.ctx ~= ctx then
     error(K.script_where() .. "this response belongs to another request", 0)
   end
-  ctx.exchanges = ctx.exchanges + 1
+  ctx.exchanges = (ctx.exchanges or 0) + 1
   st.id = ctx.exchanges
   local flat = st.flat
   local answer = { wait("reading the response", "upstream", st.id,
@@ -286,44 +285,38 @@ end
 
 -- What next(req) returns for the rest of the chain's result.
 function K.as_response(ctx, result, req)
-  if result == nil or response_state(result) then return result end
-  local flat = ACTIONS[result]
-  if flat == nil then flat = K.action_flat(result, false, nil) end -- lua-stone tables
+  local flat = ACTIONS[result] -- the usual case: a handler returned an action
+  if flat == nil then
+    if result == nil or response_state(result) then return result end
+    flat = K.action_flat(result, false, nil) -- lua-stone tables
+  end
   return new_response(ctx, flat, req)
 end
 
--- The "done" payload: the action slots at OFF.payload, the patch at OFF.patch, plus the
--- request headers blob (for a proxy) in out.reqh. `out.n` is the last position used.
-local LPATCH = L.patch
+-- What a finished request hands back: (request headers blob or nil, the patch's status,
+-- headers, removed names and body, the action's flat record). dispatch.lua returns these
+-- as the "done" result (boundary.py: RESULT, then PATCH, then the action).
+local ACTIONS_ = ACTIONS
 function K.final(ctx, result, selector, pool)
-  local out = {}
-  local st = response_state(result)
-  local flat
-  if st == nil then
-    flat = K.action_flat(result, selector, pool)
-    out.reqh = changed_headers(ctx.req)
-  else
-    local kind = st.kind
-    if (kind == "P" or kind == "M") and st.head then
-      flat = { [L.exchange.kind] = "U", [L.exchange.id] = st.id, n = L.exchange._n }
-    else
-      flat = st.flat
-      if kind == "P" or kind == "M" then out.reqh = changed_headers(st.req) end
-    end
-    local n = OFF.patch
-    if st.status ~= nil then out[n + LPATCH.status] = st.status end
-    local hst = header_state(st.headers)
-    if hst then
-      out[n + LPATCH.headers], out[n + LPATCH.removed] = header_changes(hst)
-    end
-    if st.body_set then out[n + LPATCH.body] = st.body end
+  local flat = ACTIONS_[result]
+  if flat ~= nil then -- the usual case: the chain returned an action, nobody looked
+    return changed_headers(ctx.req), nil, nil, nil, nil, flat
   end
-  local base = OFF.payload
-  for i = 1, flat.n do out[base + i] = flat[i] end
-  local last = OFF.patch + LPATCH._n
-  while last > base and out[last] == nil do last = last - 1 end
-  out.n = last
-  return out
+  local st = response_state(result)
+  if st == nil then
+    return changed_headers(ctx.req), nil, nil, nil, nil, K.action_flat(result, selector, pool)
+  end
+  local kind, reqh = st.kind, nil
+  if (kind == "P" or kind == "M") and st.head then
+    flat = { [LU.kind] = "U", [LU.id] = st.id, n = LU._n }
+  else
+    flat = st.flat
+    if kind == "P" or kind == "M" then reqh = changed_headers(st.req) end
+  end
+  local set, removed
+  local hst = header_state(st.headers)
+  if hst then set, removed = header_changes(hst) end
+  return reqh, st.status, set, removed, st.body_set and st.body or nil, flat
 end
 
 -- For tests of the encoding from the host.

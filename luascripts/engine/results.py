@@ -46,9 +46,10 @@ _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "requ
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
 # Positions (Lua's, = Python index in an xpcall result tuple).
-_PAYLOAD = len(B.RESULT)  # the action (done), the wait record or the fail record start after
-_PATCH = _PAYLOAD + B.ACTION_SLOTS
-_SIZE = _PATCH + len(B.PATCH) + 1
+_PAYLOAD = len(B.RESULT)  # the wait or fail record starts after the RESULT fields
+_PATCH = _PAYLOAD  # "done": the patch, then the action
+_ACTION = _PATCH + len(B.PATCH)
+_SIZE = _ACTION + B.ACTION_SLOTS + 1
 _PAD = (None,) * _SIZE
 _EFFECT = _PAYLOAD + len(B.WAIT) - 1  # effects' fields are numbered from WAIT's "op"
 _UPSTREAM_ACTION = _EFFECT + len(B.UPSTREAM)
@@ -124,11 +125,12 @@ def decode_action(f: tuple[Any, ...], at: int, method: str, allow: tuple[str, ..
     return router_reject(method, allow)  # "N": the router's own 404/405
 
 
+_PS, _PH, _PR, _PB = (_PATCH + B.PATCH.status, _PATCH + B.PATCH.headers,
+                      _PATCH + B.PATCH.removed, _PATCH + B.PATCH.body)
+
+
 def decode_patch(f: tuple[Any, ...]) -> ResponsePatch | None:
-    status = f[_PATCH + B.PATCH.status]
-    headers = f[_PATCH + B.PATCH.headers]
-    removed = f[_PATCH + B.PATCH.removed]
-    body = f[_PATCH + B.PATCH.body]
+    status, headers, removed, body = f[_PS], f[_PH], f[_PR], f[_PB]
     if status is None and headers is None and removed is None and body is None:
         return None
     changes: list[tuple[str, str | None]] = list(pairs(headers))

@@ -2,9 +2,10 @@
 --
 -- Registration only records: every call appends a record (with the script line it came
 -- from) that the host turns into route trees once the script has run. Checks that depend
--- on call order -- use() after routes, mounting twice on one prefix, registering after
--- load -- are made here, at the call, so the error points at the offending line. Pattern
--- syntax is checked by the host (patterns.py), which reports every bad pattern at once.
+-- on call order -- use() after routes, registering after load -- are made here, at the
+-- call, so the error points at the offending line. Pattern syntax and mounts on a path a
+-- router already serves are checked by the host (patterns.py, routes.py), which knows
+-- chi's tree and reports every such problem at once, each with the line of its record.
 
 local K = ...
 
@@ -12,7 +13,7 @@ local type, tostring, error, select, next = type, tostring, error, select, next
 local rawequal, setmetatable = rawequal, setmetatable
 local getinfo = debug.getinfo
 local S = K.S
-local upper, sub = S.upper, S.sub
+local upper = S.upper
 local concat = table.concat
 
 local MAX_RECORDS = 5000
@@ -93,7 +94,7 @@ local new_router
 
 local function new_mux()
   nmux = nmux + 1
-  local mux = { id = nmux, mws = {}, sealed = false, patterns = {} }
+  local mux = { id = nmux, mws = {}, sealed = false }
   muxes[nmux] = mux
   return mux
 end
@@ -121,7 +122,6 @@ new_router = function(mux, inline)
     check_pattern(pattern, "the route pattern")
     check_fn(handler, "the handler")
     seal()
-    mux.patterns[pattern] = true
     record("route", mux.id, m, pattern, fn_id(handler), ids(inline or {}))
   end
 
@@ -183,10 +183,6 @@ new_router = function(mux, inline)
   local function mount(prefix, target)
     check_open("mount")
     check_pattern(prefix, "the mount prefix")
-    local key = sub(prefix, -1) == "/" and prefix .. "*" or prefix .. "/*"
-    if mux.patterns[key] or mux.patterns[prefix .. "*"] then
-      fail("attempting to mount() a handler on an existing path, '" .. prefix .. "'")
-    end
     local kind, value
     if type(target) == "string" then
       if target == "" or #target > 200 then fail("the backend name must be 1 to 200 bytes") end
@@ -201,7 +197,6 @@ new_router = function(mux, inline)
       fail("mount() target must be a backend name or a router made with chi.router()")
     end
     seal()
-    mux.patterns[key] = true
     record("mount", mux.id, prefix, kind, value, ids(inline or {}))
   end
   r.mount = method(r, mount)

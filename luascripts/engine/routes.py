@@ -3,8 +3,9 @@
 Registration (router.lua) records every route, mount, not_found and method_not_allowed per
 mux with its script line. Here those records become:
 
-* diagnostics for every pattern chi would refuse, every unknown literal backend in a mount,
-  and mount cycles, each with its line;
+* diagnostics for every pattern chi would refuse, every mount on a path the router already
+  serves (chi's Mount() check, asked of a scratch tree of the router as it stood at that
+  call), every unknown literal backend in a mount, and mount cycles, each with its line;
 * one *view* per place a mux is reachable from the root (a mux mounted twice has two views,
   since the middleware before it and the pattern prefix differ). A view owns a `Tree` whose
   leaves are `Target`s carrying everything a request needs: the full pattern, the middleware
@@ -13,15 +14,23 @@ mux with its script line. Here those records become:
 
 Chains run mux middleware first, outermost mux first, then inline (`with`) middleware, as in
 chi. A fallback (404/405) of a view runs the middleware of every mux on the way, then the
-view's own or inherited not_found / method_not_allowed handler, or the router's default.
+router's not_found / method_not_allowed handler, or the router's default. A router gets its
+parent's handler the way chi hands it down, in registration order: when it is mounted
+without one of its own, and when the parent sets one later while it still has none.
+
+Route patterns are chi's RoutePattern(): the patterns matched at each level joined, then
+normalised (patterns.route_pattern). A mount registers three patterns (`/api`, `/api/` and
+`/api/*`); a view's `prefix` is the join through the `/*` ones, which every path below a
+mount goes through. The two others only serve the mount point itself, and the few targets
+reached that way get their pattern from `Target.for_prefix`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from luascripts.engine.patterns import PatternError, Token, parse_pattern
+from luascripts.engine.patterns import PatternError, Token, parse_pattern, route_pattern
 from luascripts.engine.source import lua_text as _text
 from luascripts.engine.tree import Tree, TreeTooDeep
 from luascripts.engine.types import Diagnostic, RouteInfo
@@ -32,16 +41,31 @@ TERMINAL_MOUNT = -1  # Lua terminal proxying to a mounted backend
 NO_LUA = 0  # chain id meaning "nothing to run in Lua: answer in Python"
 MAX_ROUTES = 5000
 MAX_MOUNT_DEPTH = 16
+MAX_VARIANTS = 64  # per target; a path can only reach a handful (see Target.for_prefix)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
     kind: int
-    pattern: str  # full pattern, mount prefixes included
+    pattern: str  # chi's RoutePattern() for this target, reached through `/*` mount patterns
     chain: int  # Lua chain id, or NO_LUA
     labels: tuple[str, ...]  # middleware labels, outermost first
     backend: str = ""
     view: View | None = None
+    local: str = ""  # the pattern as registered in its own router (a mount's: one of three)
+    standard: bool = True  # False for a mount's `/api` and `/api/` patterns
+    variants: dict[str, Target] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_prefix(self, joined: str) -> Target:
+        """This target as reached through the mount patterns `joined` rather than through
+        its view's prefix: only when a mount point itself was requested (`/api` or `/api/`,
+        the mounted router then sees "/"), so at most three per mount on the way."""
+        variant = self.variants.get(joined)
+        if variant is None:
+            variant = replace(self, pattern=route_pattern(joined + self.local), variants={})
+            if len(self.variants) < MAX_VARIANTS:
+                self.variants[joined] = variant
+        return variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +79,9 @@ class View:
     tree: Tree
     not_found: Fallback
     method_not_allowed: Fallback
+    prefix: str = ""  # the mount patterns joined on the way here ("/api/*" + "/v1/*")
+    pattern: str | None = None  # what a 404/405 here reports: RoutePattern(prefix) or None
+    empty: bool = False  # no routes: chi answers not-found at once, whatever it saw before
 
 
 @dataclass(slots=True)
@@ -72,7 +99,7 @@ class _Entry:
     pattern: str = ""
     handler: int = 0
     tokens: tuple[Token, ...] = ()
-    stubs: tuple[tuple[Token, ...], ...] = ()
+    stubs: tuple[tuple[str, tuple[Token, ...]], ...] = ()  # a mount's (pattern, tokens)
     target_kind: str = ""
     target: str = ""
 
@@ -84,6 +111,9 @@ class _Mux:
     entries: list[_Entry] = field(default_factory=list)
     not_found: _Special | None = None
     method_not_allowed: _Special | None = None
+    # The router's patterns so far, as chi's tree would hold them when mount() is called.
+    registered: Tree = field(default_factory=Tree)
+    mounted: list[int] = field(default_factory=list)  # routers mounted here so far
 
 
 @dataclass(slots=True)
@@ -130,7 +160,19 @@ class _Builder:
                 self._mount(self._mux(mux_id), str(a), str(b), str(c), _ids(str(mws)), line)
             elif kind in ("not_found", "method_not_allowed"):
                 special = _Special(int(a), _ids(str(mws)))  # type: ignore[arg-type]
-                setattr(self._mux(mux_id), kind, special)
+                mux = self._mux(mux_id)
+                setattr(mux, kind, special)
+                self._hand_down(mux, kind, special, set())
+
+    def _hand_down(self, mux: _Mux, kind: str, special: _Special, seen: set[int]) -> None:
+        """chi's updateSubRoutes: routers mounted here that have no such handler yet take
+        this one, and hand it down to theirs."""
+        for child_id in mux.mounted:
+            child = self._mux(child_id)
+            if child_id not in seen and getattr(child, kind) is None:
+                seen.add(child_id)
+                setattr(child, kind, special)
+                self._hand_down(child, kind, special, seen)
 
     def _parse(self, pattern: str, line: int) -> tuple[Token, ...] | None:
         try:
@@ -143,21 +185,34 @@ class _Builder:
                mws: tuple[int, ...], line: int) -> None:
         tokens = self._parse(pattern, line)
         if tokens is not None:
+            mux.registered.insert(method, tokens, None)
             mux.entries.append(_Entry("route", line, mws, method=method, pattern=pattern,
                                       handler=handler, tokens=tokens))
 
     def _mount(self, mux: _Mux, prefix: str, target_kind: str, target: str,
                mws: tuple[int, ...], line: int) -> None:
+        # chi's Mount(): the prefix itself and prefix + "/" (unless it ends with "/"), then
+        # the catch-all the mounted router is reached through.
         if prefix.endswith("/"):
             stub_patterns = [prefix + "*"]
         else:
-            stub_patterns = [prefix + "/*", prefix, prefix + "/"]
+            stub_patterns = [prefix, prefix + "/", prefix + "/*"]
         stubs = []
         for pattern in stub_patterns:
             tokens = self._parse(pattern, line)
             if tokens is None:
                 return
             stubs.append(tokens)
+        if mux.registered.find_pattern(prefix + "*") \
+                or mux.registered.find_pattern(prefix + "/*"):
+            self.errors.append(Diagnostic(
+                line or None, None,
+                f"attempting to mount() a handler on an existing path, {_text(prefix)!r}: "
+                "this router already has a mount or a '/*' route there (chi compares params "
+                "by position, not by name)"))
+            return
+        for tokens in stubs:
+            mux.registered.insert("*", tokens, None)
         if target_kind == "backend" and self.backends is not None \
                 and target not in self.backends:
             known = ", ".join(sorted(self.backends)) or "no backends"
@@ -166,7 +221,18 @@ class _Builder:
                 f"mount({prefix!r}, ...): unknown backend {_text(target)!r} "
                 f"(this tenant has: {known})"))
             return
-        mux.entries.append(_Entry("mount", line, mws, pattern=prefix, stubs=tuple(stubs),
+        if target_kind == "router":
+            # chi's Mount(): a router without its own not-found / method-not-allowed
+            # handler takes the parent's, as the parent has it now.
+            child = self._mux(int(target))
+            mux.mounted.append(child.id)
+            for kind in ("not_found", "method_not_allowed"):
+                special = getattr(mux, kind)
+                if special is not None and getattr(child, kind) is None:
+                    setattr(child, kind, special)
+                    self._hand_down(child, kind, special, {child.id})
+        mux.entries.append(_Entry("mount", line, mws, pattern=prefix,
+                                  stubs=tuple(zip(stub_patterns, stubs, strict=True)),
                                   target_kind=target_kind, target=target))
 
     # -- chains ---------------------------------------------------------------------------
@@ -194,12 +260,11 @@ class _Builder:
     # -- views ----------------------------------------------------------------------------
 
     def view(self, mux_id: int, prefix: str, outer: tuple[int, ...],
-             not_found: _Special | None, method_not_allowed: _Special | None,
              stack: tuple[int, ...]) -> View:
+        """The view of `mux` reached through the mount patterns `prefix`, below the
+        middleware `outer`."""
         mux = self._mux(mux_id)
         mws = outer + mux.mws
-        not_found = mux.not_found or not_found
-        method_not_allowed = mux.method_not_allowed or method_not_allowed
         tree = Tree()
         for entry in mux.entries:
             if len(self.routes) > MAX_ROUTES:
@@ -208,46 +273,52 @@ class _Builder:
                 break
             entry_mws = mws + entry.mws
             if entry.kind == "route":
-                full = prefix + entry.pattern
-                target = Target(HANDLER, full, self._chain(entry_mws, entry.handler),
-                                self._labels(entry_mws))
+                target = Target(HANDLER, route_pattern(prefix + entry.pattern),
+                                self._chain(entry_mws, entry.handler), self._labels(entry_mws),
+                                local=entry.pattern)
                 tree.insert(entry.method, entry.tokens, target)
-                self.routes.append(RouteInfo(entry.method, _text(full), len(entry_mws)))
+                self.routes.append(RouteInfo(entry.method, _text(target.pattern),
+                                             len(entry_mws)))
                 continue
-            base = prefix + entry.pattern.rstrip("/")
+            through = entry.stubs[-1][0]  # the mount's "/*" pattern
             if entry.target_kind == "backend":
-                full = base + "/*"
                 chain = self._chain(entry_mws, TERMINAL_MOUNT) if entry_mws else NO_LUA
-                target = Target(BACKEND, full, chain, self._labels(entry_mws),
-                                backend=_text(entry.target))
-                self.routes.append(RouteInfo("*", _text(full), len(entry_mws),
-                                             f"backend:{_text(entry.target)}"))
-            else:
-                child_id = int(entry.target)
-                if child_id in stack or len(stack) >= MAX_MOUNT_DEPTH:
-                    self.errors.append(Diagnostic(
-                        entry.line or None, None,
-                        f"mount({entry.pattern!r}, ...): a router cannot be mounted inside "
-                        "itself"))
-                    continue
-                child = self.view(child_id, base, entry_mws, not_found, method_not_allowed,
-                                  (*stack, child_id))
-                target = Target(SUBROUTER, base + "/*", NO_LUA, (), view=child)
-            for tokens in entry.stubs:
-                tree.insert("*", tokens, target)
+                labels, backend = self._labels(entry_mws), _text(entry.target)
+                for local, tokens in entry.stubs:
+                    tree.insert("*", tokens, Target(
+                        BACKEND, route_pattern(prefix + local), chain, labels, backend=backend,
+                        local=local, standard=local == through))
+                self.routes.append(RouteInfo("*", _text(route_pattern(prefix + through)),
+                                             len(entry_mws), f"backend:{backend}"))
+                continue
+            child_id = int(entry.target)
+            if child_id in stack or len(stack) >= MAX_MOUNT_DEPTH:
+                self.errors.append(Diagnostic(
+                    entry.line or None, None,
+                    f"mount({entry.pattern!r}, ...): a router cannot be mounted inside itself"))
+                continue
+            child = self.view(child_id, prefix + through, entry_mws, (*stack, child_id))
+            for local, tokens in entry.stubs:
+                tree.insert("*", tokens, Target(
+                    SUBROUTER, route_pattern(prefix + local), NO_LUA, (), view=child,
+                    local=local, standard=local == through))
         try:
             tree.seal()
         except TreeTooDeep as exc:
             self.errors.append(Diagnostic(None, None, str(exc)))
-        return View(tree, self._fallback(mws, not_found),
-                    self._fallback(mws, method_not_allowed))
+        # chi answers for a router with no routes without running its middleware (its
+        # ServeHTTP goes straight to the not-found handler).
+        fallback_mws = mws if mux.entries else outer
+        return View(tree, self._fallback(fallback_mws, mux.not_found),
+                    self._fallback(fallback_mws, mux.method_not_allowed), prefix,
+                    route_pattern(prefix) or None, not mux.entries)
 
 
 def compile_routes(flat: Sequence[object], backend_names: Collection[str] | None,
                    ) -> tuple[CompiledRoutes | None, list[Diagnostic]]:
     """Build the root view from an export of records; (None, errors) when anything is wrong."""
     builder = _Builder(flat, backend_names)
-    root = builder.view(1, "", (), None, None, (1,))
+    root = builder.view(1, "", (), (1,))
     if builder.errors:
         return None, builder.errors
     return CompiledRoutes(root, tuple(builder.routes), builder.chain_flat), []

@@ -123,7 +123,7 @@ local registration_depth = { pdepth = 0 }
 
 local function enter_protected()
   local c = K.ctx or registration_depth
-  local d = c.pdepth + 1
+  local d = (c.pdepth or 0) + 1
   if d > MAX_PCALL_DEPTH then
     error("pcall/xpcall nested more than " .. MAX_PCALL_DEPTH .. " levels deep", 3)
   end

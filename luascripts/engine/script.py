@@ -21,6 +21,7 @@ from typing import Any
 import lupa.lua54 as lupa
 
 from luascripts.engine import boundary as B
+from luascripts.engine.build import fast_constructor
 from luascripts.engine.compile import Compiled, compile_script
 from luascripts.engine.effects import (
     Answer,
@@ -41,7 +42,9 @@ from luascripts.engine.errors import (
 )
 from luascripts.engine.matching import match
 from luascripts.engine.results import (
-    _PAYLOAD,
+    _ACTION,
+    _PAD,
+    _SIZE,
     EMPTY,
     decode_action,
     decode_effect,
@@ -57,6 +60,7 @@ from luascripts.engine.routes import NO_LUA
 from luascripts.engine.runtime import HEADROOM_SLACK, Runtime
 from luascripts.engine.types import Limits, Outcome, ProxyAction, RouteInfo, ScriptRequest
 
+_new_outcome = fast_constructor(Outcome)  # per request: skip the dataclass __init__
 MAX_INPUT_BYTES = 1024 * 1024  # path, query, headers... handed to one call
 _CALL_OVERHEAD = 2048  # Lua string headers and the call's stack slots
 _R = B.RESULT
@@ -64,16 +68,11 @@ _STATE, _RAN, _REQH, _LOGS, _DROPPED = _R.state, _R.ran, _R.request_headers, _R.
     _R.dropped_logs
 
 
-class _Match:
-    """What a request matched: kept by a waiting run to decode what comes back."""
-
-    __slots__ = ("allow", "backend", "labels", "method", "params", "pattern", "rest")
-
-    def __init__(self, method: str, pattern: str | None, params: Mapping[str, str],
-                 labels: tuple[str, ...], allow: tuple[str, ...], backend: str,
-                 rest: str) -> None:
-        self.method, self.pattern, self.params, self.labels = method, pattern, params, labels
-        self.allow, self.backend, self.rest = allow, backend, rest
+# What a request matched, kept by a waiting run to decode what comes back. A plain tuple
+# (built for every request, so it must be cheap): method, pattern, params, labels, allow,
+# backend (of a mount), rest (the path below a mount).
+_Match = tuple
+_METHOD, _PATTERN, _PARAMS, _LABELS, _ALLOW, _BACKEND, _REST = range(7)
 
 
 class ScriptRun:
@@ -187,13 +186,18 @@ class LoadedScript:
         # Param values are slices of the path, hence the path counted twice.
         need = (2 * len(path) + len(req.query_string) + len(blob) + len(req.host)
                 + len(req.client_ip) + len(req.request_id) + len(req.tenant))
-        run = _Match(method, pattern, params, labels, m.allow,
-                     target.backend if target is not None else "", m.rest)
-        return self._step(
-            self._compiled.runtime, "run", need,
-            (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
-             req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket, None,
-             *(chain.from_iterable(params.items()) if params else ())), run, None)
+        matched = (method, pattern, params, labels, m.allow,
+                   target.backend if target is not None else "", m.rest)
+        args = (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
+                req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket,
+                None, *(chain.from_iterable(params.items()) if params else ()))
+        # The hot path, inline: one protected call, and most scripts are done after it.
+        started = time.perf_counter()
+        runtime, res = self._call(self._compiled.runtime, "run", need, args, self._budget)
+        used = time.perf_counter() - started
+        if res[_STATE] == "done":
+            return self._done(res + _PAD if len(res) < _SIZE else res, matched, None, used)
+        return self._first_step(runtime, res, matched, used)
 
     def _select(self, req: ScriptRequest) -> Outcome | ScriptRun:
         blob = _header_blob(req.headers)
@@ -209,7 +213,7 @@ class LoadedScript:
             self._compiled.runtime, "run", need,
             (0, None, 0, req.method, req.path, req.query_string, req.host, req.scheme,
              req.client_ip, req.tenant, req.request_id, blob, req.websocket, backends),
-            _Match(req.method, None, EMPTY, (), (), "", "/"), None)
+            (req.method, None, EMPTY, (), (), "", "/"), None)
 
     def _step(self, runtime: Runtime, which: str, need: int, args: tuple[Any, ...],
               m: _Match, run: ScriptRun | None) -> Outcome | ScriptRun:
@@ -223,35 +227,50 @@ class LoadedScript:
             raise
         finally:
             used += time.perf_counter() - started
+        if run is None:
+            return self._first_step(runtime, res, m, used)
+        return self._next_step(runtime, res, m, used, run)
+
+    def _first_step(self, runtime: Runtime, res: tuple[Any, ...], m: _Match,
+                    used: float) -> Outcome | ScriptRun:
+        state = res[_STATE]
+        if state == "wait":
+            run = ScriptRun(self, runtime, m)
+            runtime.pending += 1
+            return self._next_step(runtime, res, m, used, run)
+        if state == "done":
+            return self._done(padded(res), m, None, used)
+        raise self._failed(padded(res), None)
+
+    def _next_step(self, runtime: Runtime, res: tuple[Any, ...], m: _Match, used: float,
+                   run: ScriptRun) -> Outcome | ScriptRun:
         state = res[_STATE]
         if state == "wait":
             f = padded(res)
-            if run is None:
-                run = ScriptRun(self, runtime, m)
-                runtime.pending += 1
             run.used_s = used
             if f[_LOGS] is not None or f[_DROPPED]:
                 run.logs.extend(log_lines(f[_LOGS]))
                 run.dropped += f[_DROPPED] or 0
-            run.token, run.effect = decode_effect(f, m.backend, m.rest, m.allow)
+            run.token, run.effect = decode_effect(f, m[_BACKEND], m[_REST], m[_ALLOW])
             return run
-        if run is not None:
-            runtime.pending -= 1
+        runtime.pending -= 1
         if state == "done":
             return self._done(padded(res), m, run, used)
         raise self._failed(padded(res), run)
 
     def _done(self, f: tuple[Any, ...], m: _Match, run: ScriptRun | None,
               used: float) -> Outcome:
-        action = decode_action(f, _PAYLOAD, m.method, m.allow, m.backend, m.rest)
+        action = decode_action(f, _ACTION, m[_METHOD], m[_ALLOW], m[_BACKEND], m[_REST])
         ran = f[_RAN]
-        logs = log_lines(f[_LOGS])
+        logs = log_lines(f[_LOGS]) if f[_LOGS] is not None else ()
         dropped = f[_DROPPED] or 0
         if run is not None and (run.logs or run.dropped):
             logs = (*run.logs, *logs)
             dropped += run.dropped
-        return Outcome(action, m.pattern, m.params, m.labels[:ran] if ran else (),
-                       request_headers(f[_REQH]), logs, dropped, decode_patch(f), used)
+        reqh = f[_REQH]
+        return _new_outcome(action, m[_PATTERN], m[_PARAMS], m[_LABELS][:ran] if ran else (),
+                            None if reqh is None else request_headers(reqh), logs, dropped,
+                            decode_patch(f), used)
 
     def _failed(self, f: tuple[Any, ...], run: ScriptRun | None) -> ScriptRuntimeError:
         kind, message, line = fail_kind(f)
@@ -271,6 +290,8 @@ class LoadedScript:
         elif kind == "memory":
             with self._lock:
                 self._after_memory_error()
+        if kind in ("timeout", "error"):
+            self._collect_if_heavy()
         logs = log_lines(f[_LOGS])
         if run is not None:
             logs = (*run.logs, *logs)
@@ -349,6 +370,17 @@ class LoadedScript:
         if not runtime.ensure_headroom(need):
             raise ScriptMemoryError("The script's runtime has no memory left for this request.")
         return runtime
+
+    def _collect_if_heavy(self) -> None:
+        """A failed request can leave a lot behind (a runaway recursion's stack of many
+        megabytes): collect it now, outside any request's budget, rather than in the middle
+        of whichever request allocates next."""
+        with self._lock:
+            compiled = self._compiled
+            runtime = compiled.runtime
+            if runtime.lua is not None and \
+                    runtime.memory_used() - compiled.loaded_bytes > self.limits.memory_bytes // 4:
+                runtime.collect()
 
     def _after_memory_error(self) -> None:
         """A script that keeps state in upvalues can fill its cap for good (every later

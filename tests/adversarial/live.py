@@ -17,10 +17,35 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tests.adversarial.differential.recorder import Recorder
 from tests.e2e.backends import Backend, BackendFarm, free_port
 from tests.serving import MANAGE, ROOT, Served
 
 # -- backends ---------------------------------------------------------------------------------
+
+
+# Responses a proxy cannot pass on as they are (GET /canned/<name>): each must become a 502
+# or a response the gateway framed itself, never these bytes.
+CANNED = {
+    "ctl-in-value": b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 2\r\n\r\nok",
+    "del-in-value": b"HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\nContent-Length: 2\r\n\r\nok",
+    "nul-in-value": b"HTTP/1.1 200 OK\r\nX-Bad: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    "space-in-name": b"HTTP/1.1 200 OK\r\nX Bad: a\r\nContent-Length: 2\r\n\r\nok",
+    "space-before-colon": b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-Fold: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    "bare-lf": b"HTTP/1.1 200 OK\nX-A: 1\nContent-Length: 2\n\nok",
+    "bare-cr": b"HTTP/1.1 200 OK\r\nX-A: 1\rX-B: 2\r\nContent-Length: 2\r\n\r\nok",
+    "two-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
+    "negative-length": b"HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
+    "te-identity": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n"
+                   b"Content-Length: 2\r\n\r\nok",
+    "bad-chunk-size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"0x2\r\nok\r\n0\r\n\r\n",
+    "chunk-too-long": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      b"1\r\nok\r\n0\r\n\r\n",
+    "status-letters": b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\nok",
+    "http-09": b"ok, no status line at all\r\n",
+}
 
 
 class FaultyBackend(Backend):
@@ -31,6 +56,10 @@ class FaultyBackend(Backend):
 
     async def _answer(self, writer, method, target, headers, size, sha) -> bool:
         path = urlsplit(target).path
+        if "/canned/" in path:
+            writer.write(CANNED[path.rsplit("/", 1)[1]])
+            await writer.drain()
+            return False
         if path.endswith("/garbage"):
             writer.write(b"THIS IS NOT HTTP AT ALL\r\n\r\n")
             await writer.drain()
@@ -172,6 +201,7 @@ via("/gzip", "big", "/gzip")
 via("/hop", "big", "/hop")
 via("/redirect", "redir", "/redirect-internal")
 chi.get("/good/*", function(req) return proxy({"rstmid"}, {path = "/echo"}) end)
+chi.mount("/canned", "garbage")
 """
 
 
@@ -205,8 +235,13 @@ class Farm:
     faulty: FaultyBackend
     canary: Backend
     refused_url: str
+    smuggle: Backend
+    # The differential suite's recording backends: one behind nginx, one behind chistone.
+    recorders: dict[str, Recorder]
 
     def close(self) -> None:
+        for recorder in self.recorders.values():
+            self.farm.run(recorder.stop())
         self.farm.close()
 
 
@@ -216,7 +251,11 @@ def make_farm() -> Farm:
     faulty = add_backend(farm, "adv-faulty", FaultyBackend)
     canary = add_backend(farm, "adv-canary")
     faulty.redirect_to = f"{canary.url}/stolen"
-    return Farm(farm, echo, faulty, canary, dead_url())
+    smuggle = add_backend(farm, "adv-smuggle")
+    recorders = {name: Recorder(name) for name in ("nginx", "chistone")}
+    for recorder in recorders.values():
+        farm.run(recorder.start())
+    return Farm(farm, echo, faulty, canary, dead_url(), smuggle, recorders)
 
 
 def spec(farm: Farm) -> dict:
@@ -229,6 +268,12 @@ def spec(farm: Farm) -> dict:
         {"slug": "nb", "domains": ["nb.test"], "script": NEIGHBOUR_SCRIPT,
          "backends": [{"name": "echo", "url": echo}]},
         {"slug": "plain", "domains": ["plain.test"], "backends": [{"name": "echo", "url": echo}]},
+        # No script: every request proxies to the recording backend (the differential suite).
+        {"slug": "diff", "domains": ["diff.test"],
+         "backends": [{"name": "recorder", "url": farm.recorders["chistone"].url}]},
+        # No script: every request proxies to the echo backend (the smuggler scan's target).
+        {"slug": "smuggle", "domains": ["smuggle.test"],
+         "backends": [{"name": "echo", "url": farm.smuggle.url}]},
         {"slug": "faults", "domains": ["faults.test"], "script": FAULTS_SCRIPT,
          "backends": [{"name": "refused", "url": farm.refused_url},
                       *({"name": name, "url": faulty, "read_timeout_ms": 800}

@@ -5,8 +5,14 @@ segment, for the supported subset (static segments, `{name}`, `{name:regexp}` wi
 regexps, an optional trailing slash, a trailing `*`). When several routes match, chi's order
 says a segment is tried as static text, then regexp params, then plain params, then the
 catch-all, backtracking on dead ends: the winner is the matching route whose sequence of
-segment kinds is smallest, compared segment by segment. The real matcher (a radix tree over
-raw characters, luascripts/engine/tree.py) must agree with it, in Python and through Lua.
+segment kinds is smallest, compared segment by segment. As in chi, a plain param matches an
+empty segment unless it is the path's last one. The real matcher (a radix tree over raw
+characters, luascripts/engine/tree.py) must agree with it, in Python and through Lua.
+
+One chi rule is left out of the reference, because it depends on the whole tree: once every
+regexp param at a node failed, chi descends into the last of them with an empty value and
+no regexp test. Paths that put an empty segment where a route has a regexp param are not
+judged here; tests/luascripts/engine/test_chi_tree.py pins that rule with chi's own vectors.
 """
 
 from __future__ import annotations
@@ -17,7 +23,14 @@ from dataclasses import dataclass
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from luascripts.engine.patterns import CatchAll, Param, PatternError, Static, parse_pattern
+from luascripts.engine.patterns import (
+    CatchAll,
+    Param,
+    PatternError,
+    Static,
+    parse_pattern,
+    route_pattern,
+)
 from luascripts.engine.tree import Tree
 
 from .support import load, request
@@ -29,6 +42,7 @@ STATIC, REGEXP, PARAM, CATCHALL = 0, 1, 2, 3
 SIMPLE_REGEXPS = ["[0-9]+", "[a-z]+", "[a-z0-9-]+", "v[12]", "[0-9]{2,4}", "(foo|bar)",
                   "[a-f0-9]{4}"]
 SEGMENT_CHARS = "abcfov0129-._~%"  # path characters, '%' kept raw (never decoded)
+UNJUDGED = "unjudged"  # reference_match: an empty segment where the route has a regexp param
 
 
 @dataclass(frozen=True)
@@ -70,8 +84,9 @@ class Route:
         return kinds
 
 
-def reference_match(route: Route, path: str) -> dict[str, str] | None:
-    """The params if `route` matches `path`, else None: the naive segment-wise definition."""
+def reference_match(route: Route, path: str) -> dict[str, str] | str | None:
+    """The params if `route` matches `path`, else None: the naive segment-wise definition
+    (UNJUDGED where chi's empty-regexp rule, left out of the reference, could apply)."""
     if not path.startswith("/"):
         return None
     parts = path[1:].split("/")
@@ -88,13 +103,16 @@ def reference_match(route: Route, path: str) -> dict[str, str] | None:
         if len(parts) > len(segs) and parts[-1] != "":
             return None
     params: dict[str, str] = {}
-    for seg, value in zip(segs, head, strict=True):
+    for index, (seg, value) in enumerate(zip(segs, head, strict=True)):
         if seg.kind == STATIC:
             if value != seg.text:
                 return None
             continue
         if not value:
-            return None  # a param never matches an empty value
+            if index == len(parts) - 1:
+                return None  # a param never matches an empty value at the end of the path
+            if seg.kind == REGEXP:
+                return UNJUDGED
         if seg.kind == REGEXP and re.fullmatch(seg.regexp, value) is None:
             return None
         params[seg.text] = value
@@ -120,9 +138,13 @@ def _beats(a: Route, b: Route) -> bool:
     return ka < kb
 
 
-def reference_winners(routes: list[Route], path: str) -> dict[int, dict[str, str]]:
-    """Every matching route that no other matching route beats, with its params."""
+def reference_winners(routes: list[Route], path: str) -> dict[int, dict[str, str]] | None:
+    """Every matching route that no other matching route beats, with its params (None when
+    the reference cannot judge the path)."""
     matching = {i: p for i, r in enumerate(routes) if (p := reference_match(r, path)) is not None}
+    if UNJUDGED in matching.values():
+        event("unjudged: empty segment at a regexp param")
+        return None
     return {i: p for i, p in matching.items()
             if not any(_beats(routes[j], routes[i]) for j in matching if j != i)}
 
@@ -197,6 +219,8 @@ def test_the_tree_matches_like_the_reference(data):
     for _ in range(4):
         path = data.draw(path_for(data.draw(st.sampled_from(table))))
         winners = reference_winners(table, path)
+        if winners is None:
+            continue
         event(f"{len(winners)} winner(s)")
         leaf, values, allowed = tree.find("GET", path)
         if not winners:
@@ -250,13 +274,15 @@ def test_the_loaded_script_routes_like_the_reference(data):
         for _ in range(3):
             path = data.draw(path_for(data.draw(st.sampled_from(table))))
             winners = reference_winners(table, path)
+            if winners is None:
+                continue
             outcome = script.handle(request(path))
             if not winners:
                 assert outcome.action.status == 404 and outcome.route_pattern is None
                 continue
             index = int(outcome.action.body)
             assert index in winners, (path, table[index].pattern)
-            assert outcome.route_pattern == table[index].pattern
+            assert outcome.route_pattern == route_pattern(table[index].pattern)
             assert dict(outcome.params) == winners[index]
     finally:
         script.close()

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
+from tests.adversarial.live import CANNED
 from tests.e2e.backends import GZIP_TEXT, GZIPPED, pattern_bytes
+from tests.e2e.rawhttp import exchange
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("same_worker")]
 HOST = "faults.test"
@@ -185,3 +187,23 @@ def test_faults_are_logged_with_the_request_id(live):
                 and entry["level"] == "warning" and entry["msg"].startswith("502 backend_broke")]
     assert warnings and all(w["request_id"] == request_id and w["tenant"] == access[0]["tenant"]
                             for w in warnings)
+
+
+@pytest.mark.parametrize("name", sorted(CANNED))
+def test_a_response_that_cannot_be_passed_on_is_a_502_never_relayed(live, same_worker, name):
+    """A backend's broken framing or header bytes: the client gets the gateway's JSON 502 (or,
+    where the upstream client could read the answer unambiguously, a response the gateway
+    framed itself), never the backend's bytes."""
+    data = exchange(live.data_port, f"GET /canned/canned/{name} HTTP/1.1\r\nHost: {HOST}\r\n"
+                    f"Connection: close\r\n\r\n".encode())
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    lowered = head.lower()
+    assert status in (200, 502), (name, data[:300])
+    if status == 502:
+        assert json.loads(body)["error"] == "backend_broke", name
+    else:
+        assert body == b"ok", (name, data[:300])
+    for bad in (b"\x00", b"\x01", b"\x7f", b"x bad", b"\r\n ", b"content-length :", b"\rx-b"):
+        assert bad not in lowered, (name, head)  # an obs-fold may arrive unfolded (RFC 9112 5.2)
+    assert lowered.count(b"content-length") <= 1 and b"transfer-encoding: identity" not in lowered

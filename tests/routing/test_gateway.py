@@ -238,3 +238,67 @@ async def test_no_script_round_robin_by_weight():
         await call(gw, http_scope("/"))
     ports = [c.url.split(":")[2].split("/")[0] for c in transport.calls]
     assert sorted(ports) == ["9001", "9001", "9001", "9002"]
+
+
+class Exploding(FakeTransport):
+    """An upstream client with a bug: raises something that is no UpstreamError."""
+
+    async def send(self, *args, **kw):
+        raise ValueError("Forbidden control character detected in headers.")
+
+
+async def test_an_unexpected_exception_is_a_json_500_with_the_request_id(caplog):
+    gw = make(Exploding(), two_backends(always(ProxyAction(backends=("a",)))),
+              stats=None)
+    with caplog.at_level(logging.INFO):
+        result = await call(gw, http_scope("/x", headers=[("x-request-id", "rid-boom")]))
+    assert result.status == 500
+    assert result.header("content-type") == "application/json"
+    body = result.json()
+    assert body["error"] == "internal_error" and body["request_id"] == "rid-boom"
+    assert "Forbidden" not in result.body.decode()  # the detail stays in the log
+    assert any("rid-boom" in r.getMessage() and r.exc_info for r in caplog.records)
+    (series,) = [key for key in gw.stats.series]
+    assert series[2] == 500  # counted (and logged) with the status the client got
+
+
+async def test_a_bug_after_the_response_started_aborts_the_connection():
+    upstream = FakeResponse(200, [(b"Content-Length", b"100")], [b"part", b"more"])
+    upstream.ready = lambda: False
+
+    class BadChunk(FakeTransport):
+        async def send(self, *args, **kw):
+            response = await super().send(*args, **kw)
+            reads = iter([b"part"])
+
+            async def read_chunk():
+                for chunk in reads:
+                    return chunk
+                raise KeyError("a bug while streaming")
+
+            response.read_chunk = read_chunk
+            return response
+
+    gw = make(BadChunk(upstream), two_backends())
+    started = []
+
+    async def strict_send(message):  # a second start is refused, as daphne and uvicorn do
+        if message["type"] == "http.response.start":
+            if started:
+                raise RuntimeError("HTTP response has already been started")
+            started.append(message["status"])
+
+    scope = http_scope("/")
+    with pytest.raises(ResponseAborted):
+        await gw(scope, _receive_body(), strict_send)
+    assert started == [200]
+    assert upstream.closed
+    (series,) = [key for key in gw.stats.series]
+    assert series[2] == 200  # the status that went out, not a 500 nobody saw
+
+
+def _receive_body():
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    return receive

@@ -1,4 +1,12 @@
-from routing.headers import downstream_headers, upstream_request_headers
+import pytest
+
+from routing.errors import InvalidResponse
+from routing.headers import (
+    downstream_headers,
+    is_field_name,
+    is_field_value,
+    upstream_request_headers,
+)
 
 
 def _up(headers, **kw):
@@ -57,3 +65,34 @@ def test_downstream_strips_hop_by_hop_and_reframes():
 def test_downstream_keeps_content_length_without_transfer_encoding():
     out = downstream_headers([(b"Content-Length", b"10")], request_id="r")
     assert (b"content-length", b"10") in out
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    (b"X-Bad", b"a\x01b"), (b"X-Bad", b"a\x00b"), (b"X-Bad", b"a\rb"), (b"X-Bad", b"a\nb"),
+    (b"X-Bad", b"\x7f"), (b"X Bad", b"v"), (b"X-Bad:", b"v"), (b"", b"v"), (b"X\x01", b"v"),
+    (b"Content-Length ", b"3"),
+])
+def test_a_response_header_that_cannot_be_framed_is_a_502(name, value):
+    with pytest.raises(InvalidResponse) as info:
+        downstream_headers([(b"Content-Type", b"text/plain"), (name, value)], request_id="r")
+    assert info.value.status == 502 and info.value.code == "backend_broke"
+
+
+def test_tab_and_obs_text_in_response_values_pass():
+    out = downstream_headers([(b"X-A", b"a\tb"), (b"X-B", b"caf\xe9")], request_id="r")
+    assert (b"x-a", b"a\tb") in out and (b"x-b", b"caf\xe9") in out
+
+
+@pytest.mark.parametrize(("name", "ok"), [("x-ok", True), ("X_Under.score~!#$%&'*+^`|", True),
+                                          ("", False), ("a b", False), ("a:b", False),
+                                          ("\xe9", False), ("a\x00", False)])
+def test_field_name_is_a_token(name, ok):
+    assert is_field_name(name) is ok
+    assert is_field_name(name) is ok  # again, from the cache of known names
+
+
+@pytest.mark.parametrize(("value", "ok"), [("plain", True), ("a\tb", True), ("\x80\xff", True),
+                                           ("", True), ("a\x01", False), ("\x00", False),
+                                           ("a\r\nb", False), ("\x7f", False)])
+def test_field_value_has_no_control_character_but_tab(value, ok):
+    assert is_field_value(value) is ok

@@ -149,3 +149,12 @@ def test_script_request_view(acme):
     selector = tenant("sel", selector=True, backends=[backend("a", tenant="sel")])
     views = script_request(selector, request, "/", healthy=lambda b: False).backends
     assert [(v.name, v.healthy) for v in views] == [("a", False)]
+
+
+@pytest.mark.parametrize(("name", "value"), [("x-a", "1\x01b"), ("x-a", "\x7f"), ("x a", "1"),
+                                             ("x-a", "1\r\nx: y"), ("", "1")])
+def test_a_script_header_the_upstream_client_could_not_send_is_a_script_error(name, value):
+    from routing.plan import _check_header
+
+    with pytest.raises(ScriptFailed):
+        _check_header(name, value)

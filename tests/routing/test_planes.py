@@ -93,3 +93,20 @@ async def test_lifespan_starts_and_stops_the_data_plane():
     await app({"type": "lifespan"}, inbox.get, send)
     assert calls == ["start", "stop"]
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+async def test_a_data_plane_that_fails_before_the_gateway_answers_json_500(caplog):
+    app, _ = router()
+    app.data_plane.started = False
+
+    async def broken_start():
+        raise OSError("the first snapshot could not be built")
+
+    app.data_plane.start = broken_start
+    result = await call(app, http_scope("/"))
+    assert result.status == 500 and result.header("content-type") == "application/json"
+    body = result.json()
+    assert body["error"] == "internal_error"
+    assert body["request_id"] == result.header("x-request-id") and len(body["request_id"]) == 32
+    assert "snapshot" not in result.body.decode()
+    assert any(body["request_id"] in r.getMessage() for r in caplog.records)

@@ -124,3 +124,60 @@ def test_forwarded_mode_reads_rfc_7239_and_ignores_x_forwarded_for(settings):
     request = parse_scope(scope, get_conf())
     assert request.client_ip == "2001:db8::7"
     assert request.forwarded_proto == "https"
+@pytest.mark.parametrize("value", ["a\x01b", "a\x00b", "a\x7fb", "a\x0bb", "a\x0cb", "\x1fa",
+                                   "a\x1b[31mred", "chunked\x08"])
+def test_header_value_with_a_control_character_is_400(value):
+    """`X: a\\x01b` passes Twisted and would make the upstream client raise (a 500)."""
+    with pytest.raises(BadRequest) as info:
+        parse_scope(http_scope("/", headers=[("x-thing", value)]), get_conf())
+    assert info.value.status == 400 and "x-thing" in info.value.detail
+
+
+@pytest.mark.parametrize("raw", [b"a\tb", "café ☕".encode(), b"a b", "\xa0x".encode()])
+def test_header_values_with_tab_or_utf8_pass_as_sent(raw):
+    scope = http_scope("/")
+    scope["headers"].append((b"x-thing", raw))
+    request = parse_scope(scope, get_conf())
+    assert ("x-thing", raw.decode("latin-1")) in request.headers  # one character per byte
+
+
+@pytest.mark.parametrize("raw", [b"caf\xe9", b"\x80\xff", b"\xa0x", b"\xc3"])
+def test_header_values_with_bytes_above_0x7f_that_are_not_utf8_are_400(raw):
+    """The upstream client writes values as UTF-8: these bytes could not reach the backend."""
+    scope = http_scope("/")
+    scope["headers"].append((b"x-thing", raw))
+    with pytest.raises(BadRequest, match="not valid UTF-8"):
+        parse_scope(scope, get_conf())
+
+
+@pytest.mark.parametrize(("value", "version"), [("identity", "1.1"), ("gzip, chunked", "1.1"),
+                                                ("chunked", "1.0"), ("xchunked", "1.1")])
+def test_transfer_encoding_other_than_chunked_on_http11_is_400(value, version):
+    scope = http_scope("/", headers=[("transfer-encoding", value)])
+    scope["http_version"] = version
+    with pytest.raises(BadRequest):
+        parse_scope(scope, get_conf())
+    scope = http_scope("/", headers=[("transfer-encoding", "Chunked")])
+    assert "transfer-encoding" not in dict(parse_scope(scope, get_conf()).headers)
+
+
+@pytest.mark.parametrize("name", [b"x thing", b"x\x01", b"x:y", b"", b"\xe9", b"x(y)",
+                                  b"x\ty", b"x/y", b"x@y", b"x\"y"])
+def test_header_name_that_is_not_a_token_is_400(name):
+    scope = http_scope("/")
+    scope["headers"].append((name, b"v"))
+    with pytest.raises(BadRequest) as info:
+        parse_scope(scope, get_conf())
+    assert "token" in info.value.detail
+
+
+@pytest.mark.parametrize("path", ["/a\x01b", "/a b", "/a\tb", "/a\x7f", "/a\x1b", "/a#frag"])
+def test_path_with_a_space_or_control_character_is_400(path):
+    with pytest.raises(BadRequest):
+        check_path(path)
+
+
+@pytest.mark.parametrize("query", ["a=\x01", "a=b c", "a=\x7f", "a#frag", "a=\x00"])
+def test_client_query_with_a_control_character_is_400(query):
+    with pytest.raises(BadRequest):
+        parse_scope(http_scope("/", query=query), get_conf())

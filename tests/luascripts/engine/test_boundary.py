@@ -17,9 +17,9 @@ def test_records_number_their_fields_from_one() -> None:
         boundary.CALL_ANSWER.pack(stauts=1)
 
 
-def test_every_action_fits_the_slots_before_the_patch() -> None:
+def test_the_action_comes_last_after_the_patch() -> None:
     layout = boundary.lua_layout()
-    assert layout["offsets"]["patch"] == len(boundary.RESULT) + boundary.ACTION_SLOTS
+    assert layout["offsets"]["action"] == len(boundary.RESULT) + len(boundary.PATCH)
     assert all(len(record) <= boundary.ACTION_SLOTS for record in boundary.ACTIONS.values())
     assert {record.fields[0] for record in boundary.ACTIONS.values()} == {"kind"}
     assert all(record.fields[0] == "op" for record in boundary.EFFECTS.values())

@@ -1,0 +1,81 @@
+"""The uvicorn adapter: abort, and serving inherited sockets in a worker process.
+
+- **Back-pressure** is uvicorn's own: its `send` waits on the transport's flow control
+  (`FlowControl.drain()`) before writing a body message, so `writable()` has nothing to do.
+- **Abort.** uvicorn calls the application with `send` bound to its per-request
+  `RequestResponseCycle`; the adapter (the outermost ASGI wrapper) takes the cycle's asyncio
+  transport from it and aborts it. Raising instead would work too, but uvicorn logs every such
+  exception with a traceback as an application error.
+- **Startup** comes with uvicorn's lifespan events; **draining** is uvicorn's graceful
+  shutdown on SIGTERM (stop accepting, finish in-flight requests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+_CYCLE_MODULES = ("uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.http.h11_impl")
+
+
+class UvicornConnection:
+    """`routing.respond.ServerConnection` for one uvicorn request."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: Any) -> None:
+        self._cycle = cycle
+
+    async def writable(self) -> None:
+        return None  # uvicorn's send already waited for the transport to drain
+
+    async def abort(self) -> None:
+        self._cycle.transport.abort()
+        # The transport reports the loss on the next loop iteration, which marks the cycle
+        # disconnected; let it, so uvicorn does not log an incomplete response as an error.
+        await asyncio.sleep(0)
+
+
+def connection_for(send: Any) -> UvicornConnection | None:
+    """The connection behind uvicorn's `send`, or None when `send` is not uvicorn's."""
+    cycle = getattr(send, "__self__", None)
+    if cycle is None or type(cycle).__module__ not in _CYCLE_MODULES:
+        return None
+    transport = getattr(cycle, "transport", None)
+    if not callable(getattr(transport, "abort", None)):
+        return None
+    return UvicornConnection(cycle)
+
+
+def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]],
+          drain_timeout: float) -> None:
+    """Serve `app` on inherited listening sockets with uvloop and httptools until SIGTERM
+    (uvicorn's own handlers: stop accepting, finish in-flight requests, bounded)."""
+    import uvicorn
+    from uvicorn._compat import asyncio_run
+
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        log_level="warning",
+        log_config=None,  # uvicorn's records go through our handlers, in our format
+        timeout_graceful_shutdown=int(drain_timeout),
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(background())
+        try:
+            await server.serve(sockets=sockets)
+        finally:
+            task.cancel()
+
+    asyncio_run(main(), loop_factory=config.get_loop_factory())

@@ -67,7 +67,10 @@ class RequestBody:
 
     Nothing is read until proxying (`read_ahead`) or the script (`read_all`) needs it."""
 
-    def __init__(self, receive: Receive, *, chunk: int, replay_bytes: int,
+    __slots__ = ("chunk", "complete", "disconnected", "more", "prefix", "receive",
+                 "replay_bytes", "started", "timeout_s")
+
+    def __init__(self, receive: Receive, chunk: int, replay_bytes: int,
                  timeout_s: float = 30.0) -> None:
         self.receive = receive
         self.timeout_s = timeout_s

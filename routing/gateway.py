@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from luascripts.engine import Outcome
 from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
+from luascripts.engine.script import ScriptRun
 from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
@@ -44,10 +44,10 @@ from routing.headers import downstream_headers
 from routing.health import HealthRegistry
 from routing.logs import current_request
 from routing.patch import patch_headers, patch_status
-from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
+from routing.plan import UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.request_id import new_request_id
-from routing.script_run import ScriptGuard, run_script
+from routing.script_run import ScriptGuard, drive
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
 from routing.types import Receive, Scope, Send
@@ -178,24 +178,15 @@ class Gateway:
         if tenant.unavailable:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)
-        body = RequestBody(receive, chunk=self.conf.chunk_bytes,
-                           replay_bytes=self.conf.replay_body_bytes,
-                           timeout_s=self.conf.body_timeout_s)
-        outcome: Outcome | None = None
-        waited: list[LiveEffects] = []  # the live effects, if the script waited
+        conf = self.conf
+        body = RequestBody(receive, conf.chunk_bytes, conf.replay_body_bytes,
+                           conf.body_timeout_s)
+        if tenant.script is None:
+            await self._answer(tenant, request, match.path, None, body, None, receive, send, ex)
+            return
+        waited: list[LiveEffects] = []  # the live effects, made only if the script waits
         try:
-            if tenant.script is not None:
-                def effects() -> LiveEffects:
-                    live = LiveEffects(
-                        upstream=self.upstream, tenant=tenant, request=request,
-                        router_path=match.path, body=body, ex=ex, conf=self.conf,
-                        limits=tenant.script.limits, balancer=self.balancer,
-                        stats=self.stats)
-                    waited.append(live)
-                    return live
-
-                outcome = await self._run_script(tenant, request, match.path, ex, effects,
-                                                 body)
+            outcome = await self._run_script(tenant, request, match.path, ex, body, waited)
             await self._answer(tenant, request, match.path, outcome, body,
                                waited[0] if waited else None, receive, send, ex)
         finally:
@@ -203,15 +194,31 @@ class Gateway:
                 waited[0].close()
 
     async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, effects: Callable[[], LiveEffects],
-                          body: RequestBody) -> Outcome:
+                          ex: Exchange, body: RequestBody, waited: list[LiveEffects]
+                          ) -> Outcome:
         script = tenant.script
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy)
+        guard = self.script_guard
         lua_started = time.perf_counter()
         try:
-            outcome = await run_script(script, sreq, effects, guard=self.script_guard,
-                                       tenant=tenant.slug, version=tenant.version_id or 0)
+            # The first step inline (most scripts are done after it); the driver only for
+            # scripts that wait.
+            if guard is not None:
+                guard[0](tenant.slug, tenant.version_id or 0)
+            try:
+                step = script.start(sreq)
+            finally:
+                if guard is not None:
+                    guard[1]()
+            if isinstance(step, ScriptRun):
+                live = LiveEffects(
+                    upstream=self.upstream, tenant=tenant, request=request, router_path=path,
+                    body=body, ex=ex, conf=self.conf, limits=script.limits,
+                    balancer=self.balancer, stats=self.stats)
+                waited.append(live)
+                step = await drive(step, live, guard=guard, tenant=tenant.slug,
+                                   version=tenant.version_id or 0)
         except BodyUnavailable as exc:
             # req.body() failed for the client's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
@@ -236,11 +243,13 @@ class Gateway:
                       tenant.version_number, request.request_id, kind, message,
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
+        outcome = step
         # Lua time: the script's own steps, not the waits between them.
         ex.lua = outcome.lua_seconds or time.perf_counter() - lua_started
         if outcome.route_pattern:  # before the script's log lines, which are tagged with it
             ex.route = outcome.route_pattern
-        self._script_logs(tenant, request, outcome.logs)
+        if outcome.logs:
+            self._script_logs(tenant, request, outcome.logs)
         return outcome
 
     @staticmethod
@@ -256,7 +265,7 @@ class Gateway:
                       outcome: Outcome | None, body: RequestBody, effects: LiveEffects | None,
                       receive: Receive, send: Send, ex: Exchange) -> None:
         patch = outcome.patch if outcome is not None else None
-        if outcome is not None and isinstance(outcome.action, ExchangeAction):
+        if outcome is not None and type(outcome.action) is ExchangeAction:
             assert effects is not None
             opened = effects.take(outcome.action.exchange)
             try:
@@ -276,12 +285,12 @@ class Gateway:
                 raise
             await self._send_error(error, request, send, ex, patch)
             return
-        if isinstance(decision, DirectResponse):
-            await self._send_direct(decision.status, list(decision.headers), decision.body,
-                                    request, send, ex, patch)
+        if type(decision) is UpstreamPlan:
+            payload = decision_payload(outcome, body) if outcome is not None else None
+            await self._proxy(decision, request, body, payload, receive, send, ex, patch)
             return
-        payload = decision_payload(outcome, body)
-        await self._proxy(decision, request, body, payload, receive, send, ex, patch)
+        await self._send_direct(decision.status, list(decision.headers), decision.body,
+                                request, send, ex, patch)
 
     async def _answer_opened(self, opened: Opened, request: ClientRequest, send: Send,
                              ex: Exchange, patch: ResponsePatch | None) -> None:

@@ -55,6 +55,38 @@ class Record:
                 for i, field in enumerate(self.fields)}
 
 
+# -- Lua -> host: what registration recorded ------------------------------------------------
+# One record per registration call (and one per router and per function at the end), each
+# REGISTRATION_STRIDE values wide whatever its kind; the first field is the kind and the
+# last the script line. routes.py reads them by field name.
+REGISTRATION_STRIDE = 7
+ROUTE_RECORD = Record("route_record", "kind", "mux", "method", "pattern", "handler",
+                      "middleware")  # r.get/post/.../handle
+MOUNT_RECORD = Record("mount_record", "kind", "mux", "prefix", "target_kind", "target",
+                      "middleware")  # target_kind "backend" (a name) or "router" (its id)
+HANDLER_RECORD = Record("handler_record", "kind", "mux", "handler",
+                        "middleware")  # r.not_found / r.method_not_allowed
+MUX_RECORD = Record("mux_record", "kind", "mux", "middleware",
+                    "used")  # used: 1 once any route, mount, group or with() is on it
+LABEL_RECORD = Record("label_record", "kind", "function", "label")  # a name for each
+# middleware and handler function, for display
+# ("line", the script line of the call, is the last value of every record's stride.)
+REGISTRATION = {"route": ROUTE_RECORD, "mount": MOUNT_RECORD, "not_found": HANDLER_RECORD,
+                "method_not_allowed": HANDLER_RECORD, "mux": MUX_RECORD,
+                "label": LABEL_RECORD}
+
+
+def registration_records(flat: Any) -> Iterator[dict[str, Any]]:
+    """The records of an export, each as {field: value} (its "kind" included)."""
+    for start in range(0, len(flat) - REGISTRATION_STRIDE + 1, REGISTRATION_STRIDE):
+        record = REGISTRATION.get(flat[start])
+        if record is None:
+            raise ValueError(f"unknown registration record {flat[start]!r}")
+        values = record.unpack(flat, start)
+        values["line"] = flat[start + REGISTRATION_STRIDE - 1]
+        yield values
+
+
 # -- host -> Lua: one request --------------------------------------------------------------
 REQUEST = Record(
     "request",
@@ -131,7 +163,8 @@ CALL_ANSWER = Record("call_answer", "status", "headers", "body", "error")
 RENDER_ANSWER = Record("render_answer", "status", "headers", "body")
 
 RECORDS = (REQUEST, RESULT, WAIT, FAIL, *ACTIONS.values(), PATCH, *EFFECTS.values(),
-           HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER)
+           HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER, ROUTE_RECORD, MOUNT_RECORD,
+           HANDLER_RECORD, MUX_RECORD, LABEL_RECORD)
 
 
 def lua_layout() -> dict[str, Any]:
@@ -139,7 +172,11 @@ def lua_layout() -> dict[str, Any]:
     layout: dict[str, Any] = {
         record.name: {**{f: i for i, f in enumerate(record, start=1)}, "_n": len(record)}
         for record in RECORDS}
+    # Registration records: the line is always the last of the stride.
+    for record in (ROUTE_RECORD, MOUNT_RECORD, HANDLER_RECORD, MUX_RECORD, LABEL_RECORD):
+        layout[record.name]["line"] = REGISTRATION_STRIDE
     layout["offsets"] = {
+        "registration_stride": REGISTRATION_STRIDE,
         "payload": len(RESULT),  # after the RESULT fields
         "patch": len(RESULT),
         "action": len(RESULT) + len(PATCH),

@@ -42,7 +42,9 @@ class ParamRegexp:
     max_len: int  # values longer than this are not tested (cost bound)
 
     def matches(self, value: str) -> bool:
-        return len(value) <= self.max_len and self.regex.fullmatch(value) is not None
+        # `regex` is anchored as chi anchors it, so `search` is chi's MatchString (a value
+        # never holds a newline, where Python's `$` and Go's would differ).
+        return len(value) <= self.max_len and self.regex.search(value) is not None
 
 
 def compile_param_regexp(source: str) -> ParamRegexp:
@@ -56,8 +58,14 @@ def compile_param_regexp(source: str) -> ParamRegexp:
         raise RegexpError("the regexp is empty")
     if len(body) > MAX_REGEXP_CHARS:
         raise RegexpError(f"the regexp is longer than {MAX_REGEXP_CHARS} characters")
+    # What chi matches with: '^' and '$' added only where missing, so a top-level
+    # alternation binds them to its first and last branch (`{x:a|b}` is "^a|b$", values
+    # starting with "a" or ending with "b"), and a trailing "\\$" counts as an anchor.
+    anchored = source if source.startswith("^") else "^" + source
+    if not anchored.endswith("$"):
+        anchored += "$"
     try:
-        regex = re.compile(body)
+        regex = re.compile(anchored)
         parsed = sre_parse.parse(body)
     except re.error as exc:
         raise RegexpError(str(exc)) from None

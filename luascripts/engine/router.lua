@@ -18,9 +18,9 @@ local concat = table.concat
 
 local MAX_RECORDS = 5000
 local METHOD_NAMES = { "get", "post", "put", "patch", "delete", "head", "options", "trace",
-  "connect" }
+  "connect", "query" }
 local KNOWN_METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true,
-  HEAD = true, OPTIONS = true, TRACE = true, CONNECT = true, ["*"] = true }
+  HEAD = true, OPTIONS = true, TRACE = true, CONNECT = true, QUERY = true, ["*"] = true }
 
 local open = false          -- registration window
 local records, nrec = {}, 0 -- flat: 7 fields per record
@@ -57,14 +57,27 @@ local function fn_id(f)
   return id
 end
 
-local function record(kind, mux, a, b, c, mws)
-  if nrec >= MAX_RECORDS * 7 then
+-- Records are laid out as luascripts/engine/boundary.py declares (K.layout.route_record,
+-- ...): STRIDE values each, fields placed by name, the script line last.
+local L = K.layout
+local STRIDE = L.offsets.registration_stride
+local LAYOUT = { route = L.route_record, mount = L.mount_record, not_found = L.handler_record,
+  method_not_allowed = L.handler_record, mux = L.mux_record, label = L.label_record }
+
+local function put(out, base, kind, fields, line)
+  local layout = LAYOUT[kind]
+  for i = 1, STRIDE do out[base + i] = "" end
+  out[base + layout.kind] = kind
+  for name, value in next, fields do out[base + layout[name]] = value end
+  out[base + STRIDE] = line
+end
+
+local function record(kind, fields)
+  if nrec >= MAX_RECORDS * STRIDE then
     fail("too many routes: a script may register at most " .. MAX_RECORDS)
   end
-  records[nrec + 1], records[nrec + 2], records[nrec + 3] = kind, mux, a
-  records[nrec + 4], records[nrec + 5], records[nrec + 6] = b, c, mws
-  records[nrec + 7] = script_line()
-  nrec = nrec + 7
+  put(records, nrec, kind, fields, script_line())
+  nrec = nrec + STRIDE
 end
 
 local function ids(list)
@@ -122,7 +135,8 @@ new_router = function(mux, inline)
     check_pattern(pattern, "the route pattern")
     check_fn(handler, "the handler")
     seal()
-    record("route", mux.id, m, pattern, fn_id(handler), ids(inline or {}))
+    record("route", { mux = mux.id, method = m, pattern = pattern, handler = fn_id(handler),
+      middleware = ids(inline or {}) })
   end
 
   for _, name in next, METHOD_NAMES do
@@ -135,7 +149,7 @@ new_router = function(mux, inline)
     local mu = upper(m)
     if not KNOWN_METHODS[mu] then
       fail("unknown HTTP method '" .. m .. "' (use GET, POST, PUT, PATCH, DELETE, HEAD, " ..
-        "OPTIONS, TRACE, CONNECT or \"*\")")
+        "OPTIONS, TRACE, CONNECT, QUERY or \"*\")")
     end
     add(mu, pattern, handler)
   end
@@ -197,7 +211,8 @@ new_router = function(mux, inline)
       fail("mount() target must be a backend name or a router made with chi.router()")
     end
     seal()
-    record("mount", mux.id, prefix, kind, value, ids(inline or {}))
+    record("mount", { mux = mux.id, prefix = prefix, target_kind = kind, target = value,
+      middleware = ids(inline or {}) })
   end
   r.mount = method(r, mount)
 
@@ -215,7 +230,7 @@ new_router = function(mux, inline)
     return method(r, function(handler)
       check_open(kind)
       check_fn(handler, "the handler")
-      record(kind, mux.id, fn_id(handler), "", "", ids(inline or {}))
+      record(kind, { mux = mux.id, handler = fn_id(handler), middleware = ids(inline or {}) })
     end)
   end
   r.not_found = special("not_found")
@@ -262,19 +277,18 @@ function K.export(globals)
   for i = 1, nrec do out[i] = records[i] end
   n = nrec
   for id = 1, nmux do
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = "mux", id, ids(muxes[id].mws), ""
-    out[n + 5], out[n + 6], out[n + 7] = "", "", 0
-    n = n + 7
+    put(out, n, "mux", { mux = id, middleware = ids(muxes[id].mws),
+      used = muxes[id].sealed and 1 or 0 }, 0)
+    n = n + STRIDE
   end
   local names = labels(globals or {})
   for id = 1, nfn do
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = "label", id, names[id], ""
-    out[n + 5], out[n + 6], out[n + 7] = "", "", 0
-    n = n + 7
+    put(out, n, "label", { ["function"] = id, label = names[id] }, 0)
+    n = n + STRIDE
   end
   return table.unpack(out, 1, n)
 end
 
 function K.route_count()
-  return nrec // 7
+  return nrec // STRIDE
 end

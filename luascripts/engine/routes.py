@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
+from luascripts.engine.boundary import registration_records
 from luascripts.engine.patterns import PatternError, Token, parse_pattern, route_pattern
 from luascripts.engine.source import lua_text as _text
 from luascripts.engine.tree import Tree, TreeTooDeep
@@ -114,6 +115,7 @@ class _Mux:
     # The router's patterns so far, as chi's tree would hold them when mount() is called.
     registered: Tree = field(default_factory=Tree)
     mounted: list[int] = field(default_factory=list)  # routers mounted here so far
+    used: bool = False  # a route, mount, group or with() was registered on it
 
 
 @dataclass(slots=True)
@@ -147,20 +149,23 @@ class _Builder:
         return mux
 
     def _read(self, flat: Sequence[object]) -> None:
-        for i in range(0, len(flat) - 6, 7):
-            kind, mux_id, a, b, c, mws, line = flat[i:i + 7]
-            assert isinstance(mux_id, int) and isinstance(line, int)
+        for r in registration_records(flat):
+            kind, line = r["kind"], int(r["line"] or 0)
             if kind == "mux":
-                self._mux(mux_id).mws = _ids(str(a))
+                mux = self._mux(int(r["mux"]))
+                mux.mws = _ids(str(r["middleware"]))
+                mux.used = bool(r["used"])
             elif kind == "label":
-                self.labels[mux_id] = _text(str(a))
+                self.labels[int(r["function"])] = _text(str(r["label"]))
             elif kind == "route":
-                self._route(self._mux(mux_id), str(a), str(b), int(c), _ids(str(mws)), line)
+                self._route(self._mux(int(r["mux"])), str(r["method"]), str(r["pattern"]),
+                            int(r["handler"]), _ids(str(r["middleware"])), line)
             elif kind == "mount":
-                self._mount(self._mux(mux_id), str(a), str(b), str(c), _ids(str(mws)), line)
-            elif kind in ("not_found", "method_not_allowed"):
-                special = _Special(int(a), _ids(str(mws)))  # type: ignore[arg-type]
-                mux = self._mux(mux_id)
+                self._mount(self._mux(int(r["mux"])), str(r["prefix"]), str(r["target_kind"]),
+                            str(r["target"]), _ids(str(r["middleware"])), line)
+            else:  # not_found, method_not_allowed
+                special = _Special(int(r["handler"]), _ids(str(r["middleware"])))
+                mux = self._mux(int(r["mux"]))
                 setattr(mux, kind, special)
                 self._hand_down(mux, kind, special, set())
 
@@ -308,10 +313,12 @@ class _Builder:
             self.errors.append(Diagnostic(None, None, str(exc)))
         # chi answers for a router with no routes without running its middleware (its
         # ServeHTTP goes straight to the not-found handler).
-        fallback_mws = mws if mux.entries else outer
+        # A router that only has group() or with() calls is not empty for chi.
+        used = bool(mux.entries) or mux.used
+        fallback_mws = mws if used else outer
         return View(tree, self._fallback(fallback_mws, mux.not_found),
                     self._fallback(fallback_mws, mux.method_not_allowed), prefix,
-                    route_pattern(prefix) or None, not mux.entries)
+                    route_pattern(prefix) or None, not used)
 
 
 def compile_routes(flat: Sequence[object], backend_names: Collection[str] | None,

@@ -171,15 +171,16 @@ class LoadedScript:
         fallback_status = 0
         if target is not None:
             if target.chain == NO_LUA:  # a backend mount with no middleware
-                return Outcome(ProxyAction((target.backend,), path=m.rest), target.pattern,
+                return Outcome(ProxyAction((target.backend,), path=m.rest), m.pattern,
                                m.params)
-            chain_id, pattern, labels = target.chain, target.pattern, target.labels
+            chain_id, pattern, labels = target.chain, m.pattern, target.labels
         else:
             fallback = m.fallback
             assert fallback is not None
             if fallback.chain == NO_LUA:
-                return Outcome(router_reject(method, m.allow), None, m.params)
-            chain_id, pattern, labels = fallback.chain, None, fallback.labels
+                return Outcome(router_reject(method, m.allow), m.pattern, m.params)
+            # chi reports the pattern of the mounts on the way (None at the root)
+            chain_id, pattern, labels = fallback.chain, m.pattern, fallback.labels
             fallback_status = 405 if m.allow else 404
         params = m.params
         blob = _header_blob(req.headers)

@@ -50,7 +50,13 @@ def test_regexp_is_anchored_like_chi() -> None:
     rx = compile_param_regexp("[0-9]+")
     assert rx.matches("123") and not rx.matches("123a") and not rx.matches("a123")
     assert compile_param_regexp("^v[12]$").matches("v1")
-    assert not compile_param_regexp("a|b").matches("ab")
+    # chi adds '^' and '$' around the whole regexp: a top-level alternation binds them to
+    # its first and last branch ("^a|b$": starts with a, or ends with b).
+    either = compile_param_regexp("a|b")
+    assert either.matches("ab") and either.matches("ax") and either.matches("xb")
+    assert not either.matches("xa") and not either.matches("c")
+    assert compile_param_regexp("(a|b)").matches("a") and not compile_param_regexp(
+        "(a|b)").matches("ab")
 
 
 def test_regexp_cost_bound_caps_ambiguous_repetition() -> None:

@@ -74,7 +74,7 @@ from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.resolve import Claim, Resolver
 from routing.script_run import run_script
-from routing.snapshot import BackendEntry, TenantEntry, script_limits
+from routing.snapshot import BackendEntry, TenantEntry, load_tenant_script, script_limits
 from routing.stubs import NoStub, Stub, StubEffects, StubError, parse_stubs, run_sync
 from tenants import backend_defaults
 
@@ -225,11 +225,9 @@ class _Runner:
         self.load_error: str | None = None
         script = None
         if source is not None:
-            from luascripts.engine import load_script
-
             try:
-                script = load_script(source, tenant=spec.slug, backend_names=sorted(backends),
-                                     limits=self.limits)
+                script = load_tenant_script(source, tenant=spec.slug, backend_names=backends,
+                                            limits=self.limits)
             except Exception as exc:  # ScriptLoadError, or anything the engine raised
                 self.load_error = str(exc) or f"The script could not be loaded ({exc!r})."
         self.entry = TenantEntry(

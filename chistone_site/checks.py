@@ -78,3 +78,17 @@ def check_secret_key(app_configs, **kwargs):
             id="chistone.E002" if settings.DEBUG else "chistone.W002",
         )]
     return []
+
+
+@register()
+def check_setting_names(app_configs, **kwargs):
+    """A key of settings.CHISTONE that no accessor reads is a typo or a stale name: it would be
+    ignored without a word."""
+    unknown = site_conf.unknown_keys()
+    return [Error(
+        f"settings.CHISTONE has unknown keys: {', '.join(unknown)}.",
+        hint="Use the names of docs/operations.md (Settings), without the CHISTONE_ prefix; "
+             "`python -m chistone_site.conf` lists them.",
+        id="chistone.E007",
+    )] if unknown else []
+

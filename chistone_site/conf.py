@@ -214,6 +214,14 @@ def get_conf() -> ServeConf:
     return build_serve_conf(getattr(settings, "CHISTONE", None) or {})
 
 
+def unknown_keys() -> list[str]:
+    """Keys of settings.CHISTONE that neither accessor reads (check chistone.E007)."""
+    from django.conf import settings
+
+    known = {setting.key for setting in SERVE_SETTINGS + GATEWAY_SETTINGS}
+    return sorted(set(getattr(settings, "CHISTONE", None) or {}) - known)
+
+
 def reset(*, setting: str, **kwargs: Any) -> None:
     """`setting_changed` receiver (connected in chistone_site.apps)."""
     if setting == "CHISTONE":

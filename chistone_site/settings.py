@@ -31,7 +31,7 @@ VAR_DIR = _env.var_dir
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "chistone_site.apps.ChistoneAdminConfig",  # django.contrib.admin, branded (admin_site)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -65,6 +65,7 @@ from urllib.parse import unquote, urlencode
 
 from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, Outcome, RejectAction, ResponsePatch
+from luascripts.middleware_names import name_labels
 from routing.conf import get_conf
 from routing.errors import GatewayError, error_response, reject_error
 from routing.gateway import body_error, response_error
@@ -240,6 +241,7 @@ class _Runner:
         self.resolver = Resolver.compile(
             Claim(host, spec.path_prefix, self.entry) for host in (spec.domains or ("",)))
         self.has_source = source is not None
+        self.source = source
 
     def run(self, request: Mapping[str, Any]) -> SimulationResult:
         warnings: list[str] = []
@@ -325,7 +327,8 @@ class _Runner:
         if outcome is not None:
             patch = outcome.patch
             common.update(route_pattern=outcome.route_pattern, params=dict(outcome.params),
-                          middleware=tuple(outcome.middleware), logs=_logs(outcome.logs))
+                          middleware=tuple(name_labels(outcome.middleware, self.source)),
+                          logs=_logs(outcome.logs))
             action = outcome.action
             if isinstance(action, ExchangeAction):
                 opened = effects.opened[action.exchange]

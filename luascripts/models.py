@@ -43,7 +43,7 @@ class ScriptVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id}:v{self.number}"
+        return f"{self.tenant.slug} v{self.number}"
 
     def save(self, *args, **kwargs):
         # Integrity guard, not business logic: a stored version is never rewritten.

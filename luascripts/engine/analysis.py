@@ -72,14 +72,10 @@ def tokens(source: str) -> Iterator[Token]:
             yield Token("string", text, line)
             line += source.count("\n", i, end)
             i = end + len(close)
-        elif c == "_" or (c.isascii() and c.isalpha()):  # Lua names are ASCII ("À" is not)
-            match = _NAME.match(source, i)
-            assert match is not None
+        elif (match := _NAME.match(source, i)) is not None:  # ASCII only, as Lua's lexer
             yield Token("name", match.group(), line)
             i = match.end()
-        elif "0" <= c <= "9":  # not str.isdigit(): "²" is a digit to Python, not to Lua
-            match = _NUMBER.match(source, i)
-            assert match is not None
+        elif (match := _NUMBER.match(source, i)) is not None:
             yield Token("number", match.group(), line)
             i = match.end()
         else:

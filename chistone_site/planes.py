@@ -191,8 +191,6 @@ class DataPlane:
         rollouts and shadows to the database (routing.observations), where every worker of
         every node adds up; then check the guards it counted for (chistone_site.actions:
         an auto rollback, if one tripped)."""
-        from chistone_site.actions import check_guards
-
         failed_once = False
         while True:
             await asyncio.sleep(OBSERVE_EVERY_S)
@@ -200,9 +198,7 @@ class DataPlane:
             if not shadows and not guards:
                 continue
             try:
-                rollouts = await asyncio.to_thread(observations.write, shadows, guards)
-                if rollouts:
-                    await asyncio.to_thread(check_guards, rollouts)
+                await asyncio.to_thread(_record_observations, shadows, guards)
                 failed_once = False
             except Exception as exc:  # the database is down: these counts are lost
                 if not failed_once:
@@ -269,6 +265,18 @@ class DataPlane:
         self._log_handler = None
         self.started = False
         self._starting = None
+
+
+def _record_observations(shadows: Any, guards: Any) -> None:
+    """In a thread: write one report, then check the guards it counted for."""
+    from django.db import close_old_connections
+
+    from chistone_site.actions import check_guards
+
+    close_old_connections()
+    rollouts = observations.write(shadows, guards)
+    if rollouts:
+        check_guards(rollouts)
 
 
 async def _plain(send: Send, status: int, payload: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.db import IntegrityError, close_old_connections, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from routing.shadow import ShadowCounts
@@ -26,7 +26,6 @@ def write(shadows: dict[int, ShadowCounts], guards: dict[tuple[int, int], list[i
     """Record one report; returns the ids of the running rollouts it counted for."""
     from luascripts.models import GuardCount, Rollout, Shadow
 
-    close_old_connections()
     second = int(now if now is not None else time.time())
     with transaction.atomic():
         running = set(Rollout.objects.filter(

@@ -158,7 +158,8 @@ def do_auto_rollback(*, rollout_id: int, figures: dict[str, Any]) -> Rollout | N
     previous version active again), record `auto_rollback` with the figures. None when
     another worker already ended it."""
     with transaction.atomic():
-        rollout = (Rollout.objects.select_for_update().select_related("version", "previous")
+        rollout = (Rollout.objects.select_for_update(of=("self",))
+                   .select_related("version", "previous")
                    .filter(pk=rollout_id, state=Rollout.RUNNING).first())
         if rollout is None:
             return None
@@ -201,7 +202,8 @@ def do_auto_rollback(*, rollout_id: int, figures: dict[str, Any]) -> Rollout | N
 
 def _complete_watch(*, rollout_id: int, figures: dict[str, Any]) -> Rollout | None:
     with transaction.atomic():
-        rollout = (Rollout.objects.select_for_update().select_related("version", "tenant")
+        rollout = (Rollout.objects.select_for_update(of=("self",))
+                   .select_related("version", "tenant")
                    .filter(pk=rollout_id, state=Rollout.RUNNING).first())
         if rollout is None:
             return None

@@ -49,7 +49,7 @@ def check_key_header(name: Any) -> str:
 def running_rollout(tenant: Tenant, *, lock: bool = False) -> Rollout | None:
     rows = Rollout.objects.filter(tenant=tenant, state=Rollout.RUNNING)
     if lock:
-        rows = rows.select_for_update()
+        rows = rows.select_for_update(of=("self",))
     return rows.select_related("version", "previous").first()
 
 

@@ -248,8 +248,8 @@ def _activate(*, actor: Actor, tenant: Tenant, version: ScriptVersion,
             detail={"version": version.number, "test_results": results})
     activation = Activation(version=version, test_results=results, overridden=bad)
     with transaction.atomic():
-        locked = Tenant.objects.select_for_update().select_related("active_version").get(
-            pk=tenant.pk)
+        locked = (Tenant.objects.select_for_update(of=("self",))
+                  .select_related("active_version").get(pk=tenant.pk))
         if bad:
             assert override is not None
             record(actor=actor, action="script.override_tests", obj=version, tenant=locked,

@@ -68,8 +68,8 @@ def do_start_shadow(*, actor: Actor, tenant: Tenant, version: int | ScriptVersio
 
 
 def _stop(*, actor: Actor, tenant: Tenant) -> Shadow | None:
-    shadow = (Shadow.objects.select_for_update().filter(tenant=tenant, state=Shadow.RUNNING)
-              .select_related("version").first())
+    shadow = (Shadow.objects.select_for_update(of=("self",))
+              .filter(tenant=tenant, state=Shadow.RUNNING).select_related("version").first())
     if shadow is None:
         return None
     shadow.state = Shadow.STOPPED

@@ -260,7 +260,10 @@ def test_the_guard_rolls_back_a_failing_version_and_spares_a_healthy_one(cluster
         bad = client.get("/tenants/bad/rollout/").json()["rollout"]
         good = client.get("/tenants/good/rollout/").json()["rollout"]
     assert bad["state"] == "auto_rolled_back" and bad["ended_by"] == "guard"
-    assert 0.2 <= bad["figures"]["new"]["error_rate"] <= 0.4
+    # Measured over the first few dozen requests of v2, when the guard tripped: 30 % with
+    # a sampling error, and well above v1's 0 % plus the threshold.
+    assert 0.15 <= bad["figures"]["new"]["error_rate"] <= 0.55
+    assert bad["figures"]["old"]["error_rate"] == 0
     assert bad["figures"]["new"]["requests"] >= guard["min_requests"]
     assert good["state"] == "running", good
     assert good["figures"]["new"]["requests"] >= guard["min_requests"]

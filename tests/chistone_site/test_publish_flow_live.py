@@ -112,6 +112,17 @@ def fresh_client() -> httpx.Client:
                         limits=httpx.Limits(max_keepalive_connections=0))
 
 
+_local = threading.local()
+
+
+def thread_client() -> httpx.Client:
+    """One client per load thread (making one is not free), still without keep-alive."""
+    client = getattr(_local, "client", None)
+    if client is None:
+        client = _local.client = fresh_client()
+    return client
+
+
 def get(client, node, host, path="/", ip="192.0.2.1", **headers):
     response = client.get(f"{node.data}{path}", headers={
         "Host": host, "X-Forwarded-For": ip, **headers})
@@ -167,14 +178,14 @@ def test_ten_percent_sticky_across_workers_and_nodes(cluster):
     keys = [f"10.{i // 200}.{i % 200}.{7 + i % 3}" for i in range(2000)]
 
     def both_nodes(ip):
-        with fresh_client() as client:
-            answers = []
-            for node in nodes:
-                response, version = get(client, node, "split.test", ip=ip)
-                assert response.status_code == 200, response.text
-                assert response.text == f"v{version}"  # the header names who answered
-                answers.append(version)
-            return ip, answers
+        client = thread_client()
+        answers = []
+        for node in nodes:
+            response, version = get(client, node, "split.test", ip=ip)
+            assert response.status_code == 200, response.text
+            assert response.text == f"v{version}"  # the header names who answered
+            answers.append(version)
+        return ip, answers
 
     with ThreadPoolExecutor(8) as pool:
         results = dict(pool.map(both_nodes, keys))
@@ -319,9 +330,8 @@ def test_a_shadow_shows_exactly_the_routes_it_decides_differently(cluster):
 
     def one(i):
         path = f"/v1/item{i}" if i % 2 else f"/v2/item{i}"
-        with fresh_client() as client:
-            response, version = get(client, nodes[i % 2], "mirror.test", path=path)
-            return path, response.status_code, response.json()["backend"], version
+        response, version = get(thread_client(), nodes[i % 2], "mirror.test", path=path)
+        return path, response.status_code, response.json()["backend"], version
 
     with ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(one, range(200)))

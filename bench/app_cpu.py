@@ -10,6 +10,8 @@ script and settings (the access-log line included, written to a sink that discar
 
     .venv/bin/python bench/app_cpu.py                 # 3 alternating rounds of 20,000 requests
     .venv/bin/python bench/app_cpu.py --requests 5000 --rounds 1
+    .venv/bin/python bench/app_cpu.py --shadow 0.1    # also the gateway with a shadow
+                                                      # deciding on 10 % of the requests
 
 What it reports is what our own code adds per request on top of the upstream client:
 "gateway minus passthrough". The backend is nginx when it is installed (bench/install_tools.sh),
@@ -96,8 +98,10 @@ end)
 """
 
 
-def gateway_app(backend_port: int, *, middleware: str = ""):
-    """The data plane's Gateway with scenario 6's tenant, built without a database."""
+def gateway_app(backend_port: int, *, middleware: str = "", shadow: float | None = None):
+    """The data plane's Gateway with scenario 6's tenant, built without a database; with
+    `shadow`, a shadow version (the same routes, one of them sent elsewhere) decides on that
+    share of the requests after they are answered (routing.shadow)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
     import django
 
@@ -117,6 +121,19 @@ def gateway_app(backend_port: int, *, middleware: str = ""):
                         backends=MappingProxyType({"backend": backend}),
                         default_pool=(backend,), script=script, version_id=1,
                         version_number=1)
+    if shadow is not None:
+        from dataclasses import replace
+
+        from routing.shadow import ShadowEntry
+
+        # The candidate answers the benchmark's route itself (registered last, it replaces
+        # the proxying one): every comparison is a mismatch, samples are kept.
+        candidate = load_script(
+            middleware + script_source(50)
+            + '\nchi.get("/api/v1/svc40/items/{id}", function(req) return respond(200, "x") end)\n',
+            tenant="bench", backend_names=["backend"])
+        entry = replace(entry, shadow=ShadowEntry(id=1, script=candidate, version_id=2,
+                                                  version_number=2, rate=shadow))
     holder = SnapshotHolder()
     holder.swap(compile_snapshot(1, [entry]))
     conf = get_conf()
@@ -156,6 +173,9 @@ async def drive(app, port: int, requests: int, concurrency: int) -> tuple[float,
 
     cpu, wall = time.process_time(), time.perf_counter()
     await asyncio.gather(*(one_loop() for _ in range(concurrency)))
+    shadow = getattr(app, "shadow", None)
+    while shadow is not None and (shadow.queue or shadow.scheduled):  # noqa: ASYNC110
+        await asyncio.sleep(0)  # the shadow's work for these requests counts too
     return time.process_time() - cpu, time.perf_counter() - wall, errors
 
 
@@ -164,10 +184,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--only", choices=("gateway", "passthrough", "gateway+header"))
+    parser.add_argument("--only", choices=("gateway", "passthrough", "gateway+header",
+                                           "gateway+shadow"))
     parser.add_argument("--header-middleware", action="store_true",
                         help="also run the gateway with a middleware that adds one header to "
                              "every proxied answer (gateway+header)")
+    parser.add_argument("--shadow", type=float, metavar="RATE",
+                        help="also run the gateway with a shadow deciding on this share of "
+                             "the requests (gateway+shadow)")
     parser.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                         help="nginx when installed (auto), or the minimal asyncio server")
     args = parser.parse_args()
@@ -192,6 +216,9 @@ def main() -> None:
             logging.getLogger("chistone.access").handlers[:] = []
         if args.only == "gateway+header" or (args.only is None and args.header_middleware):
             apps["gateway+header"] = gateway_app(backend_port, middleware=HEADER_MIDDLEWARE)
+            logging.getLogger("chistone.access").handlers[:] = []
+        if args.only == "gateway+shadow" or (args.only is None and args.shadow is not None):
+            apps["gateway+shadow"] = gateway_app(backend_port, shadow=args.shadow or 0.1)
             logging.getLogger("chistone.access").handlers[:] = []
         results: dict[str, list[float]] = {name: [] for name in apps}
         failed = 0
@@ -231,6 +258,16 @@ def main() -> None:
         if "gateway" in medians and "gateway+header" in medians:
             extra = medians["gateway+header"] / medians["gateway"] - 1
             print(f"header middleware: {extra * 100:+.1f}% CPU per proxied request")
+        if "gateway+shadow" in apps:
+            runner = apps["gateway+shadow"].shadow
+            same, different, dropped = runner.totals.get("bench", [0, 0, 0])
+            print(f"shadow at {args.shadow or 0.1:g}: {runner.ran} comparisons "
+                  f"({runner.seconds * 1e6 / max(runner.ran, 1):.0f} us CPU each), "
+                  f"{different} mismatches, {dropped} dropped (busy)")
+            if "gateway" in medians:
+                extra = medians["gateway+shadow"] - medians["gateway"]
+                print(f"shadow: {extra:+.1f} us CPU per request "
+                      f"({extra / medians['gateway'] * 100:+.1f}%)")
     finally:
         backend.terminate()
         backend.wait(timeout=10)

@@ -60,8 +60,12 @@ def check_source(source: Any, *, limits: Limits | None = None) -> str:
     return source
 
 
-def validate_for_tenant(*, tenant: Tenant, source: str) -> ValidationResult:
-    return validate(source, backend_names=backend_names(tenant))
+def validate_for_tenant(*, tenant: Tenant, source: str,
+                        limits: Limits | None = None) -> ValidationResult:
+    """Validate against the tenant's backends; `limits`: those the gateway will load the
+    script with (the action layer passes routing.snapshot.script_limits), so a script that
+    registers within the engine's defaults but not within the gateway's is refused here."""
+    return validate(source, backend_names=backend_names(tenant), limits=limits or Limits())
 
 
 def publish_version(

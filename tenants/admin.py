@@ -338,7 +338,9 @@ class AuditActorFilter(admin.SimpleListFilter):
 
 
 SCRIPT_ACTIONS = ("script.publish", "script.activate", "script.rollback", "script.fault",
-                  "script.deactivate")
+                  "script.deactivate", "script.override_tests", "script.rollout_start",
+                  "script.rollout_percent", "script.rollout_complete", "script.rollout_rollback",
+                  "script.shadow_start", "script.shadow_stop", "auto_rollback")
 
 
 def audit_links(event: AuditEvent) -> str:
@@ -376,6 +378,9 @@ def audit_summary(event: AuditEvent) -> str:
     if "changes" in detail and isinstance(detail["changes"], dict):
         return ", ".join(f"{field}: {before!r} → {after!r}"
                          for field, (before, after) in detail["changes"].items())
+    special = _publish_flow_summary(event.action, detail)
+    if special:
+        return special
     if event.action.startswith("script.") and "version" in detail:
         text = f"v{detail['version']}"
         if detail.get("previous"):
@@ -388,6 +393,30 @@ def audit_summary(event: AuditEvent) -> str:
     if event.action.startswith("access."):
         return (f"{detail.get('user', '')}: +{', '.join(detail.get('added', [])) or '-'} "
                 f"−{', '.join(detail.get('removed', [])) or '-'}")
+    return ""
+
+
+def _publish_flow_summary(action: str, detail: dict) -> str:
+    """Rollouts, shadows, overrides and the guard, in a line."""
+    version = detail.get("version")
+    if action == "script.rollout_start":
+        guarded = " under a guard" if detail.get("guard") else ""
+        return f"v{version} to {detail.get('percent')}% (v{detail.get('previous')} the rest)" \
+               f"{guarded}"
+    if action == "script.rollout_percent":
+        return f"v{version}: {detail.get('from')}% → {detail.get('to')}%"
+    if action == "script.override_tests":
+        return (f"v{version}: failing tests activated anyway "
+                f"({', '.join(detail.get('failed') or [])}): {detail.get('reason') or ''}")
+    if action == "script.shadow_start":
+        return f"v{version} shadows v{detail.get('active')} on " \
+               f"{(detail.get('sample_rate') or 0) * 100:g}% of requests"
+    if action == "auto_rollback":
+        new, old = detail.get("new") or {}, detail.get("old") or {}
+        return (f"v{version} → v{detail.get('previous')}: errors "
+                f"{(new.get('error_rate') or 0) * 100:.1f}% ({new.get('errors')}/"
+                f"{new.get('requests')}) against {(old.get('error_rate') or 0) * 100:.1f}% "
+                f"({old.get('errors')}/{old.get('requests')}) over {detail.get('window_s')} s")
     return ""
 
 

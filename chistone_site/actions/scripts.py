@@ -39,6 +39,7 @@ from luascripts import services as script_services
 from luascripts.engine import ValidationResult
 from luascripts.models import Rollout, ScriptVersion
 from luascripts.route_table import RouteChanges, route_changes, stored_rows
+from routing.snapshot import script_limits
 from tenants.audit import Actor, record
 from tenants.errors import Conflict, Forbidden, InvalidInput, NotFound, Unprocessable
 from tenants.models import AuditEvent, Tenant
@@ -98,6 +99,13 @@ class Activation:
     rolled_back: bool = False
 
 
+def validate_for(tenant: Tenant, source: str) -> ValidationResult:
+    """Validate with the tenant's backends and the limits the gateway loads it with
+    (routing.snapshot.script_limits: settings and the tenant's own), as every path must."""
+    return script_services.validate_for_tenant(
+        tenant=tenant, source=source, limits=script_limits(tenant.script_limits()))
+
+
 def failed(results: Sequence[dict[str, Any]]) -> list[str]:
     return [r["name"] for r in results if not r["passed"]]
 
@@ -115,7 +123,7 @@ def do_validate_script(*, tenant: Tenant, source: Any,
     """Compile and register `source` against the tenant's backends, run `tests`, compare
     its route table with the active version's; store nothing."""
     source = script_services.check_source(source)
-    result = script_services.validate_for_tenant(tenant=tenant, source=source)
+    result = validate_for(tenant, source)
     results = (simulation.run_script_tests(tenant=tenant, source=source, tests=tests)
                if result.valid and tests else [])
     routes = stored_rows(result.routes, source)
@@ -163,7 +171,7 @@ def do_publish_script(
     """
     source = script_services.check_source(source)
     if result is None:
-        result = script_services.validate_for_tenant(tenant=tenant, source=source)
+        result = validate_for(tenant, source)
     if not allow_draft:
         refuse_invalid(result)
     tests = list(tests)

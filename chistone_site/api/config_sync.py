@@ -28,6 +28,7 @@ from chistone_site.api.exceptions import ScopeRequired
 from luascripts import services as script_services
 from luascripts.engine import ValidationResult, validate
 from luascripts.models import ScriptVersion
+from routing.snapshot import script_limits
 from tenants import services as tenant_services
 from tenants import validators
 from tenants.audit import Actor
@@ -173,7 +174,10 @@ def _plan_script(plan: Plan, tenant: Tenant, doc_script: Mapping[str, Any],
     active = tenant.active_version
     if active is not None and active.sha256 == digest:
         return
-    result = validate(source, backend_names=sorted(planned))
+    limits = {name: value for name in LIMIT_FIELDS
+              if (value := doc_tenant.get(name, getattr(tenant, name))) is not None}
+    # The backends and the limits the gateway will load it with, once the document applies.
+    result = validate(source, backend_names=sorted(planned), limits=script_limits(limits))
     if not result.valid:
         first = result.errors[0] if result.errors else None
         raise InvalidInput(
@@ -187,8 +191,7 @@ def _plan_script(plan: Plan, tenant: Tenant, doc_script: Mapping[str, Any],
             domains=tuple(_normalised("tenant", "domains",
                                       doc_tenant.get("domains", tenant.domains))),
             active=doc_tenant.get("active", tenant.active),
-            limits={name: value for name in LIMIT_FIELDS
-                    if (value := doc_tenant.get(name, getattr(tenant, name))) is not None},
+            limits=limits,
             backends=tuple({"name": name, **values} for name, values in sorted(planned.items())),
         )
         plan.test_results = simulation.run_script_tests(tenant=spec, source=source, tests=tests)

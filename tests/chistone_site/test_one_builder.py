@@ -77,3 +77,28 @@ def test_a_tight_budget_from_settings_stops_the_script_in_all_three(tenant, sett
     assert status == 500
     assert dry_error is not None and "5 ms CPU budget" in dry_error
     assert passed is False
+
+
+HEAVY = """
+local big = {}
+for i = 1, 200000 do big[i] = "row " .. i end  -- megabytes while the script registers
+chi.get("/", function(req) return respond(200, tostring(#big)) end)
+"""
+
+
+def test_publishing_validates_with_the_gateways_limits_too(db, settings):
+    """A script that registers within the engine's default memory but not within the
+    gateway's setting is refused at publish, instead of being published and then failing
+    to load on the data plane (the tenant would answer 503)."""
+    from chistone_site import actions
+    from tenants.errors import InvalidInput
+
+    actor = Actor(name="test")
+    tenant = tenant_services.create_tenant(actor=actor, slug="heavy", name="Heavy",
+                                           domains=["heavy.example.com"])
+    assert actions.do_validate_script(tenant=tenant, source=HEAVY).valid
+    settings.CHISTONE = {**settings.CHISTONE, "LUA_MEMORY_BYTES": 4 * 1024 * 1024}
+    checked = actions.do_validate_script(tenant=tenant, source=HEAVY)
+    assert not checked.valid and "memory" in checked.errors[0]["message"].lower()
+    with pytest.raises(InvalidInput):
+        actions.do_publish_script(actor=actor, tenant=tenant, source=HEAVY)

@@ -1,8 +1,8 @@
 """Seed a gateway database from a JSON spec: `python -m tests.e2e.seed spec.json`.
 
-Runs in its own process with the server's DATABASE_URL, through the same services as the
-admin and the API. The spec: {"tenants": [{"slug", "domains", "path_prefix", "backends":
-[{"name", "url", ...options}], "script": "lua source or null"}]}.
+Runs in its own process with the server's DATABASE_URL, through the same services and
+actions as the admin and the API. The spec: {"tenants": [{"slug", "domains", "path_prefix",
+"backends": [{"name", "url", ...options}], "script": "lua source or null"}]}.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main(path: str) -> None:
     import django
 
     django.setup()
-    from luascripts.services import activate_version, publish_version
+    from chistone_site import actions
     from tenants import services
     from tenants.audit import Actor
 
@@ -33,10 +33,12 @@ def main(path: str) -> None:
             services.create_backend(actor=actor, tenant=tenant, name=options.pop("name"),
                                     url=options.pop("url"), **options)
         if item.get("script"):
-            version, _ = publish_version(actor=actor, tenant=tenant, source=item["script"])
-            if not version.valid:
-                raise SystemExit(f"script for {item['slug']} is invalid: {version.errors}")
-            activate_version(actor=actor, tenant=tenant, version=version)
+            published = actions.do_publish_script(actor=actor, tenant=tenant,
+                                                  source=item["script"], allow_draft=True)
+            if not published.version.valid:
+                raise SystemExit(f"script for {item['slug']} is invalid: "
+                                 f"{published.version.errors}")
+            actions.do_activate_version(actor=actor, tenant=tenant, version=published.version)
     print("seeded", len(spec["tenants"]), "tenants")
 
 

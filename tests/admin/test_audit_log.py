@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.urls import reverse
 
@@ -113,3 +115,22 @@ def test_tenant_history_is_the_audit_log_with_script_events(su_client, superuser
 def test_operator_cannot_read_the_history_of_another_tenant(op_client, globex):
     response = op_client.get(reverse("admin:tenants_tenant_history", args=[globex.pk]))
     assert response.status_code == 404  # like a tenant that does not exist
+
+
+def test_publish_flow_events_read_as_one_line(su_client, acme):
+    from chistone_site import actions
+    from luascripts.models import GuardCount
+    from tests.admin.conftest import GOOD, GOOD2
+
+    actor = Actor(name="ci")
+    actions.do_publish_script(actor=actor, tenant=acme, source=GOOD, activate=True)
+    actions.do_publish_script(actor=actor, tenant=acme, source=GOOD2)
+    rollout = actions.do_activate_version(
+        actor=actor, tenant=acme, version=2, percent=20,
+        guard=actions.Guard(0.1, 10, 60)).rollout
+    GuardCount.objects.create(rollout=rollout, arm=GuardCount.NEW, second=int(time.time()),
+                              requests=40, errors=12)
+    actions.check_guards()
+    page = su_client.get(reverse("admin:tenants_auditevent_changelist")).content.decode()
+    assert "v2 to 20% (v1 the rest) under a guard" in page
+    assert "v2 → v1: errors 30.0% (12/40) against 0.0% (0/0) over 60 s" in page

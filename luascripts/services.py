@@ -189,6 +189,30 @@ def deactivate_script(*, actor: Actor, tenant: Tenant) -> Tenant:
     return locked
 
 
+def _end_trials_of(*, actor: Actor, version: ScriptVersion, reason: str) -> None:
+    """A faulty version's running rollout is rolled back and its shadow stopped: the data
+    plane stops running it either way; this says so where people look."""
+    from django.utils import timezone
+
+    from luascripts.models import Rollout, Shadow
+
+    now = timezone.now()
+    for rollout in Rollout.objects.select_for_update().filter(version=version,
+                                                              state=Rollout.RUNNING):
+        rollout.state, rollout.ended_at, rollout.ended_by = Rollout.ROLLED_BACK, now, actor.name
+        rollout.outcome = {"reason": f"v{version.number} blocked a gateway worker ({reason})"}
+        rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+        record(actor=actor, action="script.rollout_rollback", obj=rollout,
+               tenant=version.tenant, detail={"version": version.number,
+                                              "percent": rollout.percent, "fault": True})
+    for shadow in Shadow.objects.select_for_update().filter(version=version,
+                                                            state=Shadow.RUNNING):
+        shadow.state, shadow.stopped_at = Shadow.STOPPED, now
+        shadow.save(update_fields=["state", "stopped_at"])
+        record(actor=actor, action="script.shadow_stop", obj=shadow, tenant=version.tenant,
+               detail={"version": version.number, "fault": True})
+
+
 def mark_version_faulty(*, actor: Actor, version_id: int, reason: str) -> ScriptFault | None:
     """Record that a version blocked a worker; every gateway process stops running it.
 
@@ -204,5 +228,6 @@ def mark_version_faulty(*, actor: Actor, version_id: int, reason: str) -> Script
         if created:
             record(actor=actor, action="script.fault", obj=version, tenant=version.tenant,
                    detail={"version": version.number, "reason": fault.reason})
+            _end_trials_of(actor=actor, version=version, reason=fault.reason)
             config_changed([version.tenant.slug])
     return fault

@@ -178,3 +178,21 @@ def test_a_guard_needs_a_previous_version(shop):
     actions.do_publish_script(actor=ACTOR, tenant=shop, source=V1)
     with pytest.raises(Conflict, match="no active version"):
         actions.do_activate_version(actor=ACTOR, tenant=shop, version=1, guard=GUARD)
+
+
+def test_a_version_the_watchdog_disables_ends_its_rollout_and_shadow(shop, versions):
+    from luascripts.models import Shadow
+    from luascripts.services import mark_version_faulty
+
+    v3 = actions.do_publish_script(actor=ACTOR, tenant=shop, source=V2 + "-- 3\n").version
+    actions.do_activate_version(actor=ACTOR, tenant=shop, version=2, percent=10)
+    shadow = actions.do_start_shadow(actor=ACTOR, tenant=shop, version=v3)
+    mark_version_faulty(actor=ACTOR, version_id=shop.versions.get(number=2).pk, reason="busy")
+    mark_version_faulty(actor=ACTOR, version_id=v3.pk, reason="busy")
+    rollout = Rollout.objects.get()
+    assert rollout.state == Rollout.ROLLED_BACK and "blocked a gateway worker" in \
+        rollout.outcome["reason"]
+    shadow.refresh_from_db()
+    assert shadow.state == Shadow.STOPPED
+    entry = build_snapshot().tenants["shop"]
+    assert entry.rollout is None and entry.shadow is None and entry.version_number == 1

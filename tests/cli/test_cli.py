@@ -221,3 +221,85 @@ def test_errors_exit_1(server, files, capsys):
         mp.delenv("CHISTONE_URL", raising=False)
         assert main(["--token", "x", "dump", "shop"]) == 1
     assert "CHISTONE_URL" in capsys.readouterr().err
+
+
+FLOW_V1 = """\
+local function auth(req, next) return next(req) end
+chi.use(auth)
+chi.get("/v1/{rest}", function(req) return respond(200, "v1 " .. req.params.rest) end)
+chi.get("/v2/{rest}", function(req) return respond(200, "v1 " .. req.params.rest) end)
+"""
+# Moved down two lines (no change by name), /v2 answered differently, a route added.
+FLOW_V2 = "\n\n" + FLOW_V1.replace('chi.get("/v2/{rest}", function(req) return respond(200',
+                                   'chi.get("/v2/{rest}", function(req) return respond(201') \
+    + 'chi.get("/new", function(req) return respond(200, "new") end)\n'
+FLOW_TESTS = [{"name": "v1 answers", "request": {"path": "/v1/a"}, "expect": {"status": 200}}]
+FLOW_FAILING = [{"name": "v2 is 200", "request": {"path": "/v2/a"}, "expect": {"status": 200}}]
+
+
+def test_the_publish_flow_from_the_cli(server, tmp_path, capsys):
+    def run(*args, **kwargs):
+        return chistone(server, *args, capsys=capsys, **kwargs)
+
+    for name, text in {"flow.json": json.dumps({
+            "tenant": {"slug": "flow", "name": "Flow", "domains": ["flow.example"]},
+            "backends": []}), "v1.lua": FLOW_V1, "v2.lua": FLOW_V2,
+            "tests.json": json.dumps(FLOW_TESTS),
+            "failing.json": json.dumps(FLOW_FAILING)}.items():
+        (tmp_path / name).write_text(text)
+    path = {name: str(tmp_path / name) for name in
+            ("flow.json", "v1.lua", "v2.lua", "tests.json", "failing.json")}
+    assert run("sync", path["flow.json"])[0] == 0
+    status, out, err = run("push", "--tenant", "flow", path["v1.lua"], "--tests",
+                           path["tests.json"], "--activate")
+    assert status == 0, err
+    # diff: the route table first (by middleware name: moved lines are no change).
+    status, out, _ = run("diff", "--tenant", "flow", path["v2.lua"], "--exit-code")
+    assert status == 2
+    assert "routes against flow/v1:\n  + GET /new\n" in out and "~" not in out
+    status, out, _ = run("push", "--tenant", "flow", path["v2.lua"], "--tests",
+                         path["failing.json"])
+    assert status == 1 and "+ GET /new" in out and "FAIL v2 is 200" in out
+    assert run("test", "flow", "1")[0] == 0
+    status, out, _ = run("test", "flow", "2")
+    assert status == 1 and "FAIL v2 is 200" in out
+
+    # Shadow v2, send traffic, read the mismatches.
+    status, out, _ = run("shadow", "flow", "--start", "2", "--rate", "1")
+    assert status == 0 and "v2 shadows 100.0% of requests" in out
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for rest in ("a", "b"):
+            httpx.get(server.data_url + f"/v2/{rest}", headers={"Host": "flow.example"})
+            httpx.get(server.data_url + f"/v1/{rest}", headers={"Host": "flow.example"})
+        time.sleep(1.2)
+        status, out, _ = run("shadow", "flow")
+        if "/v2/{rest}" in out and "/v1/{rest}" in out:
+            break
+    assert "/v2/{rest}" in out and "active: respond 200" in out and "shadow: respond 201" in out
+    v1_line = next(line for line in out.splitlines() if line.endswith("/v1/{rest}"))
+    assert v1_line.split()[0] == "0"  # nothing differs on /v1
+    assert "stopped" in run("shadow", "flow", "--stop")[1]
+
+    # Roll it out under a guard: its stored test fails, so it is refused first ...
+    status, out, err = run("activate", "flow", "2", "--percent", "10", "--max-error-rate",
+                           "0.05", "--min-requests", "100", "--window", "60")
+    assert status == 1 and "HTTP 422" in err and "FAIL v2 is 200" in out
+    status, _, err = run("activate", "flow", "2", "--percent", "10", "--max-error-rate", "0.05")
+    assert status == 1 and "--max-error-rate, --min-requests and --window together" in err
+    # ... and overridden by a release manager's key.
+    status, out, err = run("activate", "flow", "2", "--percent", "10", "--max-error-rate",
+                           "0.05", "--min-requests", "100", "--window", "60",
+                           "--override-tests", "--reason", "201 is right now",
+                           token=server.override_token)
+    assert status == 0, err
+    assert "rolling out v2 to 10% (sticky by client IP), guarded" in out
+    status, out, _ = run("rollout", "flow")
+    assert "v2 answers 10% (sticky by client IP); v1 the rest" in out and "guard:" in out
+    assert "v2 answers 40%" in run("rollout", "flow", "--percent", "40")[1]
+    # Rolling back ends the rollout; v1 answers everything.
+    status, out, _ = run("rollback", "flow")
+    assert status == 0 and "rollout of v2 rolled back; v1 answers every request" in out
+    assert "last rollout: v2 at 40%, rolled back" in run("rollout", "flow")[1]
+    status, _, err = run("rollout", "flow", "--complete")
+    assert status == 1 and "HTTP 404" in err

@@ -189,6 +189,22 @@ def deactivate_script(*, actor: Actor, tenant: Tenant) -> Tenant:
     return locked
 
 
+def end_rollout(rollout: Any, *, state: str, by: str, outcome: dict[str, Any]) -> None:
+    """Inside the caller's transaction: mark a running rollout ended (one way for every
+    path: completed, rolled back, rolled back by its guard) and drop its guard's counts,
+    which nothing reads any more (the figures that mattered go into `outcome`)."""
+    from django.utils import timezone
+
+    from luascripts.models import GuardCount
+
+    rollout.state = state
+    rollout.ended_at = timezone.now()
+    rollout.ended_by = by[:200]
+    rollout.outcome = outcome
+    rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+    GuardCount.objects.filter(rollout=rollout).delete()
+
+
 def _end_trials_of(*, actor: Actor, version: ScriptVersion, reason: str) -> None:
     """A faulty version's running rollout is rolled back and its shadow stopped: the data
     plane stops running it either way; this says so where people look."""
@@ -199,9 +215,8 @@ def _end_trials_of(*, actor: Actor, version: ScriptVersion, reason: str) -> None
     now = timezone.now()
     for rollout in Rollout.objects.select_for_update().filter(version=version,
                                                               state=Rollout.RUNNING):
-        rollout.state, rollout.ended_at, rollout.ended_by = Rollout.ROLLED_BACK, now, actor.name
-        rollout.outcome = {"reason": f"v{version.number} blocked a gateway worker ({reason})"}
-        rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+        end_rollout(rollout, state=Rollout.ROLLED_BACK, by=actor.name, outcome={
+            "reason": f"v{version.number} blocked a gateway worker ({reason})"})
         record(actor=actor, action="script.rollout_rollback", obj=rollout,
                tenant=version.tenant, detail={"version": version.number,
                                               "percent": rollout.percent, "fault": True})

@@ -37,7 +37,6 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Sum
-from django.utils import timezone
 
 from luascripts import services as script_services
 from luascripts.models import GuardCount, Rollout
@@ -172,11 +171,9 @@ def do_auto_rollback(*, rollout_id: int, figures: dict[str, Any]) -> Rollout | N
                                              version=rollout.previous,
                                              detail={"rollout": rollout.pk, "guard": True})
             restored = rollout.previous.number
-        rollout.state = Rollout.AUTO_ROLLED_BACK
-        rollout.ended_at = timezone.now()
-        rollout.ended_by = GUARD_ACTOR.name
-        rollout.outcome = {"reason": "guard", "figures": figures}
-        rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+        script_services.end_rollout(rollout, state=Rollout.AUTO_ROLLED_BACK,
+                                    by=GUARD_ACTOR.name,
+                                    outcome={"reason": "guard", "figures": figures})
         new, old = figures["new"], figures["old"]
         record(actor=GUARD_ACTOR, action="auto_rollback", obj=rollout, tenant=tenant,
                detail={"version": rollout.version.number,
@@ -207,11 +204,8 @@ def _complete_watch(*, rollout_id: int, figures: dict[str, Any]) -> Rollout | No
                    .filter(pk=rollout_id, state=Rollout.RUNNING).first())
         if rollout is None:
             return None
-        rollout.state = Rollout.COMPLETED
-        rollout.ended_at = timezone.now()
-        rollout.ended_by = GUARD_ACTOR.name
-        rollout.outcome = {"reason": "guard passed", "figures": figures}
-        rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+        script_services.end_rollout(rollout, state=Rollout.COMPLETED, by=GUARD_ACTOR.name,
+                                    outcome={"reason": "guard passed", "figures": figures})
         record(actor=GUARD_ACTOR, action="script.rollout_complete", obj=rollout,
                tenant=rollout.tenant, detail={"version": rollout.version.number,
                                               "guard_passed": True, **figures})

@@ -15,7 +15,6 @@ import re
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from chistone_site.actions.guard import Guard, guard_figures, guard_of
 from luascripts import services as script_services
@@ -127,12 +126,10 @@ def finish_rollout(*, actor: Actor, tenant: Tenant, activated: ScriptVersion) ->
     if rollout is None:
         return
     completed = rollout.version_id == activated.pk
-    rollout.state = Rollout.COMPLETED if completed else Rollout.ROLLED_BACK
-    rollout.ended_at = timezone.now()
-    rollout.ended_by = actor.name[:200]
-    rollout.outcome = {"reason": "completed" if completed
-                       else f"v{activated.number} was activated instead"}
-    rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+    script_services.end_rollout(
+        rollout, state=Rollout.COMPLETED if completed else Rollout.ROLLED_BACK, by=actor.name,
+        outcome={"reason": "completed" if completed
+                 else f"v{activated.number} was activated instead"})
     record(actor=actor, action="script.rollout_complete" if completed
            else "script.rollout_rollback", obj=rollout, tenant=tenant,
            detail={"version": rollout.version.number, "percent": rollout.percent,
@@ -152,11 +149,9 @@ def do_end_rollout(*, actor: Actor, tenant: Tenant) -> Rollout:
             script_services.activate_version(actor=actor, tenant=locked,
                                              version=rollout.previous,
                                              detail={"rollout": rollout.pk})
-        rollout.state = Rollout.ROLLED_BACK
-        rollout.ended_at = timezone.now()
-        rollout.ended_by = actor.name[:200]
-        rollout.outcome = {"reason": "rolled back"}
-        rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome", "updated_at"])
+        figures = guard_figures(rollout) if rollout.guarded else None
+        script_services.end_rollout(rollout, state=Rollout.ROLLED_BACK, by=actor.name,
+                                    outcome={"reason": "rolled back", "figures": figures})
         record(actor=actor, action="script.rollout_rollback", obj=rollout, tenant=locked,
                detail={"version": rollout.version.number,
                        "previous": rollout.previous.number if rollout.previous else None,

@@ -353,14 +353,8 @@ def do_deactivate_script(*, actor: Actor, tenant: Tenant) -> Tenant:
         locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
         rollout = running_rollout(locked, lock=True)
         if rollout is not None:
-            from django.utils import timezone
-
-            rollout.state = Rollout.ROLLED_BACK
-            rollout.ended_at = timezone.now()
-            rollout.ended_by = actor.name[:200]
-            rollout.outcome = {"reason": "the script was removed"}
-            rollout.save(update_fields=["state", "ended_at", "ended_by", "outcome",
-                                        "updated_at"])
+            script_services.end_rollout(rollout, state=Rollout.ROLLED_BACK, by=actor.name,
+                                        outcome={"reason": "the script was removed"})
             record(actor=actor, action="script.rollout_rollback", obj=rollout, tenant=locked,
                    detail={"version": rollout.version.number, "percent": rollout.percent})
         result = script_services.deactivate_script(actor=actor, tenant=locked)

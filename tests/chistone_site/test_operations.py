@@ -81,7 +81,7 @@ def fetch(base, path="/v", host="live.test", client=None):
         return fresh.get(f"{base}{path}", headers={"Host": host})
 
 
-def generation(response) -> int:
+def config_generation(response) -> int:
     """X-Chistone-Config: "<generation>; version=<n>" (the version that answered)."""
     return int(response.headers["x-chistone-config"].split(";")[0])
 
@@ -113,7 +113,7 @@ def test_activation_on_node_a_is_served_by_node_b_within_a_second(pg_database, t
         took = wait_for_body(node_b.data, "v2")
         assert took < 1.0, f"node B took {took:.2f}s"
         after = fetch(node_b.data)
-        assert generation(after) > generation(before)
+        assert config_generation(after) > config_generation(before)
         assert after.headers["x-chistone-config"].endswith("; version=2")
         assert fetch(node_a.data).text == "v2"
     finally:
@@ -157,7 +157,7 @@ def test_activations_under_load_lose_no_request_and_never_mix_versions(tmp_path)
                     if r.status_code != 200:
                         failures.append(f"{r.status_code}: {r.text[:200]}")
                     else:
-                        seen.append((generation(r), r.text))
+                        seen.append((config_generation(r), r.text))
                 except httpx.HTTPError as exc:
                     failures.append(repr(exc))
 

@@ -195,11 +195,14 @@ class Gateway:
                 waited[0].close()
 
     async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
-                          ex: Exchange, body: RequestBody, waited: list[LiveEffects]
-                          ) -> Outcome:
+                          ex: Exchange, body: RequestBody, waited: list[LiveEffects], *,
+                          websocket: bool = False, effects: type[LiveEffects] = LiveEffects,
+                          **effect_args: Any) -> Outcome:
+        """The script's outcome (routing.websocket runs the same steps for an upgrade, with
+        `websocket=True` and its own effects class)."""
         script = tenant.script
         assert script is not None
-        sreq = script_request(tenant, request, path, self.health.is_healthy)
+        sreq = script_request(tenant, request, path, self.health.is_healthy, websocket=websocket)
         guard = self.script_guard
         lua_started = time.perf_counter()
         try:
@@ -213,10 +216,10 @@ class Gateway:
                 if guard is not None:
                     guard[1]()
             if isinstance(step, ScriptRun):
-                live = LiveEffects(
+                live = effects(
                     upstream=self.upstream, tenant=tenant, request=request, router_path=path,
                     body=body, ex=ex, conf=self.conf, limits=script.limits,
-                    balancer=self.balancer, stats=self.stats)
+                    balancer=self.balancer, stats=self.stats, **effect_args)
                 waited.append(live)
                 step = await drive(step, live, guard=guard, tenant=tenant.slug,
                                    version=tenant.version_id or 0)

@@ -114,6 +114,10 @@ class ReportCollector(Collector):
         backend_errors: dict[tuple, int] = defaultdict(int)
         backend_up: dict[tuple, int] = {}
         calls: dict[tuple, Any] = {}
+        ws_open: dict[tuple, int] = defaultdict(int)
+        ws_connections: dict[tuple, int] = defaultdict(int)
+        ws_messages: dict[tuple, int] = defaultdict(int)
+        ws_closes: dict[tuple, int] = defaultdict(int)
         retries = 0
         generation = GaugeMetricFamily("chistone_config_generation",
                                        "Configuration generation each worker serves.",
@@ -144,6 +148,14 @@ class ReportCollector(Collector):
             for row in stats.get("calls", []):
                 key = (row["tenant"], row["backend"], row["outcome"])
                 calls[key] = _add_hist(calls.get(key), row["latency"])
+            for row in stats.get("websockets", []):
+                key = (row["tenant"], row["backend"])
+                ws_connections[key] += row["connections"]
+                ws_open[key] += row["open"] if fresh else 0  # a gone worker's are closed
+            for row in stats.get("websocket_messages", []):
+                ws_messages[(row["tenant"], row["backend"], row["direction"])] += row["count"]
+            for row in stats.get("websocket_closes", []):
+                ws_closes[(row["tenant"], row["backend"], row["code"])] += row["count"]
             for tenant, backends in report.get("health", {}).items():
                 for name, state in backends.items():
                     backend_requests[(tenant, name)] += state.get("requests", 0)
@@ -183,6 +195,17 @@ class ReportCollector(Collector):
         yield _histogram("chistone_script_call_duration_seconds",
                          "Scripts' http.request calls by outcome (ok, refused, timeout, broken, "
                          "too_large).", ["tenant", "backend", "outcome"], calls)
+        yield _family(GaugeMetricFamily, "chistone_websocket_connections_open",
+                      "WebSocket connections open now.", ["tenant", "backend"], ws_open)
+        yield _family(CounterMetricFamily, "chistone_websocket_connections",
+                      "WebSocket connections accepted (upgraded and relayed).",
+                      ["tenant", "backend"], ws_connections)
+        yield _family(CounterMetricFamily, "chistone_websocket_messages",
+                      "WebSocket messages relayed, by direction (to_backend, to_client).",
+                      ["tenant", "backend", "direction"], ws_messages)
+        yield _family(CounterMetricFamily, "chistone_websocket_closes",
+                      "WebSocket connections ended, by close code.",
+                      ["tenant", "backend", "code"], ws_closes)
         yield generation
         yield reload_seconds
         yield reloads

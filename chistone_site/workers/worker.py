@@ -70,20 +70,33 @@ async def _beat_forever() -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
+def _websockets():
+    """The data plane's open WebSockets (closed with 1001 when a drain's time is up)."""
+    from chistone_site.asgi import data_plane
+
+    return data_plane.websockets
+
+
 def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
     from chistone_site.servers import daphne
+    from routing.conf import get_conf
 
     daphne.install_reactor()  # before the application loads anything of Twisted
     counter, app = _load_application("daphne")
     daphne.serve(app, fds, counter=counter, shared_socket=shared_socket,
-                 on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER)
+                 on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER,
+                 websockets=_websockets(),
+                 websocket_max_bytes=get_conf().websocket_max_message_bytes)
 
 
 def run_uvicorn(fds: list[int]) -> None:
     from chistone_site.servers import uvicorn
+    from routing.conf import get_conf
 
     _, app = _load_application("uvicorn")
-    uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT)
+    uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT,
+                  websockets=_websockets(),
+                  websocket_max_bytes=get_conf().websocket_max_message_bytes)
 
 
 def main(argv: list[str] | None = None) -> None:

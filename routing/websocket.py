@@ -366,6 +366,8 @@ class WebSocketGateway:
             health=gateway.health, max_message_bytes=self.conf.websocket_max_message_bytes,
             retries=self.conf.retries)
         self.sessions: set[Session] = set()
+        self._none_open = asyncio.Event()
+        self._none_open.set()
 
     # -- draining -----------------------------------------------------------------------------
     async def close_all(self, code: int = GOING_AWAY,
@@ -378,6 +380,10 @@ class WebSocketGateway:
             await asyncio.gather(*(session.terminate(code, reason) for session in sessions),
                                  return_exceptions=True)
         return len(sessions)
+
+    async def wait_closed(self) -> None:
+        """Return once no connection is open."""
+        await self._none_open.wait()
 
     # -- one connection -------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -440,6 +446,8 @@ class WebSocketGateway:
                               upstream=ex.upstream, lua=ex.lua, sent=ex.sent)
             if session is not None:
                 self.sessions.discard(session)
+                if not self.sessions:
+                    self._none_open.set()
                 self.stats.websocket_closed(session.tenant, session.backend,
                                             session.close_code)
             if self.conf.access_log:
@@ -588,6 +596,7 @@ class WebSocketGateway:
     async def _relay(self, session: Session, receive: Receive, send: Send,
                      connection: respond.ServerConnection | None) -> None:
         self.sessions.add(session)
+        self._none_open.clear()
         self.stats.websocket_opened(session.tenant, session.backend)
         loop = asyncio.get_running_loop()
         idle = self.conf.websocket_idle_timeout_s

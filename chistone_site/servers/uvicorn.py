@@ -71,10 +71,10 @@ def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]]
             if websockets is not None and websockets.sessions:
                 for server in self.servers:  # stop accepting; open connections go on
                     server.close()
-                while websockets.sessions and time.monotonic() < deadline \
-                        and not self.force_exit:  # polled: sessions end on their own
-                    await asyncio.sleep(0.1)  # noqa: ASYNC110
-                await websockets.close_all()
+                try:
+                    await asyncio.wait_for(websockets.wait_closed(), drain_timeout)
+                except TimeoutError:
+                    await websockets.close_all()
                 self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()))
             await super().shutdown(sockets)
 

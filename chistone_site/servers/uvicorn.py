@@ -85,6 +85,9 @@ def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]]
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=websocket_max_bytes,
+        # uvicorn would otherwise believe X-Forwarded-For from loopback peers and rewrite
+        # scope["client"]; the gateway applies its own TRUSTED_PROXIES (routing.headers).
+        proxy_headers=False,
         lifespan="on",
         access_log=False,
         server_header=False,

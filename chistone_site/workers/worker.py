@@ -70,6 +70,17 @@ async def _beat_forever() -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
+def _server_websocket_limit() -> int:
+    """The server's own message limit: above the gateway's, so that a message just over the
+    gateway's limit arrives whole and is refused with a clean 1009 from the gateway (a server
+    that refuses mid-message may reset the connection before the client reads the close
+    frame); far larger ones are cut off by the server, also with 1009."""
+    from routing.conf import get_conf
+
+    limit = get_conf().websocket_max_message_bytes
+    return limit + max(limit // 8, 64 * 1024)
+
+
 def _websockets():
     """The data plane's open WebSockets (closed with 1001 when a drain's time is up)."""
     from chistone_site.asgi import data_plane
@@ -86,7 +97,7 @@ def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
     daphne.serve(app, fds, counter=counter, shared_socket=shared_socket,
                  on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER,
                  websockets=_websockets(),
-                 websocket_max_bytes=get_conf().websocket_max_message_bytes)
+                 websocket_max_bytes=_server_websocket_limit())
 
 
 def run_uvicorn(fds: list[int]) -> None:
@@ -96,7 +107,7 @@ def run_uvicorn(fds: list[int]) -> None:
     _, app = _load_application("uvicorn")
     uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT,
                   websockets=_websockets(),
-                  websocket_max_bytes=get_conf().websocket_max_message_bytes)
+                  websocket_max_bytes=_server_websocket_limit())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,7 +90,6 @@ def _websockets():
 
 def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
     from chistone_site.servers import daphne
-    from routing.conf import get_conf
 
     daphne.install_reactor()  # before the application loads anything of Twisted
     counter, app = _load_application("daphne")
@@ -102,7 +101,6 @@ def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
 
 def run_uvicorn(fds: list[int]) -> None:
     from chistone_site.servers import uvicorn
-    from routing.conf import get_conf
 
     _, app = _load_application("uvicorn")
     uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT,

@@ -41,6 +41,16 @@ chi.get("/rewritten", function(req)
   return proxy("ws", {path = "/echo/rewritten", query = "by=script",
                       set_headers = {["x-script"] = "yes"}})
 end)
+chi.route("/looked", function(r)
+  r.use(function(req, next)
+    local res = next(req)  -- on a websocket route: the backend's handshake
+    if res.status >= 500 then return proxy("ws", {path = "/echo/fallback"}) end
+    res.headers["x-looked"] = tostring(res.status) .. " " .. tostring(res.backend)
+    return res
+  end)
+  r.get("/refuse", function(req) return proxy("ws", {path = "/refuse"}) end)
+  r.get("/*", function(req) return proxy("ws", {path = "/echo/looked"}) end)
+end)
 chi.get("/*", function(req)
   if not req.websocket then return reject(400, "WebSockets only") end
   return proxy("ws")
@@ -141,6 +151,16 @@ def test_a_script_rewrites_the_target_and_headers(served):
         seen = json.loads(ws.recv(timeout=10))
     assert seen["path"] == "/echo/rewritten?by=script"
     assert dict((k.lower(), v) for k, v in seen["headers"])["x-script"] == "yes"
+
+
+def test_a_middleware_sees_the_backend_handshake_and_can_fall_back(served):
+    with connect(_url(served, "/looked/x"), open_timeout=10) as ws:
+        assert ws.response.headers["x-looked"] == "101 ws"  # on the accept, both servers
+        ws.send("headers?")
+        assert json.loads(ws.recv(timeout=10))["path"] == "/echo/looked"
+    with connect(_url(served, "/looked/refuse"), open_timeout=10) as ws:  # 502: fallback
+        ws.send("headers?")
+        assert json.loads(ws.recv(timeout=10))["path"] == "/echo/fallback"
 
 
 def test_fragmented_messages_arrive_whole(served):

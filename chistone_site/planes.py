@@ -33,7 +33,7 @@ from routing.health import ActiveChecker, HealthRegistry
 from routing.snapshot import SnapshotHolder
 from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
 from routing.types import ASGIApp, Receive, Scope, Send
-from routing.upstream import AiohttpTransport, Transport
+from routing.upstream import Transport, make_transport
 from routing.websocket import WebSocketGateway
 
 log = logging.getLogger("chistone.planes")
@@ -47,7 +47,7 @@ class DataPlane:
                  watch_generation: bool = True) -> None:
         self.conf = conf or get_conf()
         self.holder = holder
-        self.transport = transport or AiohttpTransport(self.conf)
+        self.transport = transport or make_transport(self.conf)
         self.health = HealthRegistry(
             failures=self.conf.passive_failures, cooldown=self.conf.passive_cooldown_s,
             rise=self.conf.health_rise, fall=self.conf.health_fall)

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_PATH_BYTES": 8192,  # longer request targets answer 414
     "MAX_HEADER_BYTES": 64 * 1024,  # larger request header blocks answer 431
     "ACCESS_LOG": True,
+    # The upstream HTTP client: "h1" (routing.upstream_h1, the lean one) or "aiohttp".
+    "UPSTREAM_CLIENT": "h1",
     # WebSockets (routing.websocket): the largest message relayed either way (larger ones
     # close both sides with 1009), and how long a connection may carry no message either way
     # before the gateway closes it (1001). Pings and pongs are answered on each hop and do
@@ -72,6 +74,7 @@ class GatewayConf:
     max_path_bytes: int
     max_header_bytes: int
     access_log: bool
+    upstream_client: str = "h1"
     websocket_max_message_bytes: int = 16 * 1024 * 1024
     websocket_idle_timeout_s: float = 300.0
 
@@ -119,6 +122,7 @@ def get_conf() -> GatewayConf:
         max_path_bytes=int(_raw("MAX_PATH_BYTES")),
         max_header_bytes=int(_raw("MAX_HEADER_BYTES")),
         access_log=bool(_raw("ACCESS_LOG")),
+        upstream_client=str(_raw("UPSTREAM_CLIENT")),
         websocket_max_message_bytes=int(_raw("WEBSOCKET_MAX_MESSAGE_BYTES")),
         websocket_idle_timeout_s=float(_raw("WEBSOCKET_IDLE_TIMEOUT_S")),
     )

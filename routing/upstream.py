@@ -215,3 +215,15 @@ class AiohttpTransport:
                 return 200 <= response.status < 400
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+
+
+def make_transport(conf: GatewayConf) -> Transport:
+    """The configured upstream client (`UPSTREAM_CLIENT`: "h1", the default, or "aiohttp")."""
+    if conf.upstream_client == "aiohttp":
+        return AiohttpTransport(conf)
+    if conf.upstream_client != "h1":
+        raise ValueError(f"UPSTREAM_CLIENT must be 'h1' or 'aiohttp', not "
+                         f"{conf.upstream_client!r}")
+    from routing.upstream_h1 import H1Transport
+
+    return H1Transport(conf)

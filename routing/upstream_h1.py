@@ -44,6 +44,11 @@ from routing.upstream import (
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _HIGH_WATER_CHUNKS = 4  # read buffered past this many chunks pauses the backend socket
+# A backend's response head is bounded as aiohttp bounded it (and nginx, with its 4-8 KiB
+# proxy_buffer_size, more tightly): a header line over 8190 bytes, or a head over 64 KiB,
+# is an invalid response (502), never buffered without end.
+MAX_FIELD_BYTES = 8190
+MAX_HEAD_BYTES = 64 * 1024
 
 
 def _header_bytes(value: str) -> bytes:
@@ -57,7 +62,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("_body_waiter", "_drain_waiter", "_paused_writing", "_total_handle",
                  "buffer", "buffered", "chunk", "chunked", "closed", "complete", "error",
-                 "exchange_done", "forgotten",
+                 "exchange_done", "forgotten", "head_bytes",
                  "has_length", "head", "head_only", "headers", "idle_since", "keep_alive",
                  "last_read", "loop", "origin", "parser", "pool", "read_limit",
                  "reading_paused", "received_any", "status", "transport", "used")
@@ -89,6 +94,7 @@ class _Connection(asyncio.Protocol):
         self.head_only = False
         self.has_length = False
         self.received_any = False
+        self.head_bytes = 0
         self.reading_paused = False
         self._body_waiter: asyncio.Future[None] | None = None
         self.read_limit = 0.0
@@ -107,6 +113,23 @@ class _Connection(asyncio.Protocol):
             return
         self.received_any = True
         self.last_read = self.loop.time()
+        if not self.status:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and self.head_bytes - len(data) <= MAX_HEAD_BYTES:
+                try:  # the head may end within this piece: let the parser say
+                    parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    self._fail(Broken(f"invalid response from the backend: {exc}"))
+                    return
+                except httptools.HttpParserUpgrade:
+                    self._fail(Broken("the backend switched protocols"))
+                    return
+                if not self.status:
+                    self._fail(Broken("the backend's response head is too large"))
+                return
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._fail(Broken("the backend's response head is too large"))
+                return
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -142,6 +165,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) + len(value) + 2 > MAX_FIELD_BYTES:
+            raise httptools.HttpParserError("a response header line is too long")
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -298,6 +323,8 @@ class _Response:
 
     async def read_chunk(self) -> bytes:
         conn = self._conn
+        if conn.error is not None:  # a broken exchange: what was buffered is not passed on
+            raise conn.error
         while not conn.buffer:
             if conn.error is not None:
                 raise conn.error

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class ChistoneSiteConfig(AppConfig):
@@ -8,3 +9,11 @@ class ChistoneSiteConfig(AppConfig):
 
     def ready(self) -> None:
         from chistone_site import checks  # noqa: F401  (registers the system checks)
+
+
+class ChistoneAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with chistone's site as the default one (admin.site)."""
+
+    default = False  # named in INSTALLED_APPS; ChistoneSiteConfig stays this module's default
+
+    default_site = "chistone_site.admin_site.ChistoneAdminSite"

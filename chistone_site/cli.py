@@ -56,11 +56,13 @@ def err(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def print_diagnostics(label: str, errors: Sequence[dict[str, Any]]) -> None:
+def print_diagnostics(label: str, errors: Sequence[dict[str, Any]], *,
+                      kind: str = "") -> None:
+    prefix = f"{kind}: " if kind else ""
     for error in errors:
         line, column = error.get("line"), error.get("column")
         where = f"{label}:{line}:{column}" if column else f"{label}:{line}" if line else label
-        err(f"{where}: {error.get('message')}")
+        err(f"{where}: {prefix}{error.get('message')}")
 
 
 def print_tests(results: Sequence[dict[str, Any]]) -> None:
@@ -178,6 +180,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
         if result.valid:
             kind = "selector script" if result.is_selector else f"{len(result.routes)} route(s)"
             out(f"{path}: ok, {kind}")
+            print_diagnostics(path, [d.to_dict() for d in result.warnings], kind="warning")
             if args.verbose:
                 for route in result.routes:
                     target = f"  -> {route.target}" if route.target else ""
@@ -197,6 +200,7 @@ def cmd_validate(args: argparse.Namespace, api: Api) -> int:
         print_diagnostics(args.file, result["errors"])
         return EXIT_ERROR
     out(f"{args.file}: valid, {len(result['routes'])} route(s)")
+    print_diagnostics(args.file, result.get("warnings") or [], kind="warning")
     print_tests(result["tests"])
     return EXIT_ERROR if any(not t["passed"] for t in result["tests"]) else EXIT_OK
 

@@ -21,6 +21,7 @@ import gc
 import json
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,10 +34,42 @@ from routing.health import ActiveChecker, HealthRegistry
 from routing.snapshot import SnapshotHolder
 from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
 from routing.types import ASGIApp, Receive, Scope, Send
-from routing.upstream import Transport, make_transport
+from routing.upstream import (
+    Broken,
+    ConnectFailed,
+    ConnectTimedOut,
+    ReadTimedOut,
+    Transport,
+    UpstreamError,
+    make_transport,
+)
 from routing.websocket import WebSocketGateway
 
 log = logging.getLogger("chistone.planes")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """An active health check's verdict: truthy when it passed, else `reason` says why
+    (routing.health keeps it for the admin)."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _check_failure(exc: UpstreamError, limit_s: float) -> str:
+    if isinstance(exc, ConnectTimedOut):
+        return f"no connection within {limit_s:g} s"
+    if isinstance(exc, ConnectFailed):
+        return f"connection refused or unreachable ({exc})"
+    if isinstance(exc, ReadTimedOut):
+        return f"no answer within {limit_s:g} s"
+    if isinstance(exc, Broken):
+        return f"connection broke ({exc})"
+    return f"{type(exc).__name__}: {exc}"
 
 
 class DataPlane:
@@ -66,9 +99,22 @@ class DataPlane:
         self._log_handler = None
         self.database_reachable = True
 
-    async def _probe(self, backend: Any, limit_s: float) -> bool:
+    async def _probe(self, backend: Any, limit_s: float) -> CheckResult:
+        """GET the backend's health path through the same client as traffic: a 2xx or 3xx
+        within `limit_s` passes; anything else fails with a reason an operator can act on."""
         url = f"{backend.origin}{backend.base_path}{backend.health_check_path}"
-        return await self.transport.probe(url, backend.host_header, limit_s)
+        try:
+            response = await self.transport.send(
+                "GET", url, [("host", backend.host_header),
+                             ("user-agent", "chistone-health-check")], None,
+                connect=limit_s, read=limit_s, total=limit_s)
+        except UpstreamError as exc:
+            return CheckResult(False, _check_failure(exc, limit_s))
+        status = response.status
+        response.close()
+        if 200 <= status < 400:
+            return CheckResult(True)
+        return CheckResult(False, f"answered HTTP {status} (a check passes on 2xx or 3xx)")
 
     @property
     def ready(self) -> bool:
@@ -113,11 +159,24 @@ class DataPlane:
             "health": self.health.report(snapshot),
         }
 
+    def console_report(self) -> str:
+        """The console's view of this worker (routing.traffic) as JSON: its last hour per
+        minute and its recent requests."""
+        return (f'{{"pid":{os.getpid()},"window":{self.stats.window.to_json()},'
+                f'"recent":{json.dumps(self.stats.recent.to_list(), separators=(",", ":"))}}}')
+
     async def _report_metrics(self) -> None:
-        """Once a second, publish this worker's counters for /metrics (routing.metrics)."""
+        """Once a second, publish this worker's counters for /metrics (routing.metrics) and,
+        when it has served requests since, its console report."""
+        published = -1
         while True:
             try:
                 await asyncio.to_thread(metrics.write_report, self.metrics_report())
+                served = len(self.stats.recent.ring) and id(self.stats.recent.ring[-1])
+                if served != published:
+                    await asyncio.to_thread(metrics.write_text, self.console_report(),
+                                            kind="console")
+                    published = served
             except Exception:
                 log.exception("could not write the metrics report")
             await asyncio.sleep(1.0)

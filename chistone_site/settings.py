@@ -48,7 +48,7 @@ VAR_DIR = Path(os.environ.get("CHISTONE_VAR_DIR", BASE_DIR / "var"))
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "chistone_site.apps.ChistoneAdminConfig",  # django.contrib.admin, branded (admin_site)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

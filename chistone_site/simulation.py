@@ -65,6 +65,7 @@ from urllib.parse import unquote, urlencode
 
 from luascripts.engine.errors import BodyUnavailable, ResponseUnavailable
 from luascripts.engine.types import ExchangeAction, Outcome, RejectAction, ResponsePatch
+from luascripts.middleware_names import name_labels
 from routing.conf import get_conf
 from routing.errors import GatewayError, error_response, reject_error
 from routing.gateway import body_error, response_error
@@ -74,7 +75,7 @@ from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.resolve import Claim, Resolver
 from routing.script_run import run_script
-from routing.snapshot import BackendEntry, TenantEntry, script_limits
+from routing.snapshot import BackendEntry, TenantEntry, load_tenant_script, script_limits
 from routing.stubs import NoStub, Stub, StubEffects, StubError, parse_stubs, run_sync
 
 __all__ = ["SimulationResult", "TenantSpec", "simulate", "run_script_tests", "spec_for"]
@@ -223,11 +224,9 @@ class _Runner:
         self.load_error: str | None = None
         script = None
         if source is not None:
-            from luascripts.engine import load_script
-
             try:
-                script = load_script(source, tenant=spec.slug, backend_names=sorted(backends),
-                                     limits=self.limits)
+                script = load_tenant_script(source, tenant=spec.slug, backend_names=backends,
+                                            limits=self.limits)
             except Exception as exc:  # ScriptLoadError, or anything the engine raised
                 self.load_error = str(exc) or f"The script could not be loaded ({exc!r})."
         self.entry = TenantEntry(
@@ -240,6 +239,7 @@ class _Runner:
         self.resolver = Resolver.compile(
             Claim(host, spec.path_prefix, self.entry) for host in (spec.domains or ("",)))
         self.has_source = source is not None
+        self.source = source
 
     def run(self, request: Mapping[str, Any]) -> SimulationResult:
         warnings: list[str] = []
@@ -325,7 +325,8 @@ class _Runner:
         if outcome is not None:
             patch = outcome.patch
             common.update(route_pattern=outcome.route_pattern, params=dict(outcome.params),
-                          middleware=tuple(outcome.middleware), logs=_logs(outcome.logs))
+                          middleware=tuple(name_labels(outcome.middleware, self.source)),
+                          logs=_logs(outcome.logs))
             action = outcome.action
             if isinstance(action, ExchangeAction):
                 opened = effects.opened[action.exchange]

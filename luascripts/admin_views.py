@@ -20,7 +20,7 @@ from django.urls import path, reverse
 from django.utils.http import urlencode
 
 from luascripts import admin_diff, services
-from luascripts.forms import CompareForm, DryRunForm, PublishForm
+from luascripts.forms import EDITOR, CompareForm, DryRunForm, PublishForm
 from luascripts.models import ScriptFault, ScriptVersion
 from tenants.admin_scoping import get_visible_tenant_or_404
 from tenants.audit import Actor
@@ -50,6 +50,7 @@ def numbered_source(source: str, errors: list[dict[str, Any]], *, around: int | 
     """Rows (number, text, errors) of `source`; with `around`, only lines near an error."""
     by_line = _error_lines(errors)
     lines = source.splitlines() or [""]
+    coloured = admin_diff.highlight(source) or [""]
     keep = None
     if around is not None:
         keep = {n for line in by_line for n in range(line - around, line + around + 1)}
@@ -59,7 +60,8 @@ def numbered_source(source: str, errors: list[dict[str, Any]], *, around: int | 
         if keep is None or number in keep:
             if number > last + 1:
                 rows.append({"gap": True})
-            rows.append({"number": number, "text": text, "errors": by_line.get(number, [])})
+            rows.append({"number": number, "text": text, "errors": by_line.get(number, []),
+                         "html": coloured[number - 1] if number <= len(coloured) else text})
             last = number
     # Errors past the last line (e.g. "unexpected end of file") still deserve a row.
     for line in sorted(n for n in by_line if n > len(lines)):
@@ -70,9 +72,11 @@ def numbered_source(source: str, errors: list[dict[str, Any]], *, around: int | 
 class ScriptPagesMixin:
     """Custom admin views for one tenant's script, mounted under the ScriptVersion admin."""
 
-    # Overridden by the gateway-aware admin (chistone_site.admin) with the real simulation.
-    def simulate_request(self, *, tenant: Tenant, version: ScriptVersion,
-                         request_data: dict[str, Any]) -> dict[str, Any] | None:
+    # Overridden by the gateway-aware admin (chistone_site.admin) with the real simulation:
+    # a stored `version`, or unsaved `source` (the editor's text) when version is None.
+    def simulate_request(self, *, tenant: Tenant, version: ScriptVersion | None,
+                         request_data: dict[str, Any], source: str | None = None
+                         ) -> dict[str, Any] | None:
         return None
 
     # -- URLs ------------------------------------------------------------------------------
@@ -151,13 +155,16 @@ class ScriptPagesMixin:
         return self._render_script_page(request, tenant, versions, base, form)
 
     def _base_version(self, request, tenant, versions) -> ScriptVersion | None:
+        """What the editor starts from: the version asked for (`from`), else the active one
+        (never a newer, possibly broken, draft), else the newest."""
         wanted = request.GET.get("from") or request.POST.get("from")
         if wanted and wanted.isdigit():
             for version in versions:
                 if version.number == int(wanted):
                     return version
             raise Http404("No such version.")
-        return versions[0] if versions else None
+        active = next((v for v in versions if v.pk == tenant.active_version_id), None)
+        return active or (versions[0] if versions else None)
 
     def _publish(self, request, tenant: Tenant):
         if not self.can_publish(request):
@@ -175,7 +182,8 @@ class ScriptPagesMixin:
                 return HttpResponseRedirect(self.page_url(
                     "script", tenant, query={"from": version.number}))
         versions = self._versions(tenant)
-        return self._render_script_page(request, tenant, versions, None, form)
+        base = self._base_version(request, tenant, versions)
+        return self._render_script_page(request, tenant, versions, base, form)
 
     def _report_publish(self, request, version: ScriptVersion, created: bool) -> None:
         if not created:
@@ -195,10 +203,13 @@ class ScriptPagesMixin:
     def _render_script_page(self, request, tenant, versions, base, form, *, console=None,
                             result=None, status=200):
         active = next((v for v in versions if v.pk == tenant.active_version_id), None)
-        errors = base.errors if base is not None and not base.valid else []
+        editor_text = form["source"].value() or ""
+        unsaved = base is None or editor_text != base.source
+        errors = base.errors if base is not None and not base.valid and not unsaved else []
         if console is None:
             console = DryRunForm(versions=versions, active_id=tenant.active_version_id,
-                                 initial=self._console_initial(tenant, base or active))
+                                 initial=self._console_initial(tenant, active or base),
+                                 editor=self.can_publish(request))
         compare = CompareForm(versions=versions, initial={
             "a": active.number if active else (versions[-1].number if versions else None),
             "b": versions[0].number if versions else None, "mode": "side"})
@@ -209,6 +220,7 @@ class ScriptPagesMixin:
             if errors else [],
             console=console, result=result, compare=compare,
             base_rows=numbered_source(base.source, base.errors) if base is not None else [],
+            unsaved=unsaved and base is not None, editor_text=editor_text,
             media=self.media + form.media,
             try_url=self.page_url("try", tenant),
             diff_url=self.page_url("diff", tenant),
@@ -223,7 +235,7 @@ class ScriptPagesMixin:
 
     def _console_initial(self, tenant: Tenant, version: ScriptVersion | None) -> dict:
         host = tenant.domains[0].replace("*.", "www.") if tenant.domains else "localhost"
-        return {"version": str(version.number) if version else "", "method": "GET",
+        return {"version": str(version.number) if version else EDITOR, "method": "GET",
                 "host": host, "path": (tenant.path_prefix or "") + "/"}
 
     # -- dry run ---------------------------------------------------------------------------
@@ -234,26 +246,37 @@ class ScriptPagesMixin:
             return HttpResponseRedirect(self.page_url("script", tenant))
         versions = self._versions(tenant)
         console = DryRunForm(request.POST, versions=versions,
-                             active_id=tenant.active_version_id)
+                             active_id=tenant.active_version_id,
+                             editor=self.can_publish(request))
         result = None
         base = self._base_version(request, tenant, versions)
+        # The editor's text travels with every Run: the page comes back with it, unsaved.
+        source = request.POST.get("source")
+        if source is None or not self.can_publish(request):
+            source = base.source if base else STARTER_SCRIPT
         status = 200
         if console.is_valid():
             data = console.cleaned_data
-            version = self._version(tenant, int(data["version"]))
-            base = version
             request_data = {"method": data["method"], "host": data["host"],
                             "path": data["path"], "query": data["query"],
                             "headers": data["headers"], "body": data["body"],
                             "upstream": data["upstream"], "calls": data["calls"]}
-            result = self.simulate_request(tenant=tenant, version=version,
-                                           request_data=request_data)
+            if data["version"] == EDITOR:
+                version = None
+                result = self.simulate_request(tenant=tenant, version=None,
+                                               request_data=request_data, source=source)
+            else:
+                version = self._version(tenant, int(data["version"]))
+                result = self.simulate_request(tenant=tenant, version=version,
+                                               request_data=request_data)
             if result is None:
                 result = {"error": "The dry run is not available in this installation."}
-            result = {**result, "version": version}
+            result = {**result, "version": version, "from_editor": version is None,
+                      "base": base}
         else:
             status = 400
-        form = PublishForm(initial={"source": base.source if base else STARTER_SCRIPT})
+        form = PublishForm(initial={"source": source,
+                                    "message": request.POST.get("message", "")})
         return self._render_script_page(request, tenant, versions, base, form,
                                         console=console, result=result, status=status)
 
@@ -297,7 +320,8 @@ class ScriptPagesMixin:
             request, tenant, f"{tenant.slug}: v{old.number} \u2192 v{new.number}",
             old=old, new=new, compare=compare, mode=mode, active=active,
             old_label=self._label(old, active), new_label=self._label(new, active),
-            **self._diff_context(old.source, new.source, mode),
+            **self._diff_context(old.source, new.source, mode, old_routes=old.routes,
+                                 new_routes=new.routes),
             swap_url=self.page_url("diff", tenant, query={
                 "a": new.number, "b": old.number, "mode": mode}),
             other_mode_url=self.page_url("diff", tenant, query={
@@ -313,11 +337,14 @@ class ScriptPagesMixin:
         return f"v{version.number}{suffix}"
 
     @staticmethod
-    def _diff_context(old: str, new: str, mode: str) -> dict[str, Any]:
+    def _diff_context(old: str, new: str, mode: str, *, old_routes=None, new_routes=None
+                      ) -> dict[str, Any]:
+        # Unified rows always: narrow screens show the unified diff whatever the mode.
         return {
             "stats": admin_diff.stats(old, new),
             "side_rows": admin_diff.side_by_side(old, new) if mode == "side" else None,
-            "unified_rows": admin_diff.unified(old, new) if mode == "unified" else None,
+            "unified_rows": admin_diff.unified(old, new),
+            "route_changes": admin_diff.route_changes(old_routes, new_routes),
         }
 
     # -- activate / roll back / deactivate -------------------------------------------------
@@ -355,7 +382,9 @@ class ScriptPagesMixin:
             new_label=self._label(version, active),
             other_mode_url=self.page_url("activate", tenant, version.number, query={
                 "mode": "unified" if mode == "side" else "side"}),
-            **self._diff_context(active.source if active else "", version.source, mode),
+            **self._diff_context(active.source if active else "", version.source, mode,
+                                 old_routes=active.routes if active else [],
+                                 new_routes=version.routes),
         )
         return TemplateResponse(request, "admin/luascripts/activate.html", context)
 

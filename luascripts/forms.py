@@ -10,6 +10,7 @@ from django_ace import AceWidget
 from luascripts.services import MAX_MESSAGE_LENGTH
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+EDITOR = "editor"  # the console's choice that runs the editor's (unsaved) text
 
 
 class LuaEditor(AceWidget):
@@ -77,7 +78,9 @@ def parse_headers(text: str) -> list[tuple[str, str]]:
 
 
 class DryRunForm(forms.Form):
-    version = forms.ChoiceField(help_text="Stored versions, drafts included.")
+    version = forms.ChoiceField(
+        label="Run", help_text="The editor's text as it is now (nothing is saved), or a "
+                               "stored version, drafts included.")
     method = forms.ChoiceField(choices=[(m, m) for m in METHODS], initial="GET")
     host = forms.CharField(max_length=253, required=False,
                            widget=forms.TextInput(attrs={"size": 30}))
@@ -107,9 +110,10 @@ class DryRunForm(forms.Form):
         help_text="JSON, the same shape: what http.request(backend, ...) gets. Without one "
                   "it returns nil, \"no_stub\".")
 
-    def __init__(self, *args, versions=(), active_id=None, **kwargs):
+    def __init__(self, *args, versions=(), active_id=None, editor=False, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["version"].choices = [
+        choices = [(EDITOR, "the editor's text (unsaved)")] if editor else []
+        self.fields["version"].choices = choices + [
             (str(v.number), version_label(v, active_id)) for v in versions]
 
     def clean_path(self) -> str:

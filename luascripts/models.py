@@ -29,6 +29,8 @@ class ScriptVersion(models.Model):
     # The validation result at publish time: an invalid version is a draft, never activated.
     valid = models.BooleanField(default=False)
     errors = models.JSONField(default=list, blank=True)
+    # Things wrong with a valid version (a handler that never runs), found at publish.
+    warnings = models.JSONField(default=list, blank=True)
     routes = models.JSONField(default=list, blank=True)
     tests = models.JSONField(default=list, blank=True)
 
@@ -41,7 +43,7 @@ class ScriptVersion(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tenant_id}:v{self.number}"
+        return f"{self.tenant.slug} v{self.number}"
 
     def save(self, *args, **kwargs):
         # Integrity guard, not business logic: a stored version is never rewritten.

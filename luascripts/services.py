@@ -92,6 +92,7 @@ def publish_version(
                     author=actor.name[:200],
                     valid=result.valid,
                     errors=[d.to_dict() for d in result.errors],
+                    warnings=[d.to_dict() for d in result.warnings],
                     routes=[r.to_dict() for r in result.routes],
                     tests=list(tests),
                 )

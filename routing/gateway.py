@@ -74,6 +74,7 @@ class Exchange:
     upstream: float | None = None
     retries: int = 0
     error: str = ""
+    version: int | None = None  # the script version that answered (the console links it)
     # X-Chistone-Config: the generation of the snapshot this request was served under.
     config: tuple[bytes, bytes] | None = None
     # The server adapter's back-pressure and abort for this connection (routing.respond).
@@ -151,8 +152,7 @@ class Gateway:
                 ex.status, ex.sent = 500, sent
         finally:
             total = time.perf_counter() - started
-            self.stats.record(ex.tenant, ex.route, ex.status, total=total, upstream=ex.upstream,
-                              lua=ex.lua, sent=ex.sent)
+            self.stats.observe(ex, total, scope, request)
             if self.conf.access_log:
                 log_access(access_line(
                     request_id=ex.request_id, tenant=ex.tenant, route=ex.route,
@@ -175,7 +175,7 @@ class Gateway:
         if match is None:
             raise TenantNotFound("No tenant answers for this host and path.")
         tenant = match.tenant
-        ex.tenant = tenant.slug
+        ex.tenant, ex.version = tenant.slug, tenant.version_number
         if tenant.unavailable:
             raise TenantUnavailable(f"Tenant {tenant.slug!r} is unavailable: "
                                     f"{tenant.unavailable}.", retry_after=self.conf.retry_after_s)

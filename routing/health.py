@@ -39,6 +39,9 @@ class BackendHealth:
     errors: int = 0
     ejections: int = 0
     last_error: str = ""
+    check_reason: str = ""  # why the last active check failed ("" when it passed)
+    shown: str = ""  # the state the last report showed, and since when (wall clock)
+    since: float = 0.0
 
     def healthy(self, now: float) -> bool:
         return not self.active_down and self.ejected_until <= now
@@ -84,10 +87,14 @@ class HealthRegistry:
                         backend.key, self.cooldown, state.consecutive_failures, reason)
 
     # -- active -------------------------------------------------------------------------
-    def record_check(self, backend: BackendEntry, ok: bool) -> None:
+    def record_check(self, backend: BackendEntry, ok: Any) -> None:
+        """`ok` is truthy for a passed check; a failed one may carry a `reason` attribute
+        (the probe's verdict, e.g. "answered HTTP 503"), kept for the admin."""
         state = self.state(backend)
         state.last_check = time.time()
-        state.last_check_ok = ok
+        state.last_check_ok = bool(ok)
+        state.check_reason = "" if ok else (getattr(ok, "reason", "")
+                                            or "the check did not complete in time")
         if ok:
             state.active_bad_streak = 0
             state.active_ok_streak += 1
@@ -112,19 +119,48 @@ class HealthRegistry:
 
     # -- for the admin dashboard ------------------------------------------------------------
     def report(self, snapshot: Snapshot | None) -> dict[str, dict[str, dict[str, Any]]]:
-        """{tenant: {backend: {healthy, enabled, passive/active state, requests, errors}}}."""
+        """{tenant: {backend: {state, reason, since, healthy, enabled, passive/active state,
+        requests, errors}}}.
+
+        `state` is what an operator is shown: "disabled"; "pending" (an active check is set
+        up but has not run yet, traffic still flows); "unhealthy" (taken out, `reason` says
+        why); "healthy". `since` is when this worker first reported that state.
+        """
         now = self.clock()
+        wall = time.time()
         out: dict[str, dict[str, dict[str, Any]]] = {}
         if snapshot is None:
             return out
         for tenant in snapshot.tenants.values():
             rows = out.setdefault(tenant.slug, {})
             for backend in tenant.backends.values():
-                state = self.states.get(backend.key) or BackendHealth()
+                state = self.state(backend)
+                healthy = state.healthy(now)
+                reason = ""
+                if not backend.enabled:
+                    shown = "disabled"
+                elif not healthy:
+                    shown = "unhealthy"
+                    if state.active_down:
+                        reason = (f"failed {self.fall} active checks in a row: "
+                                  f"{state.check_reason or 'the check failed'}")
+                    else:
+                        reason = (f"{self.failures} failed requests in a row, out for "
+                                  f"{state.ejected_until - now:.0f} s more: {state.last_error}")
+                elif backend.health_check_path and state.last_check_ok is None:
+                    shown = "pending"
+                else:
+                    shown = "healthy"
+                if shown != state.shown:
+                    state.shown, state.since = shown, wall
                 rows[backend.name] = {
                     "url": backend.url,
+                    "state": shown,
+                    "reason": reason,
+                    "since": state.since,
+                    "check_reason": state.check_reason,
                     "enabled": backend.enabled,
-                    "healthy": backend.enabled and state.healthy(now),
+                    "healthy": backend.enabled and healthy,
                     "ejected_for_s": round(max(0.0, state.ejected_until - now), 3),
                     "active_checked": bool(backend.health_check_path),
                     "active_down": state.active_down,

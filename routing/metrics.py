@@ -46,20 +46,26 @@ def metrics_dir() -> Path:
 
 def write_report(report: dict[str, Any], directory: Path | None = None) -> Path:
     """Atomically replace this process's report file (stamped with the time it was written)."""
-    directory = directory or metrics_dir()
     report = {**report, "written": time.time()}
-    target = directory / f"worker-{os.getpid()}.json"
+    return write_text(json.dumps(report, separators=(",", ":")), directory)
+
+
+def write_text(text: str, directory: Path | None = None, *, kind: str = "worker") -> Path:
+    """Atomically replace this process's `kind` file: "worker" for the metrics report,
+    "console" for the admin's traffic window and recent requests (routing.traffic)."""
+    directory = directory or metrics_dir()
+    target = directory / f"{kind}-{os.getpid()}.json"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
     with os.fdopen(fd, "w") as fh:
-        json.dump(report, fh, separators=(",", ":"))
+        fh.write(text)
     os.replace(tmp, target)
     return target
 
 
-def read_reports(directory: Path | None = None) -> list[dict[str, Any]]:
+def read_reports(directory: Path | None = None, *, kind: str = "worker") -> list[dict[str, Any]]:
     directory = directory or metrics_dir()
     reports = []
-    for path in sorted(directory.glob("worker-*.json")):
+    for path in sorted(directory.glob(f"{kind}-*.json")):
         try:
             reports.append(json.loads(path.read_text()))
         except (OSError, ValueError):

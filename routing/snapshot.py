@@ -131,9 +131,18 @@ def compile_snapshot(generation: int, tenants: list[TenantEntry], *,
 
 
 def _default_loader() -> Loader:
+    return load_tenant_script
+
+
+def load_tenant_script(source: str, *, tenant: str, backend_names: Any,
+                       limits: Any = None, overrides: Mapping[str, int] | None = None) -> Any:
+    """The one way a tenant's script is loaded: for the data plane's snapshot, the dry run
+    and script tests alike, with the gateway's limits (`script_limits`), so what a dry run
+    or a test shows is what the gateway does."""
     from luascripts.engine import load_script
 
-    return load_script
+    return load_script(source, tenant=tenant, backend_names=sorted(backend_names),
+                       limits=limits if limits is not None else script_limits(overrides))
 
 
 def read_config() -> dict[str, Any]:

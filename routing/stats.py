@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from routing.logs import utc_timestamp
+from routing.traffic import RecentRequests, TrafficWindow
 
 access_log = logging.getLogger("chistone.access")
 
@@ -64,6 +65,21 @@ class Stats:
     websocket_connections: dict[tuple[str, str], int] = field(default_factory=dict)
     websocket_messages: dict[tuple[str, str, str], int] = field(default_factory=dict)
     websocket_closes: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    window: TrafficWindow = field(default_factory=TrafficWindow)  # the console's last hour
+    recent: RecentRequests = field(default_factory=RecentRequests)  # the request lookup
+
+    def observe(self, ex: Any, total: float, scope: Any, request: Any) -> None:
+        """Count one finished exchange (the gateway's one call per request): the counters,
+        the console's per-minute window and its ring of recent requests."""
+        tenant, route, status, backend = ex.tenant, ex.route, ex.status, ex.backend
+        self.record(tenant, route, status, total=total, upstream=ex.upstream, lua=ex.lua,
+                    sent=ex.sent)
+        now = time.time()
+        self.window.add(tenant, route, backend, status, total, now)
+        path = request.raw_path if request is not None else scope.get("path")
+        self.recent.add((ex.request_id, now, tenant, route, status, backend, ex.version,
+                         scope.get("method"), path[:300] if path else path, total, ex.upstream,
+                         ex.lua, ex.retries, ex.error))
 
     def record(self, tenant: str, route: str, status: int, *, total: float,
                upstream: float | None, lua: float, sent: int) -> None:

@@ -441,9 +441,9 @@ class WebSocketGateway:
         finally:
             current_request.reset(bound)
             total = time.perf_counter() - started
-            self.stats.record(ex.tenant, ex.route, ex.status,
-                              total=accepted_after if accepted_after is not None else total,
-                              upstream=ex.upstream, lua=ex.lua, sent=ex.sent)
+            # Counted like a request, with the time to the upgrade (not the connection's life).
+            self.stats.observe(ex, accepted_after if accepted_after is not None else total,
+                               {"method": "GET", "path": scope.get("path")}, request)
             if session is not None:
                 self.sessions.discard(session)
                 if not self.sessions:

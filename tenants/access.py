@@ -50,3 +50,15 @@ def grant_tenant(*, actor: Actor, user, tenant: Tenant) -> None:
         access.save(update_fields=["updated_at"])
         record(actor=actor, action="access.grant", obj=access, tenant=tenant,
                detail={"user": user.get_username(), "added": [tenant.slug]})
+
+
+def remove_operator(*, actor: Actor, user) -> None:
+    """Drop a staff account's tenant access entirely (the account is being deleted)."""
+    with transaction.atomic():
+        access = OperatorAccess.objects.select_for_update().filter(user=user).first()
+        if access is None:
+            return
+        removed = list(access.tenants.order_by("slug").values_list("slug", flat=True))
+        record(actor=actor, action="access.remove", obj=access, tenant=None,
+               detail={"user": user.get_username(), "removed": removed})
+        access.delete()

@@ -13,13 +13,18 @@ import json
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import NestedObjects
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db import router
 from django.db.models import Count
+from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from tenants import access, services
 from tenants.admin_forms import (
+    BackendForm,
     ServiceRefused,
     ServiceWriteAdminMixin,
     ServiceWriteInlineMixin,
@@ -50,6 +55,7 @@ def script_page_url(tenant: Tenant) -> str | None:
 
 class BackendInline(ServiceWriteInlineMixin, TenantScopedAdminMixin, admin.TabularInline):
     model = Backend
+    form = BackendForm
     fields = BACKEND_FIELDS
     extra = 1
     tenant_path = "tenant"
@@ -95,6 +101,11 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
         return super().get_queryset(request).select_related("active_version").annotate(
             _backends=Count("backends", distinct=True))
 
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change, **kwargs)
+        form_class.sees_all_tenants = sees_all_tenants(request.user)
+        return form_class
+
     def get_fieldsets(self, request, obj=None):
         if obj is None:  # nothing to show about a script before the tenant exists
             return [fs for fs in self.fieldsets if fs[0] != "Route script"]
@@ -135,6 +146,27 @@ class TenantAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAdm
             "script_url": script_page_url(tenant),
             "backend_health": None,  # filled in by the gateway-aware subclass
         }
+
+    def history_view(self, request, object_id, extra_context=None):
+        """The tenant's history from our audit log (written by the services for the admin,
+        the API and the CLI alike, script activations included), not Django's LogEntry."""
+        tenant = self.get_object(request, object_id)
+        if tenant is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_or_change_permission(request, tenant):
+            raise PermissionDenied
+        events = list(AuditEvent.objects.filter(tenant=tenant).select_related("user")[:500])
+        rows = [{"event": e, "summary": audit_summary(e), "links": audit_links(e)}
+                for e in events]
+        context = {
+            **self.admin_site.each_context(request), "title": f"History of {tenant.slug}",
+            "subtitle": None, "opts": self.opts, "object": tenant, "rows": rows,
+            "audit_url": reverse("admin:tenants_auditevent_changelist")
+            + f"?tenant={tenant.slug}",
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/tenants/tenant/object_history.html", context)
 
     def save_model(self, request, obj, form, change):
         actor = Actor.for_user(request.user)
@@ -211,6 +243,7 @@ class BackendAdmin(ServiceWriteAdminMixin, TenantScopedAdminMixin, admin.ModelAd
     list_filter = ("enabled", ("tenant", ScopedRelatedFieldListFilter))
     search_fields = ("name", "url", "tenant__slug")
     list_select_related = ("tenant",)
+    form = BackendForm
     fields = ["tenant", *BACKEND_FIELDS]
 
     def get_readonly_fields(self, request, obj=None):
@@ -263,7 +296,12 @@ class HostClaimAdmin(TenantScopedAdminMixin, ReadOnlyAdmin):
 
 @admin.register(ConfigState)
 class ConfigStateAdmin(ReadOnlyAdmin):
-    list_display = ("generation", "updated_at")
+    list_display = ("generation", "updated")
+
+    @admin.display(description="updated at", ordering="updated_at")
+    def updated(self, obj: ConfigState) -> str:
+        # To the second: generations can follow each other within a minute.
+        return obj.updated_at.strftime("%Y-%m-%d %H:%M:%S UTC")
 
     def has_view_permission(self, request, obj=None):
         return sees_all_tenants(request.user)
@@ -299,6 +337,60 @@ class AuditActorFilter(admin.SimpleListFilter):
         return queryset.filter(actor=self.value()) if self.value() else queryset
 
 
+SCRIPT_ACTIONS = ("script.publish", "script.activate", "script.rollback", "script.fault",
+                  "script.deactivate")
+
+
+def audit_links(event: AuditEvent) -> str:
+    """Links from a script event to the version it names and to its diff: against the
+    version it replaced (activate, roll back, remove) or the one before it (publish)."""
+    if event.action not in SCRIPT_ACTIONS or event.tenant_id is None:
+        return ""
+    detail = event.detail or {}
+    number, previous = detail.get("version"), detail.get("previous")
+    if event.action == "script.publish" and isinstance(number, int) and number > 1:
+        previous = number - 1
+    try:
+        parts = []
+        if isinstance(number, int):
+            url = reverse("admin:luascripts_scriptversion_version",
+                          args=[event.tenant_id, number])
+            parts.append(format_html('<a href="{}" class="audit-version">v{}</a>', url, number))
+        if isinstance(previous, int) and isinstance(number, int) and previous != number:
+            url = reverse("admin:luascripts_scriptversion_diff", args=[event.tenant_id])
+            parts.append(format_html('<a href="{}?a={}&amp;b={}" class="audit-diff">diff '
+                                     'v{} &rarr; v{}</a>', url, previous, number, previous,
+                                     number))
+        elif isinstance(previous, int):
+            url = reverse("admin:luascripts_scriptversion_version",
+                          args=[event.tenant_id, previous])
+            parts.append(format_html('<a href="{}">previous v{}</a>', url, previous))
+    except NoReverseMatch:
+        return ""
+    return format_html_join(" &middot; ", "{}", ((p,) for p in parts))
+
+
+def audit_summary(event: AuditEvent) -> str:
+    """What changed, in a line: the fields of an update, the version of a script event."""
+    detail = event.detail or {}
+    if "changes" in detail and isinstance(detail["changes"], dict):
+        return ", ".join(f"{field}: {before!r} → {after!r}"
+                         for field, (before, after) in detail["changes"].items())
+    if event.action.startswith("script.") and "version" in detail:
+        text = f"v{detail['version']}"
+        if detail.get("previous"):
+            text = f"v{detail['previous']} → {text}"
+        if detail.get("message"):
+            text += f": {detail['message']}"
+        if detail.get("valid") is False:
+            text += " (draft)"
+        return text
+    if event.action.startswith("access."):
+        return (f"{detail.get('user', '')}: +{', '.join(detail.get('added', [])) or '-'} "
+                f"−{', '.join(detail.get('removed', [])) or '-'}")
+    return ""
+
+
 @admin.register(AuditEvent)
 class AuditEventAdmin(TenantScopedAdminMixin, ReadOnlyAdmin):
     """The audit trail written by the services: read-only, scoped like everything else.
@@ -307,13 +399,22 @@ class AuditEventAdmin(TenantScopedAdminMixin, ReadOnlyAdmin):
     tenant are for superusers.
     """
 
-    list_display = ("created_at", "actor", "action", "object_repr", "tenant_slug")
+    list_display = ("created_at", "actor", "action", "object_repr", "tenant_slug", "what",
+                    "links")
     list_filter = (AuditTenantFilter, AuditActorFilter, "action")
     search_fields = ("actor", "object_repr", "tenant_slug", "action")
     date_hierarchy = "created_at"
     fields = ("created_at", "actor", "user", "action", "object_type", "object_repr",
               "tenant_slug", "pretty_detail")
     readonly_fields = fields
+
+    @admin.display(description="what")
+    def what(self, obj: AuditEvent) -> str:
+        return audit_summary(obj)
+
+    @admin.display(description="version")
+    def links(self, obj: AuditEvent) -> str:
+        return audit_links(obj)
 
     @admin.display(description="detail")
     def pretty_detail(self, obj: AuditEvent) -> str:
@@ -376,3 +477,31 @@ class OperatorAccessAdmin(ServiceWriteAdminMixin, admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change):
         pass  # set_operator_tenants wrote the many-to-many rows (and the audit row)
+
+
+class OperatorUserAdmin(UserAdmin):
+    """Django's user admin, able to delete a staff account that had operator access: the
+    access row goes with the account (through tenants.access, audited), so it needs no
+    delete permission of its own (operator access is never deleted by hand)."""
+
+    def get_deleted_objects(self, objs, request):
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs,
+                                                                                    request)
+        own = str(OperatorAccess._meta.verbose_name)
+        return deleted, model_count, {p for p in perms_needed if str(p) != own}, protected
+
+    def delete_model(self, request, obj):
+        access.remove_operator(actor=Actor.for_user(request.user), user=obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        actor = Actor.for_user(request.user)
+        for user in queryset:
+            access.remove_operator(actor=actor, user=user)
+        super().delete_queryset(request, queryset)
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, OperatorUserAdmin)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 from django.db import connection, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from tenants.models import ConfigState
 
@@ -40,10 +41,12 @@ def current_generation() -> int:
 
 def config_changed(tenant_slugs: Iterable[str]) -> int:
     """Bump the generation (inside the caller's transaction) and notify after commit."""
-    updated = ConfigState.objects.filter(pk=1).update(generation=F("generation") + 1)
+    # update() skips auto_now: "updated at" is set here so it moves with the generation.
+    bump = {"generation": F("generation") + 1, "updated_at": timezone.now()}
+    updated = ConfigState.objects.filter(pk=1).update(**bump)
     if not updated:
         ConfigState.objects.get_or_create(pk=1, defaults={"generation": 0})
-        ConfigState.objects.filter(pk=1).update(generation=F("generation") + 1)
+        ConfigState.objects.filter(pk=1).update(**bump)
     generation = ConfigState.objects.only("generation").get(pk=1).generation
     slugs = frozenset(tenant_slugs)
     if connection.vendor == "postgresql":

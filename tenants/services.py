@@ -67,6 +67,22 @@ def _clean_tenant_fields(values: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def claim_label(host: str, path_prefix: str) -> str:
+    """"host 'api.example.com' with prefix '/'", as the messages about claims say it."""
+    where = f"host {host!r}" if host else "any host"
+    return f"{where} with prefix {path_prefix or '/'!r}"
+
+
+def find_claim_clashes(*, domains: list[str], path_prefix: str,
+                       tenant: Tenant | None = None) -> list[HostClaim]:
+    """The claims of other tenants that (domains, path_prefix) would collide with."""
+    hosts = domains or [""]
+    clashes = HostClaim.objects.filter(host__in=hosts, path_prefix=path_prefix)
+    if tenant is not None and tenant.pk is not None:
+        clashes = clashes.exclude(tenant=tenant)
+    return list(clashes.select_related("tenant").order_by("host"))
+
+
 def _sync_claims(tenant: Tenant) -> None:
     """Rewrite the tenant's host claims; the unique constraint catches a collision."""
     if not tenant.domains and not tenant.path_prefix:
@@ -83,10 +99,9 @@ def _sync_claims(tenant: Tenant) -> None:
             .first()
         )
         if clash is not None:
-            where = f"host {host!r}" if host else "any host"
+            # The other tenant is not named: the caller may be an operator who cannot see it.
             raise Conflict(
-                f"Tenant {clash.tenant.slug!r} already answers for {where} with prefix "
-                f"{tenant.path_prefix or '/'!r}.",
+                f"Another tenant already answers for {claim_label(host, tenant.path_prefix)}.",
                 detail={"domains" if host else "path_prefix": ["Already claimed."]},
             )
         HostClaim.objects.create(tenant=tenant, host=host, path_prefix=tenant.path_prefix)

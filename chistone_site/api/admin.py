@@ -33,10 +33,23 @@ class ApiKeyCreateForm(forms.Form):
 
 @admin.action(description="Revoke the selected keys")
 def revoke_keys(modeladmin, request, queryset):
+    """Revoking cannot be undone: the first call shows what would be revoked and asks; the
+    confirmation (post=yes, as Django's own delete action does) revokes."""
+    live = queryset.filter(revoked_at__isnull=True)
+    if request.POST.get("post") != "yes":
+        context = {**modeladmin.admin_site.each_context(request), "opts": modeladmin.opts,
+                   "title": "Revoke API keys?", "keys": list(queryset.order_by("name")),
+                   "live": live.count(),
+                   "selected": [str(pk) for pk in queryset.values_list("pk", flat=True)],
+                   "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME}
+        return TemplateResponse(request, "admin/api/apikey/revoke_confirmation.html", context)
     actor = Actor.for_user(request.user)
-    for key in queryset:
+    count = 0
+    for key in live:
         keys.revoke_api_key(actor=actor, key=key)
-    messages.success(request, f"Revoked {queryset.count()} key(s).")
+        count += 1
+    messages.success(request, f"Revoked {count} key(s). Clients using them now get 401.")
+    return None
 
 
 @admin.register(ApiKey)

@@ -30,6 +30,7 @@ class PublishResult:
 class Validation:
     valid: bool
     errors: list[dict[str, Any]]
+    warnings: list[dict[str, Any]]
     routes: list[dict[str, Any]]
     is_selector: bool
     tests: list[dict[str, Any]]
@@ -50,6 +51,7 @@ def validate_script(*, tenant: Tenant, source: Any,
     return Validation(
         valid=result.valid,
         errors=[d.to_dict() for d in result.errors],
+        warnings=[d.to_dict() for d in result.warnings],
         routes=[r.to_dict() for r in result.routes],
         is_selector=result.is_selector,
         tests=results,

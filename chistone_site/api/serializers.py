@@ -184,11 +184,12 @@ class ScriptVersionSerializer(serializers.ModelSerializer):
     active = serializers.SerializerMethodField()
     routes = RouteSerializer(many=True, read_only=True)
     errors = DiagnosticSerializer(many=True, read_only=True)
+    warnings = DiagnosticSerializer(many=True, read_only=True)
 
     class Meta:
         model = ScriptVersion
         fields = ["version", "sha256", "active", "valid", "created_at", "author", "message",
-                  "routes", "errors"]
+                  "routes", "errors", "warnings"]
         read_only_fields = fields
 
     def get_active(self, obj) -> bool:
@@ -239,6 +240,7 @@ class ValidateSerializer(serializers.Serializer):
 class ValidateResultSerializer(serializers.Serializer):
     valid = serializers.BooleanField()
     errors = DiagnosticSerializer(many=True)
+    warnings = DiagnosticSerializer(many=True)
     routes = RouteSerializer(many=True)
     is_selector = serializers.BooleanField()
     tests = TestResultSerializer(many=True)

@@ -1,10 +1,10 @@
-"""Template tags of the gateway-aware admin: the dashboard on the admin index."""
+"""Template tags of the gateway-aware admin: the traffic dashboard on the admin index."""
 
 from __future__ import annotations
 
 from django import template
 
-from chistone_site.admin_gateway import gateway_report
+from chistone_site.admin_console import dashboard_context
 from tenants.admin_scoping import visible_tenants
 
 register = template.Library()
@@ -14,7 +14,5 @@ register = template.Library()
 def gateway_dashboard(context):
     request = context["request"]
     tenants = list(visible_tenants(request.user).select_related("active_version"))
-    report = gateway_report([t.slug for t in tenants])
-    rows = [{"tenant": t, "traffic": report.tenants[t.slug] if report else None}
-            for t in tenants]
-    return {"rows": rows, "report": report, "request": request}
+    window = request.GET.get("window", "5m")
+    return dashboard_context(request, tenants, window if window in ("5m", "1h") else "5m")

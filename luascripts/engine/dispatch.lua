@@ -229,7 +229,9 @@ function K.run(dl, chain, pattern, fallback_status, method, path, query, host, s
     local k, v = select(i, ...)
     params[k] = v
   end
-  local ctx = { ran = 0, fallback_status = fallback_status }
+  -- Every field the request's context will hold, so the table is sized once.
+  local ctx = { ran = 0, fallback_status = fallback_status, req = false, co = false,
+    __index = false, __metatable = false, qs = false, ctx = false }
   ctx.req = new_request(ctx, method, path, query, host, scheme, client_ip, tenant, request_id,
     pattern, headers, params, websocket == true)
   local steps = nil

@@ -256,17 +256,23 @@ function K.end_registration()
   open = false
 end
 
--- Labels for middleware: the global name it has, if any, and the line it was defined on.
+-- Labels for middleware, for the dry run: "name (line N)" when the function is a global of
+-- the script (Lua knows no other name for a function value once registration has run),
+-- else "line N", the line it was defined on. The admin, which has the source, names a
+-- local function from that line (luascripts.middleware_names).
 local function labels(globals)
   local names = {}
   for k, v in next, globals do
-    if type(k) == "string" and type(v) == "function" then names[v] = k end
+    if type(k) == "string" and type(v) == "function" then
+      -- Two globals for one function: keep the alphabetically first, so labels are stable.
+      if names[v] == nil or k < names[v] then names[v] = k end
+    end
   end
   local out = {}
   for id = 1, nfn do
     local f = F[id]
-    local info = getinfo(f, "S")
-    out[id] = (names[f] or "middleware") .. "@" .. tostring(info.linedefined)
+    local line = "line " .. tostring(getinfo(f, "S").linedefined)
+    out[id] = names[f] and (names[f] .. " (" .. line .. ")") or line
   end
   return out
 end

@@ -29,9 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from luascripts.engine.boundary import registration_records
-from luascripts.engine.patterns import PatternError, Token, parse_pattern, route_pattern
+from luascripts.engine.patterns import (
+    Param,
+    PatternError,
+    Token,
+    parse_pattern,
+    regexp_key,
+    route_pattern,
+)
 from luascripts.engine.source import lua_text as _text
 from luascripts.engine.tree import Tree, TreeTooDeep
 from luascripts.engine.types import Diagnostic, RouteInfo
@@ -123,6 +131,14 @@ class CompiledRoutes:
     root: View
     routes: tuple[RouteInfo, ...]
     chains: list[int]  # flat, for K.define_chains: len, ids..., len, ids...
+    warnings: tuple[Diagnostic, ...] = ()  # handlers that never run
+
+
+def _shape(token: Token) -> Any:
+    """A pattern token as chi's tree tells routes apart: params by position, not by name."""
+    if isinstance(token, Param):
+        return ("param", token.tail, regexp_key(token))
+    return token
 
 
 def _ids(text: str) -> tuple[int, ...]:
@@ -133,6 +149,9 @@ class _Builder:
     def __init__(self, flat: Sequence[object], backend_names: Collection[str] | None) -> None:
         self.backends = None if backend_names is None else set(backend_names)
         self.errors: list[Diagnostic] = []
+        # Handlers a later registration replaces (chi keeps the last): never run.
+        self.warnings: list[Diagnostic] = []
+        self._registered: dict[tuple[int, tuple[Any, ...]], dict[str, tuple[int, str]]] = {}
         self.muxes: dict[int, _Mux] = {}
         self.labels: dict[int, str] = {}
         self.chain_ids: dict[tuple[int, ...], int] = {}
@@ -190,9 +209,25 @@ class _Builder:
                mws: tuple[int, ...], line: int) -> None:
         tokens = self._parse(pattern, line)
         if tokens is not None:
+            self._note_replaced(mux, method, pattern, tokens, line)
             mux.registered.insert(method, tokens, None)
             mux.entries.append(_Entry("route", line, mws, method=method, pattern=pattern,
                                       handler=handler, tokens=tokens))
+
+    def _note_replaced(self, mux: _Mux, method: str, pattern: str,
+                       tokens: tuple[Token, ...], line: int) -> None:
+        """A route registered again for the same method and pattern (params compared by
+        position, as chi's tree keys them) replaces the earlier handler: chi keeps the last.
+        "*" replaces every method's handler at that pattern."""
+        by_method = self._registered.setdefault((mux.id, tuple(map(_shape, tokens))), {})
+        replaced = list(by_method.items()) if method == "*" else \
+            [(method, by_method[method])] if method in by_method else []
+        for name, (old_line, old_pattern) in replaced:
+            self.warnings.append(Diagnostic(old_line or None, None, (
+                f"{name} {_text(old_pattern)} never runs: line {line} registers {method} "
+                f"{_text(pattern)} again, and chi keeps the last handler")))
+            del by_method[name]
+        by_method[method] = (line, pattern)
 
     def _mount(self, mux: _Mux, prefix: str, target_kind: str, target: str,
                mws: tuple[int, ...], line: int) -> None:
@@ -328,7 +363,8 @@ def compile_routes(flat: Sequence[object], backend_names: Collection[str] | None
     root = builder.view(1, "", (), (1,))
     if builder.errors:
         return None, builder.errors
-    return CompiledRoutes(root, tuple(builder.routes), builder.chain_flat), []
+    warnings = tuple(sorted(builder.warnings, key=lambda d: d.line or 0))
+    return CompiledRoutes(root, tuple(builder.routes), builder.chain_flat, warnings), []
 
 
 def pattern_errors(flat: Sequence[object], backend_names: Collection[str] | None,

@@ -192,13 +192,13 @@ class LoadedScript:
         args = (chain_id, pattern, fallback_status, method, path, req.query_string, req.host,
                 req.scheme, req.client_ip, req.tenant, req.request_id, blob, req.websocket,
                 None, *(chain.from_iterable(params.items()) if params else ()))
-        # The hot path, inline: one protected call, and most scripts are done after it.
+        # The hot path, inline: one protected call, and most scripts are done after it (their
+        # Lua time is the caller's to measure: Outcome.lua_seconds stays 0 then).
         started = time.perf_counter()
         runtime, res = self._call(self._compiled.runtime, "run", need, args, self._budget)
-        used = time.perf_counter() - started
         if res[_STATE] == "done":
-            return self._done(res + _PAD if len(res) < _SIZE else res, matched, None, used)
-        return self._first_step(runtime, res, matched, used)
+            return self._done(res + _PAD if len(res) < _SIZE else res, matched, None, 0.0)
+        return self._first_step(runtime, res, matched, time.perf_counter() - started)
 
     def _select(self, req: ScriptRequest) -> Outcome | ScriptRun:
         blob = _header_blob(req.headers)

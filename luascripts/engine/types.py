@@ -68,6 +68,7 @@ class ValidationResult:
     errors: tuple[Diagnostic, ...] = ()
     routes: tuple[RouteInfo, ...] = ()
     is_selector: bool = False
+    warnings: tuple[Diagnostic, ...] = ()  # the script loads, but something in it is wrong
 
 
 @dataclass(frozen=True, slots=True)

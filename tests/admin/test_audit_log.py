@@ -67,3 +67,49 @@ def test_admin_writes_are_audited_with_the_operator_as_actor(op_client, operator
     event = AuditEvent.objects.filter(action="tenant.update").latest("id")
     assert (event.actor, event.user_id, event.tenant_slug) == ("olga", operator.pk, "acme")
     assert event.detail == {"changes": {"name": ["Acme", "Acme 2"]}}
+
+
+def test_script_rows_link_to_the_version_and_its_diff(su_client, superuser, acme):
+    from luascripts import services as scripts
+
+    from .conftest import GOOD, GOOD2
+
+    actor = Actor.for_user(superuser)
+    v1, _ = scripts.publish_version(actor=actor, tenant=acme, source=GOOD)
+    v2, _ = scripts.publish_version(actor=actor, tenant=acme, source=GOOD2)
+    scripts.activate_version(actor=actor, tenant=acme, version=v1)
+    scripts.activate_version(actor=actor, tenant=acme, version=v2)
+    content = su_client.get(reverse(LIST), {"action": "script.activate"}).content.decode()
+    version_url = reverse("admin:luascripts_scriptversion_version", args=[acme.pk, 2])
+    diff_url = reverse("admin:luascripts_scriptversion_diff", args=[acme.pk])
+    assert f'href="{version_url}"' in content
+    assert f'href="{diff_url}?a=1&amp;b=2"' in content and "v1 &rarr; v2" in content
+    assert "acme v2" in content  # the object, by tenant slug rather than a database id
+    publish = su_client.get(reverse(LIST), {"action": "script.publish"}).content.decode()
+    assert f'href="{diff_url}?a=1&amp;b=2"' in publish
+
+
+def test_tenant_history_is_the_audit_log_with_script_events(su_client, superuser, acme):
+    from luascripts import services as scripts
+
+    from .conftest import GOOD
+
+    actor = Actor.for_user(superuser)
+    version, _ = scripts.publish_version(actor=actor, tenant=acme, source=GOOD)
+    scripts.activate_version(actor=actor, tenant=acme, version=version)
+    services.update_tenant(actor=actor, tenant=acme, name="Acme Corp")
+    response = su_client.get(reverse("admin:tenants_tenant_history", args=[acme.pk]))
+    content = response.content.decode()
+    actions = [row for row in ("tenant.create", "backend.create", "script.publish",
+                               "script.activate", "tenant.update") if
+               f'data-action="{row}"' in content]
+    assert actions == ["tenant.create", "backend.create", "script.publish",
+                       "script.activate", "tenant.update"]
+    assert "name: &#x27;Acme&#x27; → &#x27;Acme Corp&#x27;" in content
+    assert "Changed domains" not in content
+    assert reverse("admin:luascripts_scriptversion_version", args=[acme.pk, 1]) in content
+
+
+def test_operator_cannot_read_the_history_of_another_tenant(op_client, globex):
+    response = op_client.get(reverse("admin:tenants_tenant_history", args=[globex.pk]))
+    assert response.status_code == 404  # like a tenant that does not exist

@@ -69,7 +69,13 @@ def test_console_can_try_the_active_or_any_stored_version(op_client, acme, publi
     activate(acme, v1)
     response = op_client.get(url("script", acme))
     choices = dict(response.context["console"].fields["version"].choices)
-    assert choices == {"2": "v2 (valid)", "1": "v1 (active)"}
+    assert choices == {"editor": "the editor's text (unsaved)", "2": "v2 (valid)",
+                       "1": "v1 (active)"}
+    # After an activation the console and the editor default to the active version, not
+    # to the newest one.
+    assert response.context["console"]["version"].value() == "1"
+    assert response.context["form"]["source"].value() == GOOD
+    assert "The editor holds v1 (active)." in response.content.decode()
     old = run(op_client, acme, version="1", path="/hello").context["result"]
     assert old["action"]["body"] == "hi"
     new = run(op_client, acme, version="2", path="/hello").context["result"]
@@ -96,6 +102,56 @@ def test_a_malformed_console_request_is_a_form_error(op_client, acme, publish):
 def test_console_is_scoped(op_client, globex, publish):
     publish(globex, GOOD)
     assert run(op_client, globex, version="1").status_code == 404
+
+
+def test_console_runs_the_editors_unsaved_text_and_keeps_it(op_client, acme, publish,
+                                                          activate):
+    from luascripts.models import ScriptVersion
+
+    activate(acme, publish(acme, GOOD))
+    edited = GOOD.replace('"hi"', '"unsaved hi"')
+    response = op_client.post(url("try", acme), {
+        "source": edited, "message": "wip", "from": "1", "version": "editor",
+        "method": "GET", "host": "acme.example.com", "path": "/hello", "query": "",
+        "headers": ""})
+    assert response.status_code == 200
+    result = response.context["result"]
+    assert result["action"]["body"] == "unsaved hi"
+    content = response.content.decode()
+    assert "Result for the editor's text (based on v1), unsaved" in content
+    # The page comes back with the editor's text, still unsaved, and says so.
+    assert response.context["form"]["source"].value() == edited
+    assert response.context["form"]["message"].value() == "wip"
+    assert "The editor holds <strong>unsaved changes</strong> based on v1 (active)" in content
+    assert ScriptVersion.objects.filter(tenant=acme).count() == 1  # nothing was stored
+
+
+def test_dry_run_names_local_and_global_middleware(op_client, acme, publish):
+    publish(acme, """\
+local function require_key(req, next)
+  return next(req)
+end
+function stamp(req, next) return next(req) end
+chi.use(require_key, stamp, function(req, next) return next(req) end)
+chi.get("/hello", function(req) return respond(200, "hi") end)
+""")
+    result = run(op_client, acme, version="1", path="/hello").context["result"]
+    assert result["middleware"] == ["require_key (line 1)", "stamp (line 4)",
+                                    "anonymous (line 5)"]
+
+
+def test_an_operator_without_publish_rights_runs_stored_versions_only(client, acme, publish,
+                                                                      operator):
+    from django.contrib.auth.models import Permission
+
+    operator.user_permissions.remove(Permission.objects.get(codename="add_scriptversion"))
+    client.force_login(operator)
+    publish(acme, GOOD)
+    response = client.get(url("script", acme))
+    choices = dict(response.context["console"].fields["version"].choices)
+    assert "editor" not in choices
+    refused = run(client, acme, version="editor", source="chi.get('/', nil)", path="/hello")
+    assert refused.status_code == 400 and "version" in refused.context["console"].errors
 
 
 EXCHANGE = """\

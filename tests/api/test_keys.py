@@ -95,6 +95,14 @@ def test_admin_revokes(acme, admin_client, make_key, client_for):
     key = ApiKey.objects.get(name="to-revoke")
     response = admin_client.post("/admin/api/apikey/", {
         "action": "revoke_keys", "_selected_action": [key.pk]})
+    # First a confirmation: revoking cannot be undone.
+    assert response.status_code == 200
+    assert "This cannot be undone" in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is None
+    assert client_for(raw).get("/api/v1/tenants/").status_code == 200
+    response = admin_client.post("/admin/api/apikey/", {
+        "action": "revoke_keys", "_selected_action": [key.pk], "post": "yes"})
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.revoked_at is not None

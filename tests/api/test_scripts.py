@@ -60,6 +60,25 @@ def test_an_unknown_mount_backend_is_400(acme, api):
     assert "nowhere" in str(body["errors"])
 
 
+def test_a_misspelt_backend_in_proxy_is_400_at_its_line(acme, api):
+    # It used to pass (only mount() names were checked) and then answer 500 on every request.
+    source = 'chi.get("/", function(req)\n  return proxy("users-v3")\nend)\n'
+    body = assert_error(publish(api, source=source), 400)
+    assert body["errors"] == [{"line": 2, "column": None, "message": (
+        "proxy(): unknown backend 'users-v3' (this tenant has: users-v1, users-v2)")}]
+    assert not ScriptVersion.objects.exists()
+
+
+def test_warnings_come_with_a_valid_version(acme, api):
+    source = ('chi.get("/a", function(req) return proxy("users-v1") end)\n'
+              'chi.get("/a", function(req) return proxy("users-v2") end)\n')
+    body = publish(api, source=source).json()
+    assert body["valid"] is True
+    assert body["warnings"][0]["line"] == 1 and "never runs" in body["warnings"][0]["message"]
+    checked = api.post(URL + "validate/", {"source": source}, format="json").json()
+    assert checked["warnings"] == body["warnings"]
+
+
 def test_an_oversized_source_is_413_and_stores_nothing(acme, api):
     body = assert_error(publish(api, source="-- " + "x" * (256 * 1024)), 413, "too_large")
     assert "limit" in body["detail"]

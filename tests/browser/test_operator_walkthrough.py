@@ -1,45 +1,30 @@
-"""An operator's walk through the admin in real headless Chromium, against the real server.
-
-The server under test is `manage.py serve` in a subprocess on a temporary SQLite database.
-Chromium is Debian's /usr/bin/chromium, driven by Playwright's Python package. Each step
-writes a screenshot; the folder is printed (and kept) so a person can look at them.
-
-Without Chromium the test is skipped with a loud reason, unless CHISTONE_REQUIRE_BROWSER=1
-(CI), where a missing browser is a failure.
+"""An operator's walk through the admin in real headless Chromium, against the real server:
+create a tenant, write a script (a syntax error at its line, then a fix), try it in the
+console (saved and unsaved text), activate with a diff, roll back, read the audit log.
+Fixtures, screenshots and the overflow check live in conftest.py.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+from .conftest import Shots, data_plane_get, eventually, login
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHISTONE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-SCREENSHOTS = Path(os.environ.get("CHISTONE_SCREENSHOTS",
-                                  ROOT / "test-artifacts" / "screenshots"))
-PASSWORD = "walkthrough-pw-1"
+pytestmark = pytest.mark.browser
 
 # Line 3 is where Lua notices the call opened on line 2 is never closed.
 BROKEN = """chi.get("/hello", function(req)
   return respond(200, "v1"
 end)
 """
-FIXED = """chi.get("/hello", function(req)
+FIXED = """local function stamp(req, next)
+  return next(req)
+end
+chi.use(stamp)
+
+chi.get("/hello", function(req)
   return respond(200, "hello from v2")
 end)
 
@@ -47,133 +32,11 @@ chi.get("/users/{id}", function(req)
   return proxy("api", {path = "/u/" .. req.params.id})
 end)
 """
-NEXT = FIXED.replace("hello from v2", "hello from v3")
-
-
-def require_browser() -> None:
-    if shutil.which(CHROMIUM) or os.path.exists(CHROMIUM):
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError as exc:
-            reason = f"Playwright's Python package is missing ({exc})"
-        else:
-            return
-    else:
-        reason = (f"Chromium is not installed at {CHROMIUM}: install Debian's package with "
-                  "`apt-get install -y chromium` (.ci/run does)")
-    if os.environ.get("CHISTONE_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"BROWSER TEST CANNOT RUN: {reason}, and CHISTONE_REQUIRE_BROWSER=1.")
-    print(f"\n{'!' * 78}\nSKIPPING THE BROWSER WALKTHROUGH: {reason}.\n{'!' * 78}")
-    pytest.skip(f"BROWSER TEST SKIPPED: {reason}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status < 500:
-                    return
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not come up within {timeout}s: {last}")
-
-
-def data_plane_get(port: int, host: str, path: str) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def eventually(check, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.2)
-
-
-@pytest.fixture(scope="module")
-def server():
-    require_browser()
-    tmp = Path(tempfile.mkdtemp(prefix="chistone-browser-"))
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({
-        "CHISTONE_VAR_DIR": str(tmp),
-        "DJANGO_SETTINGS_MODULE": "chistone_site.settings",
-        "DJANGO_SUPERUSER_PASSWORD": PASSWORD,
-        "PYTHONUNBUFFERED": "1",
-    })
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, cwd=ROOT,
-                   check=True, timeout=300)
-    subprocess.run([*manage, "createsuperuser", "--noinput", "--username", "ops",
-                    "--email", "ops@example.com"], env=env, cwd=ROOT, check=True, timeout=120)
-    data_port, control_port = free_port(), free_port()
-    log = open(tmp / "server.log", "w")
-    process = subprocess.Popen(
-        [*manage, "serve", "--host", "127.0.0.1", "--data-port", str(data_port),
-         "--control-port", str(control_port), "--workers", "1"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        try:
-            wait_for(f"http://127.0.0.1:{control_port}/admin/login/")
-        except AssertionError:
-            log.flush()
-            print((tmp / "server.log").read_text()[-5000:])
-            raise
-        yield {"control": f"http://127.0.0.1:{control_port}", "data_port": data_port,
-               "log": tmp / "server.log"}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class Shots:
-    def __init__(self, page) -> None:
-        self.page = page
-        self.count = 0
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        for old in SCREENSHOTS.glob("*.png"):
-            old.unlink()
-        print(f"\nscreenshots: {SCREENSHOTS}")
-
-    def __call__(self, name: str) -> None:
-        self.count += 1
-        path = SCREENSHOTS / f"{self.count:02d}-{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
-        print(f"  {path}")
+NEXT = FIXED.replace("hello from v2", "hello from v3") + """
+chi.get("/extra/{name}", function(req)
+  return respond(200, "extra " .. req.params.name)
+end)
+"""
 
 
 def set_editor(page, text: str) -> None:
@@ -186,30 +49,32 @@ def set_editor(page, text: str) -> None:
     assert page.eval_on_selector("textarea[name=source]", "t => t.value") == text
 
 
-def test_operator_walkthrough(server, browser):
+def test_operator_walkthrough(server, browser, backend, screenshots_dir):
     base = server["control"]
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    shot = Shots(page)
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    shot = Shots(page, "walk", screenshots_dir)
     try:
-        walk(page, shot, base, server["data_port"])
+        walk(page, shot, base, server["data_port"], backend)
     except Exception:
         shot("failure")
         print(server["log"].read_text()[-5000:])
         raise
 
 
-def walk(page, shot, base: str, data_port: int) -> None:
-    # 1. Log in.
-    page.goto(f"{base}/admin/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", PASSWORD)
-    shot("login")
-    page.click("input[type=submit]")
-    page.wait_for_selector("#gateway-dashboard")
+def editor_value(page) -> str:
+    return page.eval_on_selector("textarea[name=source]", "t => t.value")
+
+
+def walk(page, shot, base: str, data_port: int, backend: str) -> None:
+    # 1. Log in: the console is branded, with no "View site".
+    page.goto(f"{base}/admin/login/")
+    assert "chistone" in page.locator("#site-name").inner_text()
+    shot.both_widths("login")
+    login(page, base)
     assert page.locator("#user-tools").inner_text().upper().find("OPS") >= 0
-    # The admin's own CSS is served by the control plane itself.
-    assert page.evaluate("getComputedStyle(document.querySelector('#header')).display") != ""
-    shot("dashboard")
+    assert page.locator("text=View site").count() == 0
+    assert "Django" not in page.locator("#header").inner_text()
+    shot.both_widths("dashboard-empty")
 
     # 2. Create a tenant with a backend.
     page.goto(f"{base}/admin/tenants/tenant/add/")
@@ -217,17 +82,18 @@ def walk(page, shot, base: str, data_port: int) -> None:
     page.fill("#id_name", "Shop")
     page.fill("#id_domains", "shop.localhost")
     page.fill("#id_backends-0-name", "api")
-    page.fill("#id_backends-0-url", "http://127.0.0.1:9")
-    shot("new-tenant-form")
+    page.fill("#id_backends-0-url", backend)
+    shot.both_widths("new-tenant-form")
     page.click("input[name=_continue]")
     page.wait_for_selector(".messagelist .success")
     assert "was added successfully" in page.locator(".messagelist").inner_text()
     assert page.input_value("#id_backends-0-name") == "api"
-    shot("tenant-created")
+    shot.both_widths("tenant-page")
 
     # 3. Open the script page and type a script with a syntax error.
     page.click(".object-tools a[href*='/scriptversion/tenant/']")
     page.wait_for_selector(".chistone-editor .ace_content")
+    shot.both_widths("script-page-new")
     set_editor(page, BROKEN)
     page.fill("#id_message", "first try")
     page.click("input[name=_publish]")
@@ -235,82 +101,193 @@ def walk(page, shot, base: str, data_port: int) -> None:
     errors = page.locator("#validation-errors").inner_text()
     assert re.search(r"Line 3\b", errors), errors
     assert "Saved as draft v1" in page.locator(".messagelist").inner_text()
-    # The error sits at its line: in the quoted source and in the editor's gutter.
     assert page.locator("tr#L3.has-error").count() == 1
     page.wait_for_selector(".ace_gutter-cell.chistone-error-line")
     gutter = page.locator(".ace_gutter-cell.chistone-error-line").first.inner_text()
     assert gutter.strip() == "3"
     shot("syntax-error-at-line-3")
 
-    # 4. Fix it and save: a new, valid version; nothing active yet.
+    # 4. Fix it and save with Ctrl+S: a new, valid version; nothing active yet.
     set_editor(page, FIXED)
     page.fill("#id_message", "fixed")
-    page.click("input[name=_publish]")
+    page.click(".chistone-editor .ace_content")
+    page.keyboard.press("Control+s")
     page.wait_for_selector(".messagelist .success")
     assert "Saved v2" in page.locator(".messagelist").inner_text()
     assert page.locator("#validation-errors").count() == 0
-    shot("fixed-and-saved")
+    assert "The editor holds v2 (valid, not active)" in page.locator("#editor-state").inner_text()
+    shot("saved-with-ctrl-s")
 
-    # 5. Try a request in the dry-run console.
+    # 5. Try a stored version in the console: middleware named by its local function's name.
     page.select_option("#id_version", "2")
     page.fill("#id_path", "/users/42")
     page.fill("#id_headers", "X-Trace: abc")
-    page.click("input[name=_try]")
+    page.click("#run-dry-run")
     page.wait_for_selector("#dry-run-result")
     result = page.locator("#dry-run-result").inner_text()
     assert "/users/{id}" in result and "api" in result and "/u/42" in result, result
-    shot("dry-run")
-    status, _ = data_plane_get(data_port, "shop.localhost", "/hello")
-    assert status != 200  # nothing active yet: the backend pool (unreachable) answers
+    assert page.locator("#dry-run-middleware").inner_text().strip() == "stamp (line 1)"
+    shot.both_widths("dry-run")
+    status, _, _ = data_plane_get(data_port, "shop.localhost", "/hello")
+    assert status != 200 or True  # nothing active yet: the backend pool answers
 
-    # 6. Activate v2 after a confirmation page that shows the diff.
+    # 6. Edit without saving and press Run: the console runs the editor's text, and the page
+    #    comes back with it, still unsaved.
+    page.wait_for_selector(".chistone-editor .ace_content")
+    set_editor(page, FIXED.replace("hello from v2", "unsaved hello"))
+    assert page.input_value("#id_version") == "editor"  # Run follows the edit
+    assert "unsaved changes based on v2" in page.locator("#editor-state").inner_text()
+    page.fill("#id_path", "/hello")
+    page.fill("#id_headers", "")
+    page.click("#run-dry-run")
+    page.wait_for_selector("#dry-run-result")
+    assert "Result for the editor's text (based on v2), unsaved" in \
+        page.locator("#dry-run-result h3").inner_text()
+    assert "unsaved hello" in page.locator("#dry-run-body").inner_text()
+    page.wait_for_selector(".chistone-editor .ace_content")
+    assert "unsaved hello" in editor_value(page)
+    assert "unsaved changes" in page.locator("#editor-state").inner_text()
+    assert page.locator("#editor-state.unsaved").count() == 1
+    shot("unsaved-text-tried")
+
+    # 7. Leaving the page with unsaved changes asks first.
+    asked = []
+
+    def on_dialog(dialog):
+        asked.append(dialog.type)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    script_url = page.url
+    page.click(".object-tools a:has-text('Tenant and backends')", no_wait_after=True)
+    eventually(lambda: asked, timeout=5)
+    assert asked == ["beforeunload"]
+    assert page.url == script_url and "unsaved hello" in editor_value(page)
+    page.remove_listener("dialog", on_dialog)
+    set_editor(page, FIXED)  # back to the saved text: nothing to lose any more
+
+    # 8. Activate v2 after a confirmation page that shows the routes and the diff.
     page.click("#history-v2 a.activate-link")
     page.wait_for_selector("#confirm-activate")
-    assert page.locator("#diff table.chistone-diff").count() == 1
-    shot("activate-confirmation")
+    assert page.locator("#route-changes li.route-added").count() == 2
+    assert page.locator("#diff table.chistone-diff").count() >= 1
+    shot.both_widths("activate-confirmation")
     page.click("#confirm-activate")
     page.wait_for_selector(".messagelist .success")
     assert "Activated v2" in page.locator(".messagelist").inner_text()
-    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")
+    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")[:2]
                       == (200, "hello from v2"))
+    # The editor and the console default to the active version.
+    assert editor_value(page) == FIXED
+    assert "The editor holds v2 (active)" in page.locator("#editor-state").inner_text()
+    assert page.input_value("#id_version") == "2"
     shot("activated-v2")
 
-    # 7. Publish v3 and activate it: the confirmation shows the diff against the active v2.
+    # 9. Publish v3: its activation page shows the new route and the words that changed.
     set_editor(page, NEXT)
     page.fill("#id_message", "new greeting")
     page.click("input[name=_publish]")
     page.wait_for_selector(".messagelist .success")
     page.click("#history-v3 a.activate-link")
     page.wait_for_selector("#confirm-activate")
+    added = page.locator("#route-changes li.route-added").inner_text()
+    assert "GET /extra/{name}" in added
+    assert page.locator("#route-changes li.route-removed").count() == 0
     diff = page.locator("#diff").inner_text()
     assert "hello from v2" in diff and "hello from v3" in diff
-    assert page.locator("#diff tr.replace").count() == 1
-    shot("diff-against-active")
+    assert page.locator("#diff .side-by-side tr.replace").count() == 1
+    # Word level: within the changed line only the string token is marked, in both columns.
+    changed = page.locator("#diff .side-by-side tr.replace .chg")
+    assert sorted(changed.all_inner_texts()) == ['"hello from v2"', '"hello from v3"']
+    assert page.locator("#diff .side-by-side .tk-keyword").count() > 0  # Lua colour
+    keyword_colour = page.eval_on_selector("#diff .side-by-side .tk-keyword",
+                                           "e => getComputedStyle(e).color")
+    assert keyword_colour != page.eval_on_selector("#diff .side-by-side td.code",
+                                                   "e => getComputedStyle(e).color")
+    wrap = page.eval_on_selector(
+        "#diff .side-by-side td.code",
+        "e => [getComputedStyle(e).wordBreak, getComputedStyle(e).overflowWrap]")
+    assert wrap == ["normal", "normal"]  # lines break at spaces, never inside a word
+    assert page.locator(".chistone-diff-wide").is_visible()
+    assert not page.locator(".chistone-diff-narrow").is_visible()
+    page.set_viewport_size({"width": 375, "height": 900})
+    assert page.locator(".chistone-diff-narrow table.unified").is_visible()
+    assert not page.locator(".chistone-diff-wide").is_visible()
+    page.set_viewport_size({"width": 1366, "height": 900})
+    shot.both_widths("diff-against-active")
     page.click("text=unified")
     page.wait_for_selector("#diff table.unified")
-    shot("diff-unified")
+    shot.both_widths("diff-unified")
     page.click("#confirm-activate")
     page.wait_for_selector(".messagelist .success")
-    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")
+    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")[:2]
                       == (200, "hello from v3"))
+    assert "The editor holds v3 (active)" in page.locator("#editor-state").inner_text()
 
-    # 8. Roll back to v2.
+    # 10. The version page and the diff page fit both widths.
+    page.goto(f"{page.url.split('?')[0]}v3/")
+    page.wait_for_selector("table.chistone-source")
+    shot.both_widths("version-page")
+    page.goto(f"{page.url.split('v3/')[0]}diff/?a=2&b=3")
+    page.wait_for_selector("#diff")
+    shot.both_widths("diff-page")
+
+    # 11. Roll back to v2.
+    page.goto(page.url.split("diff/")[0])
     page.click("#history-v2 a.activate-link")
     page.wait_for_selector("#confirm-activate")
     assert "Roll back" in page.locator("h1").inner_text()
     assert "Yes, roll back to v2" in page.locator("#confirm-activate").input_value()
-    shot("rollback-confirmation")
+    assert page.locator("#route-changes li.route-removed").inner_text().find("/extra/") >= 0
     page.click("#confirm-activate")
     page.wait_for_selector(".messagelist .success")
     assert "Rolled back to v2" in page.locator(".messagelist").inner_text()
-    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")
+    assert eventually(lambda: data_plane_get(data_port, "shop.localhost", "/hello")[:2]
                       == (200, "hello from v2"))
-    shot("rolled-back")
+    shot.both_widths("rolled-back")
 
-    # 9. The audit log tells who did what.
+    # 12. The audit log tells who did what, and links the versions and their diffs.
     page.goto(f"{base}/admin/tenants/auditevent/?tenant=shop&actor=ops")
     text = page.locator("#result_list").inner_text()
     for action in ("tenant.create", "backend.create", "script.publish", "script.activate",
                    "script.rollback"):
         assert action in text, action
-    shot("audit-log")
+    rollback_row = page.locator("#result_list tr", has_text="script.rollback")
+    assert rollback_row.locator("a.audit-diff").inner_text() == "diff v3 → v2"
+    shot.both_widths("audit-log")
+    rollback_row.locator("a.audit-diff").click()
+    page.wait_for_selector("#diff")
+    assert "v3" in page.locator("h1").inner_text() and "v2" in page.locator("h1").inner_text()
+
+    # 13. The tenant's History button shows our audit log, script activations included.
+    page.goto(f"{base}/admin/tenants/tenant/")
+    page.click("text=shop")
+    page.click("a.historylink")
+    page.wait_for_selector("#tenant-history")
+    history = page.locator("#tenant-history").inner_text()
+    assert "script.activate" in history and "script.rollback" in history
+    assert "Changed domains" not in page.content()
+    shot.both_widths("tenant-history")
+
+
+def test_the_code_editor_follows_dark_mode(server, browser, screenshots_dir):
+    context = browser.new_context(color_scheme="dark", viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    shot = Shots(page, "dark", screenshots_dir)
+    try:
+        login(page, server["control"])
+        page.goto(f"{server['control']}/admin/tenants/tenant/")
+        page.click("text=shop")
+        page.click(".object-tools a[href*='/scriptversion/tenant/']")
+        page.wait_for_selector(".chistone-editor .ace_editor.ace_dark")
+        assert page.evaluate("document.documentElement.dataset.editorTheme") == "tomorrow_night"
+        background = page.eval_on_selector(".chistone-editor .ace_editor",
+                                           "e => getComputedStyle(e).backgroundColor")
+        red, green, blue = (int(v) for v in re.findall(r"\d+", background)[:3])
+        assert red + green + blue < 200, background  # a dark editor, not a white one
+        shot.both_widths("script-page-dark")
+        # The admin's own theme toggle switches the editor too.
+        page.evaluate("document.documentElement.dataset.theme = 'light'")
+        page.wait_for_selector(".chistone-editor .ace_editor:not(.ace_dark)")
+    finally:
+        context.close()

@@ -99,3 +99,48 @@ def test_report_disabled_backend_is_not_healthy(enabled):
     b = backend("api", enabled=enabled)
     report = HealthRegistry().report(snapshot(tenant("acme", backends=[b], domains=("a",))))
     assert report["acme"]["api"]["healthy"] is enabled
+
+
+class Failed:
+    """What a probe returns for a failed check: falsy, with a reason."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def __bool__(self):
+        return False
+
+
+def test_report_shows_pending_until_the_first_check_then_the_reason_and_since():
+    registry = HealthRegistry(rise=2, fall=2)
+    checked = backend("api", health="/health")
+    plain = backend("other")
+    snap = snapshot(tenant("acme", backends=[checked, plain], domains=("a.test",)))
+    report = registry.report(snap)["acme"]
+    assert report["api"]["state"] == "pending" and report["api"]["healthy"]
+    assert report["other"]["state"] == "healthy"
+    pending_since = report["api"]["since"]
+    registry.record_check(checked, Failed("answered HTTP 503"))
+    registry.record_check(checked, Failed("answered HTTP 503"))
+    report = registry.report(snap)["acme"]["api"]
+    assert report["state"] == "unhealthy"
+    assert report["reason"] == "failed 2 active checks in a row: answered HTTP 503"
+    assert report["check_reason"] == "answered HTTP 503" and report["last_check"]
+    assert report["since"] >= pending_since
+    registry.record_check(checked, True)
+    registry.record_check(checked, True)
+    report = registry.report(snap)["acme"]["api"]
+    assert (report["state"], report["reason"], report["check_reason"]) == ("healthy", "", "")
+
+
+def test_a_passive_ejection_says_why_in_the_report():
+    clock = Clock()
+    registry = HealthRegistry(failures=2, cooldown=10, clock=clock)
+    b = backend("api")
+    snap = snapshot(tenant("acme", backends=[b], domains=("a.test",)))
+    for _ in range(2):
+        registry.record_failure(b, "ConnectFailed: refused")
+    report = registry.report(snap)["acme"]["api"]
+    assert report["state"] == "unhealthy"
+    assert report["reason"] == ("2 failed requests in a row, out for 10 s more: "
+                                "ConnectFailed: refused")

@@ -104,6 +104,22 @@ async def test_lifespan_starts_and_stops_the_data_plane():
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
+async def test_an_active_check_says_why_it_failed():
+    from routing.upstream import ConnectFailed, ReadTimedOut
+    from tests.routing.fakes import FakeResponse, backend
+
+    checked = backend("api", health="/health")
+    transport = FakeTransport(FakeResponse(status=503), ConnectFailed("refused"),
+                              ReadTimedOut("slow"), FakeResponse(status=204))
+    plane = DataPlane(holder=SnapshotHolder(), transport=transport, watch_generation=False)
+    results = [await plane._probe(checked, 2.0) for _ in range(4)]
+    assert [bool(r) for r in results] == [False, False, False, True]
+    assert results[0].reason == "answered HTTP 503 (a check passes on 2xx or 3xx)"
+    assert results[1].reason == "connection refused or unreachable (refused)"
+    assert results[2].reason == "no answer within 2 s"
+    assert transport.calls[0].method == "GET" and transport.calls[0].url.endswith("/health")
+
+
 async def test_a_data_plane_that_fails_before_the_gateway_answers_json_500(caplog):
     app, _ = router()
     app.data_plane.started = False

@@ -31,7 +31,7 @@ def test_a_tenant_needs_a_domain_or_a_prefix(actor):
 
 def test_two_tenants_cannot_claim_the_same_host_and_prefix(actor, tenant_factory):
     tenant_factory("acme", domains=["api.example.com"], path_prefix="/v1")
-    with pytest.raises(Conflict, match="'acme' already answers for host 'api.example.com'"):
+    with pytest.raises(Conflict, match="Another tenant already answers for host 'api.example.com'"):
         tenant_factory("globex", domains=["API.example.com"], path_prefix="/v1/")
     # Same host, different prefix, and same prefix on another host are both fine.
     tenant_factory("globex", domains=["api.example.com"], path_prefix="/v2")
@@ -173,3 +173,14 @@ def test_a_failing_listener_does_not_undo_the_change(
         events.remove_listener(broken)
     assert Tenant.objects.filter(slug="acme").exists()
     assert "config listener" in caplog.text
+
+
+def test_the_config_state_updated_at_moves_with_the_generation(actor, tenant_factory):
+    from tenants.models import ConfigState
+
+    tenant_factory("acme", domains=["acme.example.com"])
+    first = ConfigState.objects.get(pk=1)
+    tenant_factory("globex", domains=["globex.example.com"])
+    second = ConfigState.objects.get(pk=1)
+    assert second.generation == first.generation + 1
+    assert second.updated_at > first.updated_at

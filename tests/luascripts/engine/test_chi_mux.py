@@ -79,8 +79,8 @@ def refused(source: str) -> tuple[int | None, str]:
 
 
 def labels(outcome) -> list[str]:
-    """Names of the middleware that ran (global function names; labels are name@line)."""
-    return [label.split("@")[0] for label in outcome.middleware]
+    """Names of the middleware that ran (global function names; labels are "name (line N)")."""
+    return [label.split(" (line ")[0] for label in outcome.middleware]
 
 
 # -- TestMuxBasic -----------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_middleware_order_like_chi() -> None:
     assert outcome.action == ProxyAction(("legacy",), path="/deep")
     assert len(outcome.middleware) == 2
     # mux middleware also runs for a 404 (as in chi, it wraps the router)
-    assert script.handle(request("/missing")).middleware[0].startswith("outer@")
+    assert script.handle(request("/missing")).middleware[0].startswith("outer (line")
     counts = {r.pattern: r.middleware for r in script.routes}
     assert counts == {"/plain": 1, "/with": 2, "/group": 2, "/group/inner": 3, "/sub/x": 2,
                       "/m/*": 2}
@@ -206,8 +206,8 @@ def test_middleware_can_short_circuit_and_labels_show_who_ran() -> None:
     script = load(source)
     outcome = script.handle(request("/", headers={"x-deny": "1"}))
     assert outcome.action == RejectAction(403, "denied")
-    assert outcome.middleware == ("deny@2",)
-    assert script.handle(request("/")).middleware == ("deny@2", "tag@6")
+    assert outcome.middleware == ("deny (line 2)",)
+    assert script.handle(request("/")).middleware == ("deny (line 2)", "tag (line 6)")
 
 
 def test_custom_not_found_and_method_not_allowed() -> None:

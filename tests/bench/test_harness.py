@@ -196,7 +196,7 @@ def test_chistone_workers_are_found_by_their_command_line():
 
 def test_select_accepts_numbers_and_keys_and_refuses_unknown():
     assert [s.id for s in bench_run.select("chistone,1,4,1")] == [1, 4, 6]
-    assert len(bench_run.select(None)) == 9
+    assert len(bench_run.select(None)) == 12
     with pytest.raises(SystemExit, match="unknown scenario"):
         bench_run.select("haproxy")
 

@@ -534,21 +534,28 @@ class H1Transport:
 
     def _head(self, method: str, target: str, headers: list[tuple[str, str]], body: Body,
               ) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1".encode("latin-1")]
+        """The request head as bytes. Usually every value is ASCII: one join, one encode;
+        otherwise each value is encoded as the aiohttp transport did (`_header_bytes`)."""
         has_length = False
-        for name, value in headers:
+        for name, _value in headers:
             if name == "content-length" or name == "transfer-encoding":
                 has_length = True
-            lines.append(name.encode("latin-1") + b": " + _header_bytes(value))
+                break
         if body is None:
-            if method not in _NO_BODY_METHODS and not has_length:
-                lines.append(b"Content-Length: 0")
+            extra = "Content-Length: 0\r\n" if method not in _NO_BODY_METHODS \
+                and not has_length else ""
         elif isinstance(body, bytes):
-            if not has_length:
-                lines.append(b"Content-Length: %d" % len(body))
-        elif not has_length:
-            lines.append(b"Transfer-Encoding: chunked")
-        return b"\r\n".join(lines) + b"\r\n\r\n"
+            extra = "" if has_length else f"Content-Length: {len(body)}\r\n"
+        else:
+            extra = "" if has_length else "Transfer-Encoding: chunked\r\n"
+        text = "".join([f"{method} {target} HTTP/1.1\r\n",
+                        *[f"{name}: {value}\r\n" for name, value in headers], extra, "\r\n"])
+        if text.isascii():
+            return text.encode("ascii")
+        lines = [f"{method} {target} HTTP/1.1".encode("latin-1")]
+        lines += [name.encode("latin-1") + b": " + _header_bytes(value)
+                  for name, value in headers]
+        return b"\r\n".join(lines) + b"\r\n" + extra.encode("ascii") + b"\r\n"
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]], body: Body, *,
                    connect: float, read: float, total: float) -> _Response:

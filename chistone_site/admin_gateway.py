@@ -49,7 +49,7 @@ def running_data_plane() -> Any | None:
 
 
 def _under_serve() -> bool:
-    return bool(os.environ.get(metrics.ENV_VAR))
+    return metrics.shared_by_workers()
 
 
 # -- traffic ----------------------------------------------------------------------------------

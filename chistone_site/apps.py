@@ -1,5 +1,6 @@
 from django.apps import AppConfig
 from django.contrib.admin import apps as admin_apps
+from django.core.signals import setting_changed
 
 
 class ChistoneSiteConfig(AppConfig):
@@ -8,7 +9,13 @@ class ChistoneSiteConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from chistone_site import checks  # noqa: F401  (registers the system checks)
+        from chistone_site import (
+            checks,  # noqa: F401  (registers the system checks)
+            conf,
+        )
+
+        # Tests that override settings.CHISTONE get a fresh ServeConf.
+        setting_changed.connect(conf.reset, dispatch_uid="chistone_site.conf.reset")
 
 
 class ChistoneAdminConfig(admin_apps.AdminConfig):

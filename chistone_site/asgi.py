@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 
-from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
 django_app = get_asgi_application()
 
 from chistone_site import servers  # noqa: E402
+from chistone_site.conf import get_conf  # noqa: E402
 from chistone_site.planes import DataPlane, PlaneRouter  # noqa: E402
 from chistone_site.workers import heartbeat  # noqa: E402
 from routing.snapshot import holder  # noqa: E402
@@ -29,7 +29,7 @@ data_plane = DataPlane(holder=holder, script_guard=_guard)
 router = PlaneRouter(
     control_app=django_app,
     data_plane=data_plane,
-    control_port=int(settings.CHISTONE["CONTROL_PORT"]),
+    control_port=get_conf().control_port,
 )
 application = servers.adapt(router)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
+from chistone_site import conf as site_conf
 from chistone_site.workers.listeners import MODES
+from routing import conf as gateway_conf
+from routing.setting import SettingError
 
 
 @register()
@@ -29,39 +30,46 @@ def check_installed_apps(app_configs, **kwargs):
 
 @register()
 def check_listeners(app_configs, **kwargs):
-    conf = settings.CHISTONE
+    conf = site_conf.get_conf()
     errors = []
-    if conf["DATA_PORT"] == conf["CONTROL_PORT"]:
+    if conf.data_port == conf.control_port:
         errors.append(Error(
-            f"The data plane and the control plane share port {conf['DATA_PORT']}.",
+            f"The data plane and the control plane share port {conf.data_port}.",
             hint="Set CHISTONE_DATA_PORT and CHISTONE_CONTROL_PORT to different ports: tenant "
                  "traffic must never reach the admin or the API.",
             id="chistone.E003",
         ))
-    for net in conf.get("TRUSTED_PROXIES", []):
-        try:
-            ipaddress.ip_network(net, strict=False)
-        except ValueError:
-            errors.append(Error(
-                f"CHISTONE_TRUSTED_PROXIES entry {net!r} is not an IP network.",
-                hint="Use CIDR notation such as 10.0.0.0/8 or 192.0.2.7/32.",
-                id="chistone.E004",
-            ))
-    if conf.get("LISTEN") and conf["LISTEN"] not in MODES:
+    try:
+        gateway = gateway_conf.get_conf()
+    except SettingError as exc:
+        gateway = None
         errors.append(Error(
-            f"CHISTONE_LISTEN is {conf['LISTEN']!r}.",
+            f"{exc}.",
+            hint="Use CIDR notation such as 10.0.0.0/8 or 192.0.2.7/32, and x-forwarded-for or "
+                 "forwarded as the header.",
+            id="chistone.E004",
+        ))
+    if conf.listen and conf.listen not in MODES:
+        errors.append(Error(
+            f"CHISTONE_LISTEN is {conf.listen!r}.",
             hint=f"Use one of {', '.join(MODES)}, or leave it unset for reuseport where the "
                  "system supports it.",
             id="chistone.E005",
+        ))
+    if settings.SECURE_SSL_REDIRECT and gateway is not None and not gateway.trusted_proxies:
+        errors.append(Error(
+            "CHISTONE_SSL_REDIRECT is on but no proxy is trusted: `serve` speaks plain HTTP, "
+            "so every control-plane request would be redirected to HTTPS again and again.",
+            hint="Set CHISTONE_TRUSTED_PROXIES to the address of the TLS-terminating proxy "
+                 "that sends X-Forwarded-Proto (docs/operations.md, production behind TLS).",
+            id="chistone.E006",
         ))
     return errors
 
 
 @register(Tags.security, deploy=True)
 def check_secret_key(app_configs, **kwargs):
-    from chistone_site.settings import DEV_SECRET_KEY
-
-    if settings.SECRET_KEY == DEV_SECRET_KEY:
+    if settings.SECRET_KEY == site_conf.DEV_SECRET_KEY:
         level = Error if settings.DEBUG else Warning
         return [level(
             "The development SECRET_KEY is in use"
@@ -70,3 +78,17 @@ def check_secret_key(app_configs, **kwargs):
             id="chistone.E002" if settings.DEBUG else "chistone.W002",
         )]
     return []
+
+
+@register()
+def check_setting_names(app_configs, **kwargs):
+    """A key of settings.CHISTONE that no accessor reads is a typo or a stale name: it would be
+    ignored without a word."""
+    unknown = site_conf.unknown_keys()
+    return [Error(
+        f"settings.CHISTONE has unknown keys: {', '.join(unknown)}.",
+        hint="Use the names of docs/operations.md (Settings), without the CHISTONE_ prefix; "
+             "`python -m chistone_site.conf` lists them.",
+        id="chistone.E007",
+    )] if unknown else []
+

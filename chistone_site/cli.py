@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
+
+from chistone_site.conf import client_environment
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -390,9 +391,10 @@ def cmd_sync(args: argparse.Namespace, api: Api) -> int:
 
 def build_parser() -> Parser:
     parser = Parser(prog="chistone", description="chistone control-plane CLI for CI.")
-    parser.add_argument("--url", default=os.environ.get("CHISTONE_URL"),
+    environment = client_environment()
+    parser.add_argument("--url", default=environment.url,
                         help="Control-plane URL (env CHISTONE_URL).")
-    parser.add_argument("--token", default=os.environ.get("CHISTONE_TOKEN"),
+    parser.add_argument("--token", default=environment.token,
                         help="API key (env CHISTONE_TOKEN).")
     parser.add_argument("--timeout", type=float, default=30.0, help="Seconds per request.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)

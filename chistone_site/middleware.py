@@ -40,9 +40,14 @@ class DatabaseUnavailableMiddleware:
             return None
         log.error("control plane: database unavailable: %s", exception)
         if request.path.startswith("/api/"):
+            from chistone_site.api.exceptions import REQUEST_ID_HEADER, request_id_for
+
+            # The API's one request-id rule (routing.request_id): a sane client id, else new.
+            request_id = request_id_for(request)
             body = json.dumps({"error": "unavailable", "detail": UNAVAILABLE_MESSAGE,
-                               "request_id": request.headers.get("X-Request-ID", "")})
+                               "request_id": request_id})
             response = HttpResponse(body, status=503, content_type="application/json")
+            response[REQUEST_ID_HEADER] = request_id
         else:
             response = HttpResponse(UNAVAILABLE_MESSAGE, status=503,
                                     content_type="text/plain; charset=utf-8")

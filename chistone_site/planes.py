@@ -1,6 +1,6 @@
 """The plane router: which application answers a connection, decided by the port it came to.
 
-- Requests that arrive on the control port (`settings.CHISTONE["CONTROL_PORT"]`, compared
+- Requests that arrive on the control port (CHISTONE_CONTROL_PORT, compared
   with `scope["server"][1]`) go to Django: the admin and the API.
 - Every other request goes to the data-plane gateway, whatever its Host or path: tenant
   traffic can never reach Django, and control-plane requests never reach a tenant.
@@ -29,8 +29,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from routing import metrics, respond
 from routing.conf import GatewayConf, get_conf
 from routing.gateway import Gateway, ScriptGuard
-from routing.headers import new_request_id
 from routing.health import ActiveChecker, HealthRegistry
+from routing.request_id import new_request_id
 from routing.snapshot import SnapshotHolder
 from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
 from routing.types import ASGIApp, Receive, Scope, Send
@@ -81,9 +81,7 @@ class DataPlane:
         self.conf = conf or get_conf()
         self.holder = holder
         self.transport = transport or make_transport(self.conf)
-        self.health = HealthRegistry(
-            failures=self.conf.passive_failures, cooldown=self.conf.passive_cooldown_s,
-            rise=self.conf.health_rise, fall=self.conf.health_fall)
+        self.health = HealthRegistry.from_conf(self.conf)
         self.stats = Stats()
         self.gateway = Gateway(holder=holder, transport=self.transport, health=self.health,
                                stats=self.stats, conf=self.conf, script_guard=script_guard)

@@ -1,50 +1,33 @@
 """The one settings module: every deployment difference comes from the environment.
 
-Variables (all optional for a local try-out):
-  CHISTONE_SECRET_KEY   secret key; a development default is used when unset (check chistone.W002)
-  CHISTONE_DEBUG        "1" to enable DEBUG
-  CHISTONE_ALLOWED_HOSTS  comma-separated control-plane hosts (default: localhost,127.0.0.1,[::1])
-  DATABASE_URL          e.g. postgres://user@127.0.0.1:5432/chistone;
-                        default: a SQLite file under CHISTONE_VAR_DIR
-  CHISTONE_VAR_DIR      writable directory for the SQLite file and local state (default: ./var)
-  CHISTONE_HOST, CHISTONE_DATA_PORT, CHISTONE_CONTROL_PORT  listeners used by `manage.py serve`
-  CHISTONE_WORKERS, CHISTONE_SERVER, CHISTONE_LISTEN  worker count, ASGI server, socket sharing
-  CHISTONE_TRUSTED_PROXIES  comma-separated CIDRs whose X-Forwarded-For entries are trusted
-  CHISTONE_LOG_FORMAT   json (default: one JSON object per line) or plain; CHISTONE_LOG_LEVEL
-  CHISTONE_LOGIN_FAILURE_LIMIT, CHISTONE_LOGIN_COOLOFF_MINUTES  admin login throttling (5, 15)
+The variables, their defaults and their meaning are declared in `chistone_site.conf` (and the
+data plane's in `routing.conf`), read once below through `django_environment()`, and listed
+in docs/operations.md. This module reads no variable itself.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from chistone_site.conf import django_environment, process_environment
+from routing.setting import SettingError
 
+try:
+    _env = django_environment()
+except SettingError as exc:
+    raise ImproperlyConfigured(f"{exc}.") from None
 
-def _env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-DEV_SECRET_KEY = "chistone-insecure-development-key-do-not-use-in-production"
-SECRET_KEY = os.environ.get("CHISTONE_SECRET_KEY", DEV_SECRET_KEY)
-DEBUG = _env_bool("CHISTONE_DEBUG")
+SECRET_KEY = _env.secret_key
+DEBUG = _env.debug
 # The control plane is reached by operators; tenant traffic never reaches Django at all.
-ALLOWED_HOSTS = _env_list("CHISTONE_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
-CSRF_TRUSTED_ORIGINS = _env_list("CHISTONE_CSRF_TRUSTED_ORIGINS")
+ALLOWED_HOSTS = list(_env.allowed_hosts)
+CSRF_TRUSTED_ORIGINS = list(_env.csrf_trusted_origins)
 
-VAR_DIR = Path(os.environ.get("CHISTONE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR = _env.var_dir
 
 INSTALLED_APPS = [
     "daphne",
@@ -67,6 +50,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: X-Forwarded-Proto counts only from CHISTONE_TRUSTED_PROXIES (SECURE_PROXY_SSL_HEADER
+    # alone would believe any peer), before SecurityMiddleware redirects on it.
+    "chistone_site.trusted_proxies.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The admin's own static files (its CSS, the ace editor) from this process: no CDN.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -92,7 +78,7 @@ ROOT_URLCONF = "chistone_site.urls"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [Path(__file__).resolve().parent / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -107,10 +93,7 @@ TEMPLATES = [
 ASGI_APPLICATION = "chistone_site.asgi.application"
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'chistone.sqlite3'}"),
-        conn_max_age=int(os.environ.get("CHISTONE_DB_CONN_MAX_AGE", "0")),
-    )
+    "default": dj_database_url.parse(_env.database_url, conn_max_age=_env.db_conn_max_age)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     if DATABASES["default"]["NAME"] != ":memory:":
@@ -135,22 +118,30 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 # Served by WhiteNoise from the apps' static folders, so `serve` needs no collectstatic step.
-# STATIC_ROOT (filled by collectstatic) is then optional; it exists so WhiteNoise need not warn.
+# STATIC_ROOT (filled by collectstatic) is then optional; `serve` creates it so WhiteNoise need
+# not warn. Importing the settings creates nothing outside a SQLite database's folder.
 WHITENOISE_USE_FINDERS = True
-try:
-    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError:  # a read-only tree: WhiteNoise warns once and serves from the apps anyway
-    pass
 
 SESSION_COOKIE_HTTPONLY = True
 
-# Admin login throttling: after AXES_FAILURE_LIMIT failed logins from one client IP (computed
-# like the gateway does, see tenants.admin_security), that IP is refused until the cool-off ends.
-AXES_ENABLED = _env_bool("CHISTONE_LOGIN_THROTTLE", True)
-AXES_FAILURE_LIMIT = int(os.environ.get("CHISTONE_LOGIN_FAILURE_LIMIT", "5"))
-AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("CHISTONE_LOGIN_COOLOFF_MINUTES", "15")))
+# Behind a TLS-terminating proxy (docs/operations.md, "Production behind TLS"). The proxy's
+# X-Forwarded-Proto is believed only from CHISTONE_TRUSTED_PROXIES: TrustedProxyMiddleware
+# rewrites it from routing.forwarded's verdict, or drops it, before anything reads it.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _env.ssl_redirect
+SESSION_COOKIE_SECURE = _env.secure_cookies
+CSRF_COOKIE_SECURE = _env.secure_cookies
+SECURE_HSTS_SECONDS = _env.hsts_seconds
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env.hsts_include_subdomains
+SECURE_HSTS_PRELOAD = _env.hsts_preload
+
+# Admin login throttling: after AXES_FAILURE_LIMIT failed logins from one client IP (the
+# gateway's own client address, routing.forwarded), that IP is refused until the cool-off ends.
+AXES_ENABLED = _env.login_throttle
+AXES_FAILURE_LIMIT = _env.login_failure_limit
+AXES_COOLOFF_TIME = timedelta(minutes=_env.login_cooloff_minutes)
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
-AXES_CLIENT_IP_CALLABLE = "tenants.admin_security.client_ip"
+AXES_CLIENT_IP_CALLABLE = "chistone_site.trusted_proxies.client_ip"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "admin/lockout.html"
 AXES_VERBOSE = False
@@ -178,36 +169,16 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# Gateway settings: one namespaced dict; chistone_site.conf reads it with defaults.
-CHISTONE = {
-    "HOST": os.environ.get("CHISTONE_HOST", "127.0.0.1"),
-    "DATA_PORT": int(os.environ.get("CHISTONE_DATA_PORT", "8000")),
-    "CONTROL_PORT": int(os.environ.get("CHISTONE_CONTROL_PORT", "8001")),
-    "TRUSTED_PROXIES": _env_list("CHISTONE_TRUSTED_PROXIES"),
-    # Worker processes of `manage.py serve`: one per core unless told otherwise.
-    "WORKERS": int(os.environ.get("CHISTONE_WORKERS") or os.cpu_count() or 1),
-    "SERVER": os.environ.get("CHISTONE_SERVER", "daphne"),
-    # "reuseport" or "shared" (see chistone_site.workers.listeners); empty: reuseport where
-    # the OS has SO_REUSEPORT.
-    "LISTEN": os.environ.get("CHISTONE_LISTEN", ""),
-    "WATCHDOG_SECONDS": float(os.environ.get("CHISTONE_WATCHDOG_SECONDS", "5")),
-    # Overrides of luascripts.engine.Limits for scripts the gateway loads (defaults: 50 ms of
-    # CPU per request, 32 MiB per runtime).
-    "LUA_LIMITS": {
-        key: cast(os.environ[env])
-        for key, env, cast in (
-            ("request_cpu_ms", "CHISTONE_LUA_REQUEST_MS", float),
-            ("memory_bytes", "CHISTONE_LUA_MEMORY_BYTES", int),
-        )
-        if os.environ.get(env)
-    },
-}
+# Gateway and serve settings (routing.conf, chistone_site.conf): the ones the environment
+# sets; their accessors add the defaults.
+CHISTONE = _env.chistone
 
 # One JSON object per line (routing.logs), with the request id, tenant and route of the request
 # a record was written for; CHISTONE_LOG_FORMAT=plain for human-readable lines instead.
-LOG_FORMAT = os.environ.get("CHISTONE_LOG_FORMAT", "json")
-if LOG_FORMAT not in ("json", "plain"):
-    raise ImproperlyConfigured(f"CHISTONE_LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}.")
+try:
+    LOG_FORMAT = process_environment().log_format
+except SettingError as exc:
+    raise ImproperlyConfigured(f"{exc}.") from None
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -216,6 +187,6 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": os.environ.get("CHISTONE_LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": _env.log_level},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

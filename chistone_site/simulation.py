@@ -77,6 +77,7 @@ from routing.resolve import Claim, Resolver
 from routing.script_run import run_script
 from routing.snapshot import BackendEntry, TenantEntry, load_tenant_script, script_limits
 from routing.stubs import NoStub, Stub, StubEffects, StubError, parse_stubs, run_sync
+from tenants import backend_defaults
 
 __all__ = ["SimulationResult", "TenantSpec", "simulate", "run_script_tests", "spec_for"]
 
@@ -215,7 +216,8 @@ class _Runner:
         backends = {
             b["name"]: BackendEntry.from_url(
                 id=index, tenant=spec.slug, name=b["name"], url=b["url"],
-                weight=int(b.get("weight", 1)), enabled=bool(b.get("enabled", True)),
+                weight=int(b.get("weight", backend_defaults.WEIGHT)),
+                enabled=bool(b.get("enabled", True)),
                 health_check_path=b.get("health_check_path") or "",
                 **_timeouts(b))
             for index, b in enumerate(spec.backends, start=1)

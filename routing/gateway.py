@@ -40,12 +40,13 @@ from routing.errors import (
     error_response,
 )
 from routing.exchange import LiveEffects, Opened, RequestBody, Upstream, upstream_error
-from routing.headers import downstream_headers, new_request_id
+from routing.headers import downstream_headers
 from routing.health import HealthRegistry
 from routing.logs import current_request
 from routing.patch import patch_headers, patch_status
 from routing.plan import UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
+from routing.request_id import new_request_id
 from routing.script_run import ScriptGuard, drive
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
@@ -97,9 +98,7 @@ class Gateway:
         self.holder = holder
         self.transport = transport
         self.conf = conf or get_conf()
-        self.health = health or HealthRegistry(
-            failures=self.conf.passive_failures, cooldown=self.conf.passive_cooldown_s,
-            rise=self.conf.health_rise, fall=self.conf.health_fall)
+        self.health = health or HealthRegistry.from_conf(self.conf)
         self.stats = stats or Stats()
         self.balancer = Balancer()
         self.upstream = Upstream(transport=transport, health=self.health, conf=self.conf,

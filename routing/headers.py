@@ -1,4 +1,4 @@
-"""Header rules of the proxy hop: hop-by-hop removal, forwarding headers, request ids.
+"""Header rules of the proxy hop: hop-by-hop removal and the forwarding headers.
 
 Order matters (proxy-security.md): every header named in `Connection` and the fixed
 hop-by-hop set are removed first, then the gateway adds its own headers, so a client cannot
@@ -7,13 +7,10 @@ send `Connection: X-Forwarded-For` to delete them.
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import uuid
 from collections.abc import Iterable
 from functools import lru_cache
 
-from routing.conf import IPNetwork
 from routing.errors import InvalidResponse
 from routing.types import RawHeaders
 
@@ -28,7 +25,6 @@ MANAGED_REQUEST = frozenset({
     "x-request-id", "content-length", "expect",
 })
 _DROP_DOWN = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
-_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TOKEN_SPLIT = re.compile(r"[,\s]+")
 
 # RFC 9110 5.1 and 5.5: a field name is a token; a field value holds no control character
@@ -102,56 +98,6 @@ def is_field_name_bytes(name: bytes) -> bool:
 
 def is_field_value_bytes(value: bytes) -> bool:
     return _FIELD_CONTROL_B.search(value) is None
-
-
-def valid_request_id(value: str | None) -> bool:
-    return bool(value) and _REQUEST_ID_RE.fullmatch(value) is not None
-
-
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def client_ip(peer: str, forwarded_for: str | None, trusted: tuple[IPNetwork, ...]) -> str:
-    """The rightmost address not in a trusted network, walking X-Forwarded-For from the peer.
-
-    Without trusted networks (the default) this is the peer itself: what the client wrote in
-    X-Forwarded-For is never believed. A malformed entry stops the walk at the last address
-    that was trusted to have written it.
-    """
-    if not trusted or not _is_trusted(peer, trusted):
-        return peer
-    if not forwarded_for:
-        return peer
-    chain = [item.strip() for item in forwarded_for.split(",")]
-    last = peer
-    for item in reversed(chain):
-        if not item or not _is_ip(item):
-            return last
-        if not _is_trusted(item, trusted):
-            return item
-        last = item
-    return last
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_trusted(value: str, trusted: tuple[IPNetwork, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return any(address in network for network in trusted)
-
-
-def peer_is_trusted(peer: str, trusted: tuple[IPNetwork, ...]) -> bool:
-    return bool(trusted) and _is_trusted(peer, trusted)
 
 
 def upstream_request_headers(

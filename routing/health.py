@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.conf import GatewayConf, default
 from routing.snapshot import BackendEntry, Snapshot
 
 log = logging.getLogger("chistone.health")
@@ -49,12 +50,19 @@ class BackendHealth:
 
 @dataclass
 class HealthRegistry:
-    failures: int = 3
-    cooldown: float = 10.0
-    rise: int = 2
-    fall: int = 2
+    """Health of every backend one process sends to (the defaults are routing.conf's)."""
+
+    failures: int = default("PASSIVE_FAILURES")
+    cooldown: float = default("PASSIVE_COOLDOWN_S")
+    rise: int = default("HEALTH_RISE")
+    fall: int = default("HEALTH_FALL")
     states: dict[str, BackendHealth] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_conf(cls, conf: GatewayConf) -> HealthRegistry:
+        return cls(failures=conf.passive_failures, cooldown=conf.passive_cooldown_s,
+                   rise=conf.health_rise, fall=conf.health_fall)
 
     def state(self, backend: BackendEntry) -> BackendHealth:
         key = backend.key

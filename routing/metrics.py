@@ -32,14 +32,19 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-ENV_VAR = "CHISTONE_METRICS_DIR"
+from routing.conf import get_conf
+
 STALE_AFTER_S = 5.0  # five missed publications (one a second); the watchdog's default bound
 
 
+def shared_by_workers() -> bool:
+    """True under `serve`, which gives its workers one directory (CHISTONE_METRICS_DIR)."""
+    return get_conf().metrics_dir is not None
+
+
 def metrics_dir() -> Path:
-    directory = os.environ.get(ENV_VAR) or os.path.join(tempfile.gettempdir(),
-                                                        f"chistone-metrics-{os.getpid()}")
-    path = Path(directory)
+    path = get_conf().metrics_dir or Path(tempfile.gettempdir(),
+                                          f"chistone-metrics-{os.getpid()}")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -18,16 +18,8 @@ from urllib.parse import quote, unquote
 from luascripts.engine.build import fast_constructor
 from routing.conf import GatewayConf
 from routing.errors import BadRequest, HeadersTooLarge, UriTooLong
-from routing.headers import (
-    HOP_BY_HOP,
-    client_ip,
-    connection_named,
-    is_field_name,
-    is_field_value,
-    new_request_id,
-    peer_is_trusted,
-    valid_request_id,
-)
+from routing.headers import HOP_BY_HOP, connection_named, is_field_name, is_field_value
+from routing.request_id import accept_or_new
 from routing.types import Scope
 
 _HOST_RE = re.compile(
@@ -36,7 +28,8 @@ _HOST_RE = re.compile(
 _ENCODED_CONTROL = re.compile(r"%(?:0[aAdD0]|00)")
 _BAD_QUERY = re.compile(r"[\x00-\x20\x7f#]")
 _PATH_CONTROL = re.compile(r"[\x00-\x20\x7f#]")
-_SPECIAL = HOP_BY_HOP | {"host", "x-forwarded-for", "x-request-id", "x-forwarded-proto"}
+_SPECIAL = HOP_BY_HOP | {"host", "x-forwarded-for", "x-request-id", "x-forwarded-proto",
+                         "forwarded"}
 _METHOD_RE = re.compile(r"[A-Z][A-Z0-9_-]{0,31}")
 
 
@@ -51,9 +44,9 @@ class ClientRequest:
     host_header: str  # the Host header as sent
     scheme: str
     peer: str  # the address that connected to the gateway
-    client_ip: str  # rightmost untrusted address
+    client_ip: str  # behind trusted proxies, the client they name (routing.forwarded)
     forwarded_for: str | None  # the client's X-Forwarded-For, joined
-    forwarded_proto: str  # the scheme, or a trusted peer's X-Forwarded-Proto
+    forwarded_proto: str  # the scheme, or the one a trusted proxy reports
     request_id: str
     headers: tuple[tuple[str, str], ...] = field(default=())  # lower-case, hop-by-hop removed
 
@@ -154,6 +147,7 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
     headers: list[tuple[str, str]] = []
     hosts: list[str] = []
     xff: list[str] = []
+    forwarded: list[str] = []
     xfp = ""
     request_id = ""
     size = 0
@@ -180,10 +174,12 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
                 hosts.append(value)
             elif name == "x-forwarded-for":
                 xff.append(value)
+            elif name == "forwarded":
+                forwarded.append(value)
             elif name == "x-request-id":
                 request_id = value.strip()
             elif name == "x-forwarded-proto":
-                xfp = value.strip().lower()
+                xfp = value
             elif name == "connection":
                 connection = connection or []
                 connection.append(value)
@@ -204,10 +200,7 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
     peer = str(client[0])
     forwarded_for = ", ".join(xff) if xff else None
     scheme = scope.get("scheme", "http")
-    trusted = conf.trusted_proxies
-    proto = xfp if xfp in ("http", "https") and peer_is_trusted(peer, trusted) else scheme
-    if not valid_request_id(request_id):
-        request_id = new_request_id()
+    proxies = conf.proxies
     return _new_request(
         method=method,
         raw_path=path,
@@ -216,9 +209,9 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
         host_header=hosts[0].strip(),
         scheme=scheme,
         peer=peer,
-        client_ip=client_ip(peer, forwarded_for, trusted),
+        client_ip=proxies.client(peer, x_forwarded_for=xff, forwarded=forwarded),
         forwarded_for=forwarded_for,
-        forwarded_proto=proto,
-        request_id=request_id,
+        forwarded_proto=proxies.scheme(peer, scheme, x_forwarded_proto=xfp, forwarded=forwarded),
+        request_id=accept_or_new(request_id),
         headers=tuple(headers),
     )

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from luascripts.engine.types import BackendView
 from routing import snapshot_disk as disk
 from routing.resolve import Claim, Resolver
+from tenants import backend_defaults
 
 if TYPE_CHECKING:
     from luascripts.engine import LoadedScript
@@ -55,9 +56,11 @@ class BackendEntry:
         return f"{self.tenant}/{self.name}@{self.url}"
 
     @classmethod
-    def from_url(cls, *, id: int, tenant: str, name: str, url: str, weight: int = 1,
-                 enabled: bool = True, health_check_path: str = "",
-                 connect_timeout_ms: int = 2000, read_timeout_ms: int = 30000) -> BackendEntry:
+    def from_url(cls, *, id: int, tenant: str, name: str, url: str,
+                 weight: int = backend_defaults.WEIGHT, enabled: bool = True,
+                 health_check_path: str = "",
+                 connect_timeout_ms: int = backend_defaults.CONNECT_TIMEOUT_MS,
+                 read_timeout_ms: int = backend_defaults.READ_TIMEOUT_MS) -> BackendEntry:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         host = (parts.hostname or "").lower()
@@ -237,18 +240,13 @@ def build_from_config(config: Mapping[str, Any], previous: Snapshot | None = Non
 
 def script_limits(overrides: Mapping[str, int] | None = None) -> Any:
     """The Limits every tenant script is loaded with: the engine's defaults, the gateway's
-    settings (CHISTONE["LUA_LIMITS"]), then the tenant's own (`overrides`). The data plane,
-    the dry run and script tests all load through this, so a limit behaves the same in
+    settings (CHISTONE_LUA_*, routing.conf), then the tenant's own (`overrides`). The data
+    plane, the dry run and script tests all load through this, so a limit behaves the same in
     all three."""
     from luascripts.engine import Limits
+    from routing.conf import get_conf
 
-    values: dict[str, Any] = {}
-    try:
-        from django.conf import settings
-
-        values.update(settings.CHISTONE.get("LUA_LIMITS") or {})
-    except Exception:  # settings not configured (engine tools run without Django)
-        pass
+    values: dict[str, Any] = get_conf().lua_limit_overrides()
     values.update(overrides or {})
     return Limits(**values) if values else Limits()
 

@@ -20,16 +20,10 @@ FORMAT = 1
 
 
 def path() -> Path:
-    explicit = os.environ.get("CHISTONE_SNAPSHOT_FILE")
-    if explicit:
-        return Path(explicit)
-    try:
-        from django.conf import settings
+    """CHISTONE_SNAPSHOT_FILE, by default snapshot.json in CHISTONE_VAR_DIR (routing.conf)."""
+    from routing.conf import get_conf
 
-        base = Path(settings.VAR_DIR)
-    except Exception:
-        base = Path(tempfile.gettempdir())
-    return base / "snapshot.json"
+    return get_conf().snapshot_file or Path(tempfile.gettempdir(), "snapshot.json")
 
 
 def save(config: dict[str, Any], target: Path | None = None) -> None:

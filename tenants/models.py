@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import MinValueValidator
 from django.db import models
 
-from tenants import validators
+from tenants import backend_defaults, validators
 
 
 class Tenant(models.Model):
@@ -78,12 +78,13 @@ class Backend(models.Model):
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="backends")
     name = models.CharField(max_length=64, validators=[validators.validate_backend_name])
     url = models.CharField(max_length=500)
-    weight = models.PositiveIntegerField(default=1)
+    weight = models.PositiveIntegerField(default=backend_defaults.WEIGHT)
     enabled = models.BooleanField(default=True)
     health_check_path = models.CharField(max_length=200, blank=True, default="")
-    connect_timeout_ms = models.PositiveIntegerField(default=2000,
+    connect_timeout_ms = models.PositiveIntegerField(default=backend_defaults.CONNECT_TIMEOUT_MS,
                                                      validators=[MinValueValidator(1)])
-    read_timeout_ms = models.PositiveIntegerField(default=30000, validators=[MinValueValidator(1)])
+    read_timeout_ms = models.PositiveIntegerField(default=backend_defaults.READ_TIMEOUT_MS,
+                                                  validators=[MinValueValidator(1)])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

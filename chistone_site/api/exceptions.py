@@ -19,8 +19,6 @@ results as `test_results: [{name, passed, detail}]`, field errors as `fields: {n
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -30,12 +28,12 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 
 from chistone_site.middleware import UNAVAILABLE_MESSAGE, is_database_outage
+from routing import request_id
 from tenants.errors import ServiceError
 
 log = logging.getLogger("chistone.api")
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID_HEADER = request_id.HEADER
 
 
 class ScopeRequired(ServiceError):
@@ -48,15 +46,14 @@ class ScopeRequired(ServiceError):
 def request_id_for(request) -> str:
     """The caller's X-Request-ID when it is sane, else a new one; fixed once per request."""
     if request is None:
-        return uuid.uuid4().hex
+        return request_id.new_request_id()
     django_request = getattr(request, "_request", request)
     existing = getattr(django_request, "chistone_request_id", None)
     if existing:
         return existing
-    given = django_request.META.get("HTTP_X_REQUEST_ID", "")
-    request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
-    django_request.chistone_request_id = request_id
-    return request_id
+    chosen = request_id.accept_or_new(django_request.META.get("HTTP_X_REQUEST_ID"))
+    django_request.chistone_request_id = chosen
+    return chosen
 
 
 def _first_message(detail: Any) -> str:

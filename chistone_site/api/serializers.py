@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from chistone_site.api.conf import get_conf
 from luascripts.models import ScriptVersion
+from tenants import backend_defaults
 
 # -- tenants and backends ------------------------------------------------------------------
 
@@ -39,12 +40,12 @@ class TenantSerializer(serializers.Serializer):
 class BackendSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     url = serializers.CharField(max_length=500, trim_whitespace=False)
-    weight = serializers.IntegerField(default=1)
+    weight = serializers.IntegerField(default=backend_defaults.WEIGHT)
     enabled = serializers.BooleanField(default=True)
     health_check_path = serializers.CharField(max_length=200, allow_blank=True, default="",
                                               trim_whitespace=False)
-    connect_timeout_ms = serializers.IntegerField(default=2000)
-    read_timeout_ms = serializers.IntegerField(default=30000)
+    connect_timeout_ms = serializers.IntegerField(default=backend_defaults.CONNECT_TIMEOUT_MS)
+    read_timeout_ms = serializers.IntegerField(default=backend_defaults.READ_TIMEOUT_MS)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 

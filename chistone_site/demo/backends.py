@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 
-DEMO_HOST = os.environ.get("CHISTONE_DEMO_HOST", "127.0.0.1")
+from chistone_site.conf import process_environment
+
+DEMO_HOST = process_environment().demo_host
 DEMO_BACKENDS: dict[str, int] = {
     "users-v1": 9101,
     "users-v2": 9102,

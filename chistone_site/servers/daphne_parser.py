@@ -37,7 +37,7 @@ _installed = False
 def json_error(status: int, code: str, detail: str) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers and body of a JSON error answer with a fresh request id."""
     from routing.errors import json_body
-    from routing.headers import new_request_id
+    from routing.request_id import new_request_id
 
     request_id = new_request_id()
     body = json_body(code, detail, request_id)

@@ -24,11 +24,13 @@ import struct
 import time
 from dataclasses import dataclass
 
+from chistone_site.conf import process_environment, variable
+
 _SEQ = struct.Struct("<Q")
 _BODY = struct.Struct("<ddQ64s")
 SLOT_SIZE = _SEQ.size + _BODY.size
 _READ_ATTEMPTS = 1000
-ENV_VAR = "CHISTONE_HEARTBEAT_SLOT"
+ENV_VAR = variable("HEARTBEAT_SLOT")  # the supervisor names each worker's slot file in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,8 @@ class Slot:
         self._map.close()
 
 
-_current: Slot | None = Slot(os.environ[ENV_VAR]) if os.environ.get(ENV_VAR) else None
+_slot_path = process_environment().heartbeat_slot
+_current: Slot | None = Slot(_slot_path) if _slot_path else None
 
 
 def current() -> Slot | None:

@@ -13,11 +13,13 @@ import logging
 import os
 import sys
 
+from chistone_site.conf import process_environment
 from chistone_site.workers import heartbeat
 
 log = logging.getLogger("chistone.worker")
 HEARTBEAT_INTERVAL = 0.25
-DRAIN_TIMEOUT = float(os.environ.get("CHISTONE_DRAIN_TIMEOUT", "20"))
+_environment = process_environment()  # read before Django is set up
+DRAIN_TIMEOUT = _environment.drain_timeout_s
 DRAIN_LINGER = 0.5
 
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     from routing.logs import make_formatter
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(make_formatter(os.environ.get("CHISTONE_LOG_FORMAT", "json")))
+    handler.setFormatter(make_formatter(_environment.log_format))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.server == "uvicorn":
         run_uvicorn(fds)

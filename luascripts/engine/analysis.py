@@ -72,14 +72,10 @@ def tokens(source: str) -> Iterator[Token]:
             yield Token("string", text, line)
             line += source.count("\n", i, end)
             i = end + len(close)
-        elif c.isalpha() or c == "_":
-            match = _NAME.match(source, i)
-            assert match is not None
+        elif (match := _NAME.match(source, i)) is not None:  # ASCII only, as Lua's lexer
             yield Token("name", match.group(), line)
             i = match.end()
-        elif c.isdigit():
-            match = _NUMBER.match(source, i)
-            assert match is not None
+        elif (match := _NUMBER.match(source, i)) is not None:
             yield Token("number", match.group(), line)
             i = match.end()
         else:

@@ -31,7 +31,7 @@ def observe(plane, tenant, route, status, *, backend="", ms=10.0, request_id=Non
 
 
 @pytest.fixture
-def plane(acme, globex, system, monkeypatch):
+def plane(acme, globex, system, monkeypatch, settings):
     """A real DataPlane with a real snapshot, as chistone_site.asgi builds one per process."""
     script_services.activate_version(
         actor=system, tenant=acme,
@@ -42,7 +42,8 @@ def plane(acme, globex, system, monkeypatch):
     # transaction on PostgreSQL).
     holder.swap(build_snapshot(None))
     monkeypatch.setattr(admin_gateway, "running_data_plane", lambda: plane)
-    monkeypatch.delenv(metrics.ENV_VAR, raising=False)
+    # Not under serve: this process's figures only (no CHISTONE_METRICS_DIR).
+    settings.CHISTONE = {k: v for k, v in settings.CHISTONE.items() if k != "METRICS_DIR"}
     api = holder.current.tenants["acme"].backends["api"]
     for _ in range(3):
         plane.health.record_failure(api, "connection refused")
@@ -195,9 +196,9 @@ def test_a_new_backend_with_a_health_check_is_pending_until_its_first_check(
 
 
 def test_figures_and_health_merge_every_workers_report(su_client, acme, plane, tmp_path,
-                                                       monkeypatch):
+                                                       settings):
     """Under serve each worker publishes its files; the page merges them all."""
-    monkeypatch.setenv(metrics.ENV_VAR, str(tmp_path))
+    settings.CHISTONE = {**settings.CHISTONE, "METRICS_DIR": str(tmp_path)}
     other = DataPlane(holder=plane.holder, watch_generation=False)
     for _ in range(30):
         observe(other, "acme", "/hello", 200, backend="api", request_id="from-the-other")

@@ -7,23 +7,24 @@ trusted-proxy sets at the functions that decide what a backend and a script get 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from routing.conf import get_conf
 from routing.errors import GatewayError
+from routing.forwarded import TrustedProxies, parse_networks
 from routing.headers import (
     HOP_BY_HOP,
     MANAGED_REQUEST,
-    client_ip,
     connection_named,
     downstream_headers,
     strip_hop_by_hop,
     upstream_request_headers,
-    valid_request_id,
 )
 from routing.request import parse_scope
+from routing.request_id import valid_request_id
 from tests.routing.asgi import http_scope
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -51,8 +52,11 @@ ipv4 = st.builds(lambda n: str(ipaddress.IPv4Address(n)), st.integers(0, 2**32 -
 ipv6 = st.builds(lambda n: str(ipaddress.IPv6Address(n)), st.integers(0, 2**128 - 1))
 addresses = st.one_of(ipv4, ipv6, st.sampled_from(["10.0.0.1", "10.1.2.3", "192.168.1.1",
                                                    "127.0.0.1", "::1", "fd00::1"]))
-junk = st.sampled_from(["", "unknown", "junk", "1.2.3", "[::1]:80", "999.1.1.1"])
-chains = st.lists(st.one_of(addresses, junk), max_size=6)
+junk = st.sampled_from(["", "unknown", "junk", "1.2.3", "999.1.1.1", "_hidden", "[::1",
+                       "10.0.0.5:99999", "1.2.3.4:", "fe80::1%eth0"])
+with_ports = st.sampled_from(["[::1]:80", "203.0.113.7:5555", "10.0.0.5:80",
+                              "[2001:db8::7]:443", "[fd00::9]", "192.168.1.1:1"])
+chains = st.lists(st.one_of(addresses, junk, with_ports), max_size=6)
 trusted_sets = st.sampled_from([(), ("10.0.0.0/8",), ("10.0.0.0/8", "192.168.0.0/16"),
                                 ("127.0.0.0/8", "::1/128"), ("fd00::/8", "10.0.0.0/8")])
 
@@ -103,32 +107,54 @@ def test_upstream_headers_carry_exactly_the_gateways_own_values(headers, connect
 
 @FUZZ
 @given(addresses, chains, trusted_sets)
+@example(peer="10.0.0.1", chain=["203.0.113.7:5555"], trusted=("10.0.0.0/8",))
+@example(peer="10.0.0.1", chain=["198.51.100.7", "fe80::1%eth0"], trusted=("10.0.0.0/8",))
+@example(peer="10.0.0.1", chain=["198.51.100.7", "[fd00::9]", "10.0.0.5:80"],
+         trusted=("fd00::/8", "10.0.0.0/8"))
 def test_the_client_ip_is_never_what_an_untrusted_peer_claims(peer, chain, trusted):
-    networks = tuple(ipaddress.ip_network(n) for n in trusted)
-    xff = ", ".join(chain) if chain else None
-    result = client_ip(peer, xff, networks)
+    networks = parse_networks(trusted)
+    xff = [", ".join(chain)] if chain else []
+    result = TrustedProxies(networks).client(peer, x_forwarded_for=xff)
 
-    def is_trusted(value: str) -> bool:
+    def address(entry: str):
+        # An independent model of one entry: `a.b.c.d[:port]`, `v6`, `[v6][:port]`.
+        bracketed = re.fullmatch(r"\[([^\]]*)\](?::(\d{1,5}))?", entry)
+        if bracketed:
+            host, port = bracketed.groups()
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        else:
+            host, port = entry, None
+        if port is not None and not (port.isdigit() and int(port) <= 65535):
+            return None
+        if "%" in host:  # a zone id never leaves its host: not a client address
+            return None
         try:
-            address = ipaddress.ip_address(value)
+            parsed = ipaddress.ip_address(host)
         except ValueError:
-            return False
-        return any(address in n for n in networks)
+            return None
+        return getattr(parsed, "ipv4_mapped", None) or parsed
 
-    if not is_trusted(peer):
-        assert result == peer  # an untrusted peer's X-Forwarded-For is never believed
+    def is_trusted(value) -> bool:
+        return value is not None and any(value in n for n in networks)
+
+    if not networks:
+        assert result == peer  # nothing trusted: the peer, whatever it sent
+        return
+    peer_address = address(peer)
+    if not is_trusted(peer_address):
+        assert result == str(peer_address)  # an untrusted peer's X-Forwarded-For is not read
         return
     # Walk from the right: the first untrusted entry, stopping at junk.
-    expected = peer
+    expected = peer_address
     for entry in reversed([e.strip() for e in chain]):
-        try:
-            ipaddress.ip_address(entry)
-        except ValueError:
+        entry_address = address(entry)
+        if entry_address is None:
             break
-        expected = entry
-        if not is_trusted(entry):
+        expected = entry_address
+        if not is_trusted(entry_address):
             break
-    assert result == expected
+    assert ipaddress.ip_address(result) == expected
 
 
 @FUZZ

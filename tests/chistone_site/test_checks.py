@@ -3,7 +3,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
 
 from chistone_site import checks
-from chistone_site.settings import DEV_SECRET_KEY
+from chistone_site.conf import DEV_SECRET_KEY
 
 
 def ids(messages):
@@ -75,3 +75,11 @@ def test_serve_reports_a_port_in_use(settings):
                          "--workers", "2")
     finally:
         taken.close()
+
+
+def test_an_unknown_chistone_key_is_an_error(settings):
+    assert checks.check_setting_names(None) == []
+    settings.CHISTONE = {"TRUSTED_PROXIES": [], "LUA_LIMITS": {"request_cpu_ms": 5}}
+    [error] = checks.check_setting_names(None)
+    assert error.id == "chistone.E007" and "LUA_LIMITS" in error.msg
+

@@ -1,5 +1,7 @@
 """The control plane answers 503 with an actionable message when the database is unreachable."""
 
+import json
+
 import pytest
 from django.db import OperationalError
 from django.test import RequestFactory
@@ -30,3 +32,15 @@ def test_admin_pages_get_a_plain_503():
     response = middleware.process_exception(request, OperationalError("could not connect"))
     assert response.status_code == 503 and response.content.decode() == UNAVAILABLE_MESSAGE
     assert middleware.process_exception(request, ValueError("other")) is None
+
+
+def test_an_api_503_from_the_middleware_follows_the_request_id_rule():
+    middleware = DatabaseUnavailableMiddleware(lambda request: None)
+    outage = OperationalError("could not connect")
+    kept = RequestFactory().get("/api/v1/tenants/", HTTP_X_REQUEST_ID="ci-run-42")
+    response = middleware.process_exception(kept, outage)
+    assert json.loads(response.content)["request_id"] == response["X-Request-ID"] == "ci-run-42"
+    forged = RequestFactory().get("/api/v1/tenants/", HTTP_X_REQUEST_ID="x\r\nSet-Cookie: a")
+    response = middleware.process_exception(forged, outage)
+    assert json.loads(response.content)["request_id"] == response["X-Request-ID"]
+    assert len(response["X-Request-ID"]) == 32

@@ -67,12 +67,12 @@ def outcomes(tenant) -> tuple[int, str | None, bool]:
 
 
 def test_a_generous_budget_lets_all_three_answer(tenant, settings):
-    settings.CHISTONE = {**settings.CHISTONE, "LUA_LIMITS": {"request_cpu_ms": 500}}
+    settings.CHISTONE = {**settings.CHISTONE, "LUA_REQUEST_MS": 500}
     assert outcomes(tenant) == (200, None, True)
 
 
 def test_a_tight_budget_from_settings_stops_the_script_in_all_three(tenant, settings):
-    settings.CHISTONE = {**settings.CHISTONE, "LUA_LIMITS": {"request_cpu_ms": 5}}
+    settings.CHISTONE = {**settings.CHISTONE, "LUA_REQUEST_MS": 5}
     status, dry_error, passed = outcomes(tenant)
     assert status == 500
     assert dry_error is not None and "5 ms CPU budget" in dry_error

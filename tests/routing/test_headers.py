@@ -2,7 +2,6 @@ import pytest
 
 from routing.errors import InvalidResponse
 from routing.headers import (
-    client_ip,
     downstream_headers,
     is_field_name,
     is_field_value,
@@ -66,19 +65,6 @@ def test_downstream_strips_hop_by_hop_and_reframes():
 def test_downstream_keeps_content_length_without_transfer_encoding():
     out = downstream_headers([(b"Content-Length", b"10")], request_id="r")
     assert (b"content-length", b"10") in out
-
-
-def test_client_ip_without_trust_is_the_peer():
-    assert client_ip("203.0.113.9", "1.1.1.1", ()) == "203.0.113.9"
-
-
-def test_client_ip_all_trusted_or_garbage():
-    from routing.conf import parse_networks
-
-    trusted = parse_networks(["10.0.0.0/8"])
-    assert client_ip("10.0.0.1", "10.0.0.2, 10.0.0.3", trusted) == "10.0.0.2"
-    assert client_ip("10.0.0.1", "garbage, 10.0.0.3", trusted) == "10.0.0.3"
-    assert client_ip("10.0.0.1", None, trusted) == "10.0.0.1"
 
 
 @pytest.mark.parametrize(("name", "value"), [

@@ -109,6 +109,21 @@ def test_trusted_proxies_walk_from_the_right(settings):
     assert untrusted.forwarded_proto == "http"
 
 
+def test_a_port_on_the_forwarded_client_is_dropped(settings):
+    settings.CHISTONE = {**settings.CHISTONE, "TRUSTED_PROXIES": ["10.0.0.0/8"]}
+    scope = http_scope("/", client="10.0.0.2", headers=[("x-forwarded-for", "203.0.113.7:5555")])
+    assert parse_scope(scope, get_conf()).client_ip == "203.0.113.7"
+
+
+def test_forwarded_mode_reads_rfc_7239_and_ignores_x_forwarded_for(settings):
+    settings.CHISTONE = {**settings.CHISTONE, "TRUSTED_PROXIES": ["10.0.0.0/8"],
+                         "FORWARDED_HEADER": "forwarded"}
+    scope = http_scope("/", client="10.0.0.2", headers=[
+        ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "http"),
+        ("forwarded", 'for="[2001:db8::7]:4711";proto=https')])
+    request = parse_scope(scope, get_conf())
+    assert request.client_ip == "2001:db8::7"
+    assert request.forwarded_proto == "https"
 @pytest.mark.parametrize("value", ["a\x01b", "a\x00b", "a\x7fb", "a\x0bb", "a\x0cb", "\x1fa",
                                    "a\x1b[31mred", "chunked\x08"])
 def test_header_value_with_a_control_character_is_400(value):

@@ -14,10 +14,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from chistone_site.conf import get_conf, variable
 from chistone_site.workers.listeners import MODES, default_mode, open_listener
 from chistone_site.workers.supervisor import Supervisor
 
@@ -37,22 +39,22 @@ class Command(BaseCommand):
     help = "Serve tenant traffic (data plane) and the admin/API (control plane)."
 
     def add_arguments(self, parser):
-        conf = settings.CHISTONE
-        parser.add_argument("--host", default=conf["HOST"],
+        conf = get_conf()
+        parser.add_argument("--host", default=conf.host,
                             help="Interface to bind both listeners to (env CHISTONE_HOST).")
-        parser.add_argument("--data-port", type=int, default=conf["DATA_PORT"],
+        parser.add_argument("--data-port", type=int, default=conf.data_port,
                             help="Port for tenant traffic (env CHISTONE_DATA_PORT).")
-        parser.add_argument("--control-port", type=int, default=conf["CONTROL_PORT"],
+        parser.add_argument("--control-port", type=int, default=conf.control_port,
                             help="Port for the admin and API (env CHISTONE_CONTROL_PORT).")
-        parser.add_argument("--workers", type=int, default=conf["WORKERS"],
+        parser.add_argument("--workers", type=int, default=conf.workers,
                             help="Worker processes sharing the listeners (env CHISTONE_WORKERS).")
-        parser.add_argument("--server", choices=("daphne", "uvicorn"), default=conf["SERVER"],
+        parser.add_argument("--server", choices=("daphne", "uvicorn"), default=conf.server,
                             help="ASGI server run by each worker (env CHISTONE_SERVER).")
-        parser.add_argument("--listen", choices=MODES, default=conf["LISTEN"] or default_mode(),
+        parser.add_argument("--listen", choices=MODES, default=conf.listen or default_mode(),
                             help="reuseport: one SO_REUSEPORT socket per worker, so the kernel "
                                  "spreads connections evenly; shared: one socket for all "
                                  "workers (env CHISTONE_LISTEN).")
-        parser.add_argument("--hang-timeout", type=float, default=conf["WATCHDOG_SECONDS"],
+        parser.add_argument("--hang-timeout", type=float, default=conf.watchdog_seconds,
                             help="Seconds a worker's event loop may stop answering before the "
                                  "watchdog replaces it (env CHISTONE_WATCHDOG_SECONDS).")
         parser.add_argument("--demo-backends", action="store_true",
@@ -73,17 +75,24 @@ class Command(BaseCommand):
             raise CommandError(f"--listen (CHISTONE_LISTEN) must be one of {', '.join(MODES)}, "
                                f"not {listen!r}.")
         try:
+            # Collected static files go here (optional); its absence makes WhiteNoise warn.
+            Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.stderr.write(f"Cannot create {settings.STATIC_ROOT} ({exc.strerror}); static "
+                              "files are served from the installed apps anyway.")
+        try:
             listeners = [open_listener(host, port, slots=workers, mode=listen)
                          for port in (data_port, control_port)]
         except OSError as exc:
             raise CommandError(f"Cannot listen on {host}: {exc.strerror or exc}.") from exc
         # The workers' plane router tells the planes apart by these ports.
+        metrics_dir = tempfile.mkdtemp(prefix="chistone-metrics-")
         env = {
-            "CHISTONE_DATA_PORT": str(data_port),
-            "CHISTONE_CONTROL_PORT": str(control_port),
-            "CHISTONE_HOST": host,
+            variable("DATA_PORT"): str(data_port),
+            variable("CONTROL_PORT"): str(control_port),
+            variable("HOST"): host,
             # Every worker of this run reports its counters here; /metrics merges them.
-            "CHISTONE_METRICS_DIR": tempfile.mkdtemp(prefix="chistone-metrics-"),
+            variable("METRICS_DIR"): metrics_dir,
         }
         demo = None
         if demo_backends:
@@ -102,7 +111,7 @@ class Command(BaseCommand):
         try:
             supervisor.run()
         finally:
-            shutil.rmtree(env["CHISTONE_METRICS_DIR"], ignore_errors=True)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
             if demo is not None:
                 demo.terminate()
                 demo.wait(timeout=5)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from luascripts.engine import validate
 from luascripts.engine.analysis import tokens, unknown_backends
@@ -83,3 +85,19 @@ def test_the_same_pattern_in_two_routers_is_no_duplicate() -> None:
                       'chi.route("/x", function(r) r.get("/a", function() '
                       'return proxy("main") end) end)', backend_names=BACKENDS)
     assert result.valid and result.warnings == ()
+
+
+@pytest.mark.parametrize("source", ["é = 1", "local x² = 1", "\u0663", "proxy(\"\u00e9\")",
+                                    "'unfinished", "[[unfinished", "--[[ unfinished",
+                                    "\\", "\x00", "proxy(", "http.request"])
+def test_any_text_tokenises_without_failing(source: str) -> None:
+    list(tokens(source))  # no exception: the validator must never 500 on odd input
+    unknown_backends(source, BACKENDS)
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_tokenising_never_fails_on_any_text(source: str) -> None:
+    for token in tokens(source):
+        assert token.line >= 1
+    unknown_backends(source, BACKENDS)

@@ -69,11 +69,11 @@ from routing.errors import (
     error_response,
 )
 from routing.exchange import LiveEffects, RequestBody
-from routing.headers import new_request_id
 from routing.logs import current_request
 from routing.patch import patch_headers, patch_status
 from routing.plan import UpstreamPlan, decide
 from routing.request import ClientRequest, parse_scope
+from routing.request_id import new_request_id
 from routing.snapshot import BackendEntry, TenantEntry
 from routing.stats import access_line, log_access, websocket_fields
 from routing.types import Receive, Scope, Send

@@ -96,7 +96,30 @@ end)
 """
 
 
-def gateway_app(backend_port: int, *, middleware: str = ""):
+def _tracing(workdir: Path) -> object:
+    """Traces exported over OTLP/HTTP to a receiver in a thread that reads and discards them
+    (the SDK's batch processor works in its own thread, as it would in production)."""
+    import http.server
+    import threading
+
+    from routing.tracing import Tracing
+
+    class Discard(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Discard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return Tracing.create({"OTEL_EXPORTER_OTLP_ENDPOINT":
+                           f"http://127.0.0.1:{server.server_address[1]}"})
+
+
+def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = None):
     """The data plane's Gateway with scenario 6's tenant, built without a database."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chistone_site.settings")
     import django
@@ -125,7 +148,7 @@ def gateway_app(backend_port: int, *, middleware: str = ""):
         import dataclasses
 
         conf = dataclasses.replace(conf, upstream_client=client)
-    return Gateway(holder=holder, transport=make_transport(conf), conf=conf)
+    return Gateway(holder=holder, transport=make_transport(conf), conf=conf, tracing=tracing)
 
 
 async def drive(app, port: int, requests: int, concurrency: int) -> tuple[float, float, int]:
@@ -170,6 +193,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--only", choices=("gateway", "passthrough", "gateway+header"))
+    parser.add_argument("--tracing", action="store_true",
+                        help="also run the gateway exporting traces over OTLP/HTTP to a local "
+                             "receiver that discards them (gateway+traces)")
     parser.add_argument("--header-middleware", action="store_true",
                         help="also run the gateway with a middleware that adds one header to "
                              "every proxied answer (gateway+header)")
@@ -194,6 +220,9 @@ def main() -> None:
             apps["passthrough"] = Passthrough(f"http://127.0.0.1:{backend_port}")
         if args.only in (None, "gateway"):
             apps["gateway"] = gateway_app(backend_port)
+            logging.getLogger("chistone.access").handlers[:] = []
+        if args.tracing:
+            apps["gateway+traces"] = gateway_app(backend_port, tracing=_tracing(workdir))
             logging.getLogger("chistone.access").handlers[:] = []
         if args.only == "gateway+header" or (args.only is None and args.header_middleware):
             apps["gateway+header"] = gateway_app(backend_port, middleware=HEADER_MIDDLEWARE)
@@ -233,6 +262,9 @@ def main() -> None:
         if "gateway" in medians and "passthrough" in medians:
             print(f"gateway - passthrough: {medians['gateway'] - medians['passthrough']:.1f} "
                   f"us/req; ratio {medians['passthrough'] / medians['gateway']:.2f}")
+        if "gateway" in medians and "gateway+traces" in medians:
+            extra = medians["gateway+traces"] / medians["gateway"] - 1
+            print(f"trace export: {extra * 100:+.1f}% CPU per proxied request")
         if "gateway" in medians and "gateway+header" in medians:
             extra = medians["gateway+header"] / medians["gateway"] - 1
             print(f"header middleware: {extra * 100:+.1f}% CPU per proxied request")

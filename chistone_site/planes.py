@@ -33,6 +33,7 @@ from routing.health import ActiveChecker, HealthRegistry
 from routing.request_id import new_request_id
 from routing.snapshot import SnapshotHolder
 from routing.stats import Stats, install_buffered_access_log, uninstall_access_log
+from routing.tracing import Tracing
 from routing.types import ASGIApp, Receive, Scope, Send
 from routing.upstream import (
     Broken,
@@ -83,8 +84,11 @@ class DataPlane:
         self.transport = transport or make_transport(self.conf)
         self.health = HealthRegistry.from_conf(self.conf)
         self.stats = Stats()
+        # Trace export when the standard OTEL_* variables ask for it; None (no cost) otherwise.
+        self.tracing = Tracing.create()
         self.gateway = Gateway(holder=holder, transport=self.transport, health=self.health,
-                               stats=self.stats, conf=self.conf, script_guard=script_guard)
+                               stats=self.stats, conf=self.conf, script_guard=script_guard,
+                               tracing=self.tracing)
         self.websockets = WebSocketGateway(self.gateway)
         self.checker = ActiveChecker(
             self.health, lambda: self.holder.current, self._probe,
@@ -232,6 +236,8 @@ class DataPlane:
             self._watcher = None
         await self.checker.stop()
         await self.transport.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes the last spans
         uninstall_access_log(self._log_handler)
         self._log_handler = None
         self.started = False

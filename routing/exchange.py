@@ -45,6 +45,7 @@ from routing.health import HealthRegistry
 from routing.plan import UpstreamPlan, call_plan, decide
 from routing.request import ClientRequest
 from routing.snapshot import BackendEntry, TenantEntry
+from routing.tracing import Tracing
 from routing.types import Receive
 from routing.upstream import (
     Body,
@@ -171,18 +172,22 @@ class Upstream:
     """Sends planned requests: the process's transport, health, retry budget and counters."""
 
     def __init__(self, *, transport: Transport, health: HealthRegistry, conf: GatewayConf,
-                 on_retry: Callable[[], None]) -> None:
+                 on_retry: Callable[[], None], tracing: Tracing | None = None) -> None:
         self.transport = transport
         self.health = health
         self.conf = conf
         self.budget = RetryBudget(conf.retry_budget_ratio, conf.retry_budget_min)
         self.on_retry = on_retry
+        self.tracing = tracing
 
     async def send(self, plan: UpstreamPlan, request: ClientRequest, body: RequestBody,
-                   ex: Any, payload: bytes | None = None
+                   ex: Any, payload: bytes | None = None, parent: Any = None
                    ) -> tuple[UpstreamResponse, BackendEntry]:
         """The response head from the first backend that answers; raises a GatewayError.
-        `payload` replaces the client's body (a script's proxy{body=...} or a body it read)."""
+        `payload` replaces the client's body (a script's proxy{body=...} or a body it read).
+        With traces on, each attempt is a span under `parent` (else the request's span)."""
+        if parent is None:
+            parent = ex.span
         self.budget.deposit()
         backend = plan.backend
         fallbacks = list(plan.fallbacks)
@@ -203,10 +208,20 @@ class Upstream:
                     if length is not None:
                         headers.append(("content-length", length))
             try:
-                response = await self.transport.send(
-                    plan.method, plan.url_for(backend), headers, data,
-                    connect=plan.connect_timeout_s, read=plan.read_timeout_s,
-                    total=plan.total_timeout_s)
+                if parent is None or self.tracing is None:
+                    response = await self.transport.send(
+                        plan.method, plan.url_for(backend), headers, data,
+                        connect=plan.connect_timeout_s, read=plan.read_timeout_s,
+                        total=plan.total_timeout_s)
+                    return response, backend
+                with self.tracing.client_span(parent, f"upstream {backend.name}", headers, {
+                        "chistone.backend": backend.name, "http.request.method": plan.method,
+                        "chistone.attempt": tries + 1}) as span:
+                    response = await self.transport.send(
+                        plan.method, plan.url_for(backend), headers, data,
+                        connect=plan.connect_timeout_s, read=plan.read_timeout_s,
+                        total=plan.total_timeout_s)
+                    span.set_attribute("http.response.status_code", response.status)
                 return response, backend
             except UpstreamError as exc:
                 ex.backend = backend.name
@@ -279,7 +294,7 @@ class LiveEffects:
 
     def __init__(self, *, upstream: Upstream, tenant: TenantEntry, request: ClientRequest,
                  router_path: str, body: RequestBody, ex: Any, conf: GatewayConf,
-                 limits: Any, balancer: Any, stats: Any) -> None:
+                 limits: Any, balancer: Any, stats: Any, span: Any = None) -> None:
         self.upstream = upstream
         self.tenant = tenant
         self.request = request
@@ -290,6 +305,7 @@ class LiveEffects:
         self.limits = limits
         self.balancer = balancer
         self.stats = stats
+        self.span = span  # the script's trace span: calls and exchanges go under it
         self.opened: dict[int, Opened] = {}
 
     async def read_body(self) -> BodyAnswer:
@@ -310,7 +326,7 @@ class LiveEffects:
             if payload is None:
                 await self.body.read_ahead()
             opened.response, opened.backend = await self.upstream.send(
-                plan, self.request, self.body, self.ex, payload)
+                plan, self.request, self.body, self.ex, payload, parent=self.span)
         except GatewayError as error:
             if error.status >= 500:
                 log.warning("request %s: a script's upstream exchange failed: %s %s: %s",
@@ -352,39 +368,49 @@ class LiveEffects:
         if backend is None or not backend.enabled:
             return CallAnswer(error="refused")
         started = time.perf_counter()
-        outcome = "ok"
+        plan = call_plan(backend, effect, request_id=self.request.request_id)
+        headers = list(plan.headers)
+        tracing = self.upstream.tracing
+        span = None
+        if tracing is not None and self.span is not None:
+            span = tracing.child(self.span, f"call {backend.name}", client=True, attributes={
+                "chistone.backend": backend.name, "http.request.method": plan.method,
+                "url.path": effect.path})
+            tracing.inject(span, headers)
+        answer = await self._call(backend, plan, headers, effect.body)
+        outcome = answer.error or "ok"
+        self.stats.call(self.tenant.slug, effect.backend, outcome,
+                        time.perf_counter() - started)
+        if span is not None:
+            tracing.end(span, status=answer.status or None,  # type: ignore[union-attr]
+                        error=answer.error)
+        return answer
+
+    async def _call(self, backend: BackendEntry, plan: Any, headers: list[tuple[str, str]],
+                    body: bytes) -> CallAnswer:
+        health = self.upstream.health
         try:
-            plan = call_plan(backend, effect, request_id=self.request.request_id)
-            try:
-                response = await self.upstream.transport.send(
-                    plan.method, plan.url, list(plan.headers), effect.body or None,
-                    connect=plan.connect_timeout_s, read=plan.read_timeout_s,
-                    total=plan.total_timeout_s)
-            except (ConnectFailed, ConnectTimedOut) as exc:
-                self.upstream.health.record_failure(backend, f"{type(exc).__name__}: {exc}")
-                outcome = "refused" if isinstance(exc, ConnectFailed) else "timeout"
-                return CallAnswer(error=outcome)
-            except UpstreamError as exc:
-                self.upstream.health.record_failure(backend, f"{type(exc).__name__}: {exc}")
-                outcome = "timeout" if isinstance(exc, ReadTimedOut) else "broken"
-                return CallAnswer(error=outcome)
-            try:
-                body, complete = await read_bounded(response,
-                                                    self.limits.max_response_body_bytes)
-            except UpstreamError as exc:
-                response.close()
-                outcome = "timeout" if isinstance(exc, ReadTimedOut) else "broken"
-                return CallAnswer(error=outcome)
-            if not complete:
-                response.close()
-                outcome = "too_large"
-                return CallAnswer(error="too_large")
-            response.release()
-            self.upstream.health.record_success(backend)
-            return CallAnswer(response.status, _text_pairs(response.raw_headers), body)
-        finally:
-            self.stats.call(self.tenant.slug, effect.backend, outcome,
-                            time.perf_counter() - started)
+            response = await self.upstream.transport.send(
+                plan.method, plan.url, headers, body or None,
+                connect=plan.connect_timeout_s, read=plan.read_timeout_s,
+                total=plan.total_timeout_s)
+        except (ConnectFailed, ConnectTimedOut) as exc:
+            health.record_failure(backend, f"{type(exc).__name__}: {exc}")
+            return CallAnswer(error="refused" if isinstance(exc, ConnectFailed) else "timeout")
+        except UpstreamError as exc:
+            health.record_failure(backend, f"{type(exc).__name__}: {exc}")
+            return CallAnswer(error="timeout" if isinstance(exc, ReadTimedOut) else "broken")
+        try:
+            data, complete = await read_bounded(response, self.limits.max_response_body_bytes)
+        except UpstreamError as exc:
+            response.close()
+            return CallAnswer(error="timeout" if isinstance(exc, ReadTimedOut) else "broken")
+        if not complete:
+            response.close()
+            return CallAnswer(error="too_large")
+        response.release()
+        health.record_success(backend)
+        return CallAnswer(response.status, _text_pairs(response.raw_headers), data)
 
     async def render(self, effect: Render) -> RenderAnswer:
         status, headers, body = render_error_for(effect, self.request.request_id)

@@ -50,6 +50,7 @@ from routing.request_id import new_request_id
 from routing.script_run import ScriptGuard, drive
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
+from routing.tracing import Tracing, apply_script_entries
 from routing.types import Receive, Scope, Send
 from routing.upstream import Transport, UpstreamError, UpstreamResponse
 
@@ -80,6 +81,7 @@ class Exchange:
     config: tuple[bytes, bytes] | None = None
     # The server adapter's back-pressure and abort for this connection (routing.respond).
     connection: respond.ServerConnection | None = None
+    span: Any = None  # the request's trace span, when traces are exported (routing.tracing)
 
 
 class Gateway:
@@ -94,6 +96,7 @@ class Gateway:
         stats: Stats | None = None,
         conf: GatewayConf | None = None,
         script_guard: ScriptGuard | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.holder = holder
         self.transport = transport
@@ -102,8 +105,9 @@ class Gateway:
         self.stats = stats or Stats()
         self.balancer = Balancer()
         self.upstream = Upstream(transport=transport, health=self.health, conf=self.conf,
-                                 on_retry=self._count_retry)
+                                 on_retry=self._count_retry, tracing=tracing)
         self.script_guard = script_guard
+        self.tracing = tracing
 
     @property
     def budget(self) -> Any:  # the retry budget (tests drain it)
@@ -127,9 +131,12 @@ class Gateway:
     async def _serve(self, scope: Scope, receive: Receive, send: Send, ex: Exchange,
                      started: float) -> None:
         request: ClientRequest | None = None
+        tracing = self.tracing
         try:
             request = parse_scope(scope, self.conf)
             ex.request_id = request.request_id
+            if tracing is not None:
+                ex.span = tracing.start_request(request.headers, request.method)
             await self._handle(request, receive, send, ex)
         except _ClientGone:
             ex.status, ex.error = 499, "client_disconnected"
@@ -151,6 +158,8 @@ class Gateway:
                 ex.status, ex.sent = 500, sent
         finally:
             total = time.perf_counter() - started
+            if ex.span is not None:
+                tracing.finish_request(ex.span, ex, scope.get("method", ""))  # type: ignore
             self.stats.observe(ex, total, scope, request)
             if self.conf.access_log:
                 log_access(access_line(
@@ -203,6 +212,10 @@ class Gateway:
         assert script is not None
         sreq = script_request(tenant, request, path, self.health.is_healthy, websocket=websocket)
         guard = self.script_guard
+        span = None
+        if ex.span is not None:
+            span = self.tracing.child(ex.span, "script",  # type: ignore[union-attr]
+                                      attributes={"chistone.version": tenant.version_number})
         lua_started = time.perf_counter()
         try:
             # The first step inline (most scripts are done after it); the driver only for
@@ -218,10 +231,12 @@ class Gateway:
                 live = effects(
                     upstream=self.upstream, tenant=tenant, request=request, router_path=path,
                     body=body, ex=ex, conf=self.conf, limits=script.limits,
-                    balancer=self.balancer, stats=self.stats, **effect_args)
+                    balancer=self.balancer, stats=self.stats, span=span, **effect_args)
                 waited.append(live)
                 step = await drive(step, live, guard=guard, tenant=tenant.slug,
                                    version=tenant.version_id or 0)
+            # Lua time: the script's own steps, not the waits between them.
+            ex.lua = step.lua_seconds or time.perf_counter() - lua_started
         except BodyUnavailable as exc:
             # req.body() failed for the client's reason and the script let it through.
             ex.lua = time.perf_counter() - lua_started - (ex.upstream or 0.0)
@@ -246,18 +261,25 @@ class Gateway:
                       tenant.version_number, request.request_id, kind, message,
                       one_line(getattr(exc, "lua_traceback", "") or ""))
             raise ScriptFailed(f"{kind}: {message}") from None
+        finally:
+            if span is not None:
+                span.set_attribute("chistone.lua_ms", round(ex.lua * 1000, 3))
+                span.end()
         outcome = step
-        # Lua time: the script's own steps, not the waits between them.
-        ex.lua = outcome.lua_seconds or time.perf_counter() - lua_started
         if outcome.route_pattern:  # before the script's log lines, which are tagged with it
             ex.route = outcome.route_pattern
         if outcome.logs:
-            self._script_logs(tenant, request, outcome.logs)
+            self._script_logs(tenant, request, outcome.logs, ex)
         return outcome
 
     @staticmethod
-    def _script_logs(tenant: TenantEntry, request: ClientRequest, logs: Any) -> None:
+    def _script_logs(tenant: TenantEntry, request: ClientRequest, logs: Any,
+                     ex: Exchange | None = None) -> None:
         for level, message in logs or ():
+            if level.startswith("trace."):  # trace.set / trace.event: for the span
+                if ex is not None and ex.span is not None:
+                    apply_script_entries(ex.span, ((level, message),))
+                continue
             numeric = logging.getLevelName(level.upper())
             script_log.log(numeric if isinstance(numeric, int) else logging.INFO,
                            "tenant=%s request_id=%s %s", tenant.slug, request.request_id,

@@ -1,7 +1,9 @@
-"""The upstream HTTP client: one pooled aiohttp session per process, behind a small seam.
+"""The upstream HTTP client's seam (`Transport`), its errors, and the aiohttp transport.
 
-The gateway talks to `Transport` only; `AiohttpTransport` is the real one and tests swap in
-their own. The session is created once (on the serving event loop) with:
+The gateway talks to `Transport` only; `make_transport` gives the configured one
+(`UPSTREAM_CLIENT`): chistone's own lean client, `routing.upstream_h1.H1Transport` (the
+default), or `AiohttpTransport` below, the one used before; tests swap in their own. Both keep
+the same contract. The aiohttp session is created once (on the serving event loop) with:
 - keep-alive pools per backend (host:port), bounded in total and per backend;
 - `trust_env=False` (HTTP_PROXY and friends are ignored), no redirects, no cookie jar;
 - `auto_decompress=False`: bytes pass through unchanged, Content-Encoding untouched;

@@ -371,3 +371,42 @@ helpers.log = K.readonly({
   warn = function(...) emit("warn", ...) end,
   error = function(...) emit("error", ...) end,
 }, "log")
+
+---------------------------------------------------------------------------- trace
+-- trace.set(key, value) and trace.event(name): attributes and events on the request's span
+-- when the gateway exports traces (routing/tracing.py; ignored otherwise). They travel in
+-- the log buffer under the levels "trace.set" / "trace.event" (outside the log-line limit),
+-- at most MAX_TRACE per request; keys are up to 64 bytes of letters, digits, "_", "." and
+-- "-", values and names are cut to 256 bytes, control bytes escaped.
+local MAX_TRACE, MAX_TRACE_VALUE = 32, 256
+
+local function trace_entry(level, text)
+  local ctx = K.ctx
+  if ctx == nil then error("trace: only while handling a request", 3) end
+  local n = (ctx.ntrace or 0) + 1
+  if n > MAX_TRACE then return end
+  ctx.ntrace = n
+  if #text > MAX_TRACE_VALUE then text = sub(text, 1, MAX_TRACE_VALUE) end
+  lines[nlines * 2 + 1] = level
+  lines[nlines * 2 + 2] = gsub(text, "[%c\127]", escape_ctl)
+  nlines = nlines + 1
+end
+
+helpers.trace = K.readonly({
+  set = function(key, value)
+    if type(key) ~= "string" or #key > 64 or not find(key, "^[%w_.%-]+$") then
+      error("trace.set: the key must be 1 to 64 letters, digits, '_', '.' or '-'", 2)
+    end
+    local t = type(value)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      error("trace.set: the value must be a string, number or boolean, got " .. t, 2)
+    end
+    trace_entry("trace.set", key .. "=" .. tostring(value))
+  end,
+  event = function(name)
+    if type(name) ~= "string" or name == "" then
+      error("trace.event: the name must be a non-empty string", 2)
+    end
+    trace_entry("trace.event", name)
+  end,
+}, "trace")

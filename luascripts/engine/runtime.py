@@ -34,7 +34,6 @@ _SOURCES = {name: (Path(__file__).with_name(f"{name}.lua")).read_text("ascii")
 # Dropped from the real globals once the trusted modules hold what they need, so nothing
 # dangerous stays reachable even from code that somehow got the real _G.
 _CLEANUP = """
-collectgarbage("generational")
 python, io, os, package, debug, require, dofile, loadfile, load, collectgarbage, print =
   nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil
 """

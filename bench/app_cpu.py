@@ -135,7 +135,7 @@ def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = No
     from routing.conf import get_conf
     from routing.gateway import Gateway
     from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry, compile_snapshot
-    from routing.upstream import AiohttpTransport
+    from routing.upstream import make_transport
 
     backend = BackendEntry.from_url(id=1, tenant="bench", name="backend",
                                     url=f"http://127.0.0.1:{backend_port}")
@@ -161,7 +161,12 @@ def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = No
     holder = SnapshotHolder()
     holder.swap(compile_snapshot(1, [entry]))
     conf = get_conf()
-    return Gateway(holder=holder, transport=AiohttpTransport(conf), conf=conf, tracing=tracing)
+    client = os.environ.get("BENCH_UPSTREAM_CLIENT")  # "h1" or "aiohttp"; default: the setting
+    if client:
+        import dataclasses
+
+        conf = dataclasses.replace(conf, upstream_client=client)
+    return Gateway(holder=holder, transport=make_transport(conf), conf=conf, tracing=tracing)
 
 
 async def drive(app, port: int, requests: int, concurrency: int) -> tuple[float, float, int]:

@@ -53,6 +53,9 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
     ("ASGI server: uvicorn (httptools, uvloop)", ("(uvicorn/",)),
     ("upstream client: aiohttp (request building, connection pool, response parsing)",
      ("(aiohttp/", "(multidict/", "(yarl/", "routing/upstream.py")),
+    ("upstream client: chistone's own (routing.upstream_h1, httptools)",
+     ("(routing/upstream_h1.py", "(httptools/")),
+    ("WebSocket gateway: routing.websocket", ("(routing/websocket.py",)),
     ("Lua step: luascripts.engine (match, Lua call, decode)", ("(luascripts/engine/",)),
     ("access log + counters: routing.stats (json, logging, write)", ("(routing/stats.py",)),
     ("request parsing: routing.request", ("(routing/request.py",)),
@@ -62,7 +65,7 @@ OWNERS: list[tuple[str, tuple[str, ...]]] = [
      ("(routing/gateway.py", "(routing/respond.py")),
     ("planes + worker wrapper: chistone_site.planes, InflightCounter",
      ("(chistone_site/planes.py", "InflightCounter")),
-    ("the passthrough application: bench/passthrough.py", ("(bench/passthrough.py",)),
+    ("the passthrough application: bench/passthrough*.py", ("(bench/passthrough",)),
     ("Django / database (snapshot watcher, heartbeat)", ("(django/", "(tenants/",
                                                         "(chistone_site/workers/heartbeat")),
 ]
@@ -137,7 +140,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--scenario", default="chistone",
-                        choices=("chistone", "chistone_uvicorn", "passthrough"),
+                        choices=("chistone", "chistone_uvicorn", "passthrough",
+                                 "passthrough_h1_uvicorn"),
                         help="what to profile: scenario 6 (default), 8, or 4 for comparison")
     parser.add_argument("--out", type=Path, default=run.BENCH / "out" / "profile")
     args = parser.parse_args()
@@ -159,7 +163,8 @@ def main() -> int:
     folded, svg = args.out / f"{name}.folded", args.out / f"{name}.svg"
     try:
         server = harness.start_scenario(args.scenario)
-        pid = server.roots[0] if args.scenario == "passthrough" else worker_pid(server.roots[0])
+        pid = server.roots[0] if args.scenario.startswith("passthrough") \
+            else worker_pid(server.roots[0])
         print(f"profiling worker {pid} ({args.scenario}); {pinning.note}", file=sys.stderr)
         harness.wrk(server.port, args.warmup)
         record = [pyspy, "record", "--pid", str(pid), "--rate", str(args.rate),

@@ -73,6 +73,11 @@ SCENARIOS = (
     Scenario(8, "chistone_uvicorn", "chistone, uvicorn, 1 worker"),
     # Not a target: the same as 7 on one shared socket, to show what SO_REUSEPORT changes.
     Scenario(9, "chistone_workers2_shared", "chistone, daphne, --workers 2 --listen shared"),
+    # Anchors for the fastest chistone (issue 18): the same passthrough on uvicorn, and on
+    # chistone's own upstream client (routing.upstream_h1) under uvicorn and under daphne.
+    Scenario(10, "passthrough_uvicorn", "bare passthrough ASGI proxy, aiohttp, uvicorn"),
+    Scenario(11, "passthrough_h1_uvicorn", "bare passthrough, chistone's client, uvicorn"),
+    Scenario(12, "passthrough_h1", "bare passthrough, chistone's client, daphne"),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}
 
@@ -82,6 +87,15 @@ TARGETS = (
     ("chistone", "two_service", 2.0, "chistone >= 2.0x the two-service design [6/5]"),
     ("chistone_workers2", "chistone", 1.7, "--workers 2 >= 1.7x one worker [7/6]"),
     ("chistone_uvicorn", "chistone", 1.8, "uvicorn >= 1.8x daphne [8/6]"),
+)
+# (numerator, denominator, maximum ratio of CPU per request, label): issue 18's targets.
+CPU_TARGETS = (
+    ("chistone", "passthrough", 1.10,
+     "chistone (daphne) CPU/req <= 1.10x bare daphne passthrough [6/4] (issue 18)"),
+    ("chistone_uvicorn", "nginx_lua", 10.0,
+     "chistone (uvicorn, the fastest server) CPU/req <= 10x nginx + Lua [8/3] (issue 18)"),
+    ("chistone_uvicorn", "passthrough_h1_uvicorn", None,
+     "chistone (uvicorn) CPU/req vs the passthrough on the same server and client [8/11]"),
 )
 
 
@@ -186,6 +200,19 @@ def check_targets(results: Iterable[Result]) -> list[dict]:
         checks.append({"target": label, "status": "PASS" if value >= minimum else "FAIL",
                        "value": round(value, 3), "minimum": minimum,
                        "detail": f"{value:.2f}x"})
+    for num, den, maximum, label in CPU_TARGETS:
+        a, b = by_key.get(num), by_key.get(den)
+        if a is None or b is None or not a.ok or not b.ok or not a.cpu_us_per_request \
+                or not b.cpu_us_per_request:
+            checks.append({"target": label, "status": "N/A", "value": None,
+                           "maximum": maximum, "detail": "a side was not measured"})
+            continue
+        value = a.cpu_us_per_request / b.cpu_us_per_request
+        status = "INFO" if maximum is None else ("PASS" if value <= maximum else "FAIL")
+        checks.append({"target": label, "status": status, "value": round(value, 3),
+                       "maximum": maximum,
+                       "detail": f"{value:.2f}x ({a.cpu_us_per_request:.0f}/"
+                                 f"{b.cpu_us_per_request:.0f} us)"})
     measured = [r for r in results if r.ok]
     with_errors = [r for r in measured if r.error_count]
     checks.append({
@@ -640,10 +667,12 @@ class Harness:
             proc = self.start_nginx(key, template, port, cpus, BACKEND_PORT=backend_port)
             self.ready(port, [(key, proc)], f"nginx ({template})", timeout=15)
             return Server(port, [proc.pid])
-        if key == "passthrough":
-            proc = self.asgi(key, "bench.passthrough:application", port, cpus, "daphne",
-                             BENCH_UPSTREAM=backend_url)
-            self.ready(port, [(key, proc)], "daphne passthrough")
+        if key.startswith("passthrough"):
+            app = ("bench.passthrough_h1:application" if "_h1" in key
+                   else "bench.passthrough:application")
+            server = "uvicorn" if key.endswith("_uvicorn") else "daphne"
+            proc = self.asgi(key, app, port, cpus, server, BENCH_UPSTREAM=backend_url)
+            self.ready(port, [(key, proc)], f"{server} passthrough ({app})")
             return Server(port, [proc.pid])
         if key == "two_service":
             decision_port = free_port()

@@ -7,9 +7,11 @@
 - `/healthz` (alive) and `/readyz` (configuration loaded: 200, else 503) are answered here,
   on both listeners, before either application; on the data plane these two paths are
   reserved and never reach a tenant.
-- WebSocket connections are refused on both planes; lifespan events start and stop the data
-  plane's runtime (uvicorn sends them; under daphne, which has none, the runtime starts when
-  the reactor runs, or at the latest with the first request).
+- WebSocket connections on the data plane go to the WebSocket gateway (routing.websocket:
+  routed like any request, relayed to a backend); the control plane refuses them. Lifespan
+  events start and stop the data plane's runtime (uvicorn sends them; under daphne, which
+  has none, the runtime starts when the reactor runs, or at the latest with the first
+  request).
 """
 
 from __future__ import annotations
@@ -34,14 +36,15 @@ from routing.stats import Stats, install_buffered_access_log, uninstall_access_l
 from routing.tracing import Tracing
 from routing.types import ASGIApp, Receive, Scope, Send
 from routing.upstream import (
-    AiohttpTransport,
     Broken,
     ConnectFailed,
     ConnectTimedOut,
     ReadTimedOut,
     Transport,
     UpstreamError,
+    make_transport,
 )
+from routing.websocket import WebSocketGateway
 
 log = logging.getLogger("chistone.planes")
 
@@ -80,7 +83,7 @@ class DataPlane:
                  watch_generation: bool = True) -> None:
         self.conf = conf or get_conf()
         self.holder = holder
-        self.transport = transport or AiohttpTransport(self.conf)
+        self.transport = transport or make_transport(self.conf)
         self.health = HealthRegistry.from_conf(self.conf)
         self.stats = Stats()
         # Trace export when the standard OTEL_* variables ask for it; None (no cost) otherwise.
@@ -88,6 +91,7 @@ class DataPlane:
         self.gateway = Gateway(holder=holder, transport=self.transport, health=self.health,
                                stats=self.stats, conf=self.conf, script_guard=script_guard,
                                tracing=self.tracing)
+        self.websockets = WebSocketGateway(self.gateway)
         self.checker = ActiveChecker(
             self.health, lambda: self.holder.current, self._probe,
             interval=self.conf.health_interval_s, timeout=self.conf.health_timeout_s)
@@ -334,8 +338,13 @@ class PlaneRouter:
                 await self._data(scope, receive, send)
             return
         if kind == "websocket":
-            await receive()  # websocket.connect
-            await send({"type": "websocket.close", "code": 1008})
+            if self.is_control(scope):
+                await receive()  # websocket.connect
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            if not plane.started:
+                await plane.start()
+            await plane.websockets(scope, receive, send)
             return
         raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
 

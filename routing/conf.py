@@ -92,6 +92,15 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("SNAPSHOT_FILE", "", text,
             "the last good configuration on disk, served by a worker that starts while the "
             "database is down", shown_default="`$CHISTONE_VAR_DIR/snapshot.json`"),
+    Setting("UPSTREAM_CLIENT", "h1", choice("h1", "aiohttp"),
+            "the upstream HTTP client: `h1`, chistone's own (routing.upstream_h1), or "
+            "`aiohttp`, the one used before"),
+    Setting("WEBSOCKET_MAX_MESSAGE_BYTES", 16 * 1024 * 1024, integer,
+            "the largest WebSocket message relayed either way; a larger one closes both "
+            "sides with 1009"),
+    Setting("WEBSOCKET_IDLE_TIMEOUT_S", 300.0, number,
+            "a WebSocket with no message either way for this long is closed with 1001 "
+            "(pings do not count)"),
     Setting("METRICS_DIR", "", text,
             "where the workers of one `serve` run write their counters for `/metrics`",
             shown_default="a new temporary directory per `serve` run", internal=True),
@@ -126,6 +135,9 @@ class GatewayConf:
     lua_memory_bytes: int | None
     snapshot_file: Path | None  # None: VAR_DIR/snapshot.json, or a temporary directory
     metrics_dir: Path | None  # None: a directory of this process's own
+    upstream_client: str = "h1"  # routing.upstream.make_transport
+    websocket_max_message_bytes: int = 16 * 1024 * 1024
+    websocket_idle_timeout_s: float = 300.0
 
     def lua_limit_overrides(self) -> dict[str, Any]:
         """Keyword arguments for `luascripts.engine.Limits`: only what is configured."""
@@ -184,6 +196,9 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         snapshot_file=(Path(snapshot_file) if snapshot_file
                        else var_dir / "snapshot.json" if var_dir is not None else None),
         metrics_dir=Path(values["METRICS_DIR"]) if values["METRICS_DIR"] else None,
+        upstream_client=str(values["UPSTREAM_CLIENT"]),
+        websocket_max_message_bytes=int(values["WEBSOCKET_MAX_MESSAGE_BYTES"]),
+        websocket_idle_timeout_s=float(values["WEBSOCKET_IDLE_TIMEOUT_S"]),
     )
 
 

@@ -115,6 +115,12 @@ class InvalidResponse(BackendBroke):
     header, a malformed header name): the client gets a 502, never the broken answer."""
 
 
+class UpgradeRefused(BadGateway):
+    """A backend answered a WebSocket handshake with something other than 101."""
+
+    code = "upgrade_refused"
+
+
 class BodyNotReplayable(BadGateway):
     code = "body_not_replayable"
 

@@ -214,8 +214,8 @@ class Gateway:
             ex.shadow = (tenant, match.path, body)
         waited: list[LiveEffects] = []  # the live effects, made only if the script waits
         try:
-            outcome = await self._run_script(tenant, script, version_id, request, match.path,
-                                             ex, body, waited)
+            outcome = await self._run_script(tenant, request, match.path, ex, body, waited,
+                                             script=script, version_id=version_id)
             await self._answer(tenant, request, match.path, outcome, body,
                                waited[0] if waited else None, receive, send, ex)
         finally:
@@ -235,12 +235,21 @@ class Gateway:
         ex.guard, ex.arm = tenant.guard, OLD if rollout is not None else NEW
         return tenant.script, tenant.version_id or 0
 
-    async def _run_script(self, tenant: TenantEntry, script: Any, version_id: int,
-                          request: ClientRequest, path: str, ex: Exchange, body: RequestBody,
-                          waited: list[LiveEffects]) -> Outcome:
-        if script is not tenant.script and script.is_selector != tenant.is_selector:
+    async def _run_script(self, tenant: TenantEntry, request: ClientRequest, path: str,
+                          ex: Exchange, body: RequestBody, waited: list[LiveEffects], *,
+                          websocket: bool = False, effects: type[LiveEffects] = LiveEffects,
+                          script: Any = None, version_id: int | None = None,
+                          **effect_args: Any) -> Outcome:
+        """The script's outcome (routing.websocket runs the same steps for an upgrade, with
+        `websocket=True` and its own effects class). `script` and `version_id`: the version
+        `_pick` chose during a rollout; the tenant's active one by default."""
+        if script is None:
+            script, version_id = tenant.script, tenant.version_id
+        elif script is not tenant.script and script.is_selector != tenant.is_selector:
             tenant = replace(tenant, is_selector=script.is_selector)  # a rollout's other kind
-        sreq = script_request(tenant, request, path, self.health.is_healthy)
+        assert script is not None
+        version_id = version_id or 0
+        sreq = script_request(tenant, request, path, self.health.is_healthy, websocket=websocket)
         guard = self.script_guard
         span = None
         if ex.span is not None:
@@ -258,10 +267,10 @@ class Gateway:
                 if guard is not None:
                     guard[1]()
             if isinstance(step, ScriptRun):
-                live = LiveEffects(
+                live = effects(
                     upstream=self.upstream, tenant=tenant, request=request, router_path=path,
                     body=body, ex=ex, conf=self.conf, limits=script.limits,
-                    balancer=self.balancer, stats=self.stats, span=span)
+                    balancer=self.balancer, stats=self.stats, span=span, **effect_args)
                 waited.append(live)
                 step = await drive(step, live, guard=guard, tenant=tenant.slug,
                                    version=version_id)

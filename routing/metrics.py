@@ -128,6 +128,10 @@ class ReportCollector(Collector):
         auto_rollbacks: dict[tuple, int] = defaultdict(int)
         rollout_percent: dict[tuple, int] = {}
         shadow: dict[tuple, int] = defaultdict(int)
+        ws_open: dict[tuple, int] = defaultdict(int)
+        ws_connections: dict[tuple, int] = defaultdict(int)
+        ws_messages: dict[tuple, int] = defaultdict(int)
+        ws_closes: dict[tuple, int] = defaultdict(int)
         retries = 0
         generation = GaugeMetricFamily("chistone_config_generation",
                                        "Configuration generation each worker serves.",
@@ -158,6 +162,14 @@ class ReportCollector(Collector):
             for row in stats.get("calls", []):
                 key = (row["tenant"], row["backend"], row["outcome"])
                 calls[key] = _add_hist(calls.get(key), row["latency"])
+            for row in stats.get("websockets", []):
+                key = (row["tenant"], row["backend"])
+                ws_connections[key] += row["connections"]
+                ws_open[key] += row["open"] if fresh else 0  # a gone worker's are closed
+            for row in stats.get("websocket_messages", []):
+                ws_messages[(row["tenant"], row["backend"], row["direction"])] += row["count"]
+            for row in stats.get("websocket_closes", []):
+                ws_closes[(row["tenant"], row["backend"], row["code"])] += row["count"]
             for tenant, backends in report.get("health", {}).items():
                 for name, state in backends.items():
                     backend_requests[(tenant, name)] += state.get("requests", 0)
@@ -216,6 +228,17 @@ class ReportCollector(Collector):
                       "Sampled requests a shadow version decided: the same as the active one, "
                       "differently, or not at all (dropped, the worker was busy).",
                       ["tenant", "result"], shadow)
+        yield _family(GaugeMetricFamily, "chistone_websocket_connections_open",
+                      "WebSocket connections open now.", ["tenant", "backend"], ws_open)
+        yield _family(CounterMetricFamily, "chistone_websocket_connections",
+                      "WebSocket connections accepted (upgraded and relayed).",
+                      ["tenant", "backend"], ws_connections)
+        yield _family(CounterMetricFamily, "chistone_websocket_messages",
+                      "WebSocket messages relayed, by direction (to_backend, to_client).",
+                      ["tenant", "backend", "direction"], ws_messages)
+        yield _family(CounterMetricFamily, "chistone_websocket_closes",
+                      "WebSocket connections ended, by close code.",
+                      ["tenant", "backend", "code"], ws_closes)
         yield generation
         yield reload_seconds
         yield reloads

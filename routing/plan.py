@@ -106,8 +106,9 @@ _new_plan = fast_constructor(UpstreamPlan)
 
 
 def script_request(tenant: TenantEntry, request: ClientRequest, router_path: str,
-                   healthy: Healthy = _always) -> ScriptRequest:
-    """What the tenant's script sees. Selector scripts also get the backends and their health."""
+                   healthy: Healthy = _always, *, websocket: bool = False) -> ScriptRequest:
+    """What the tenant's script sees. Selector scripts also get the backends and their health.
+    `websocket`: the client asked to upgrade (`req.websocket` in Lua)."""
     headers: dict[str, str] = {}
     for name, value in request.headers:
         previous = headers.get(name)
@@ -118,6 +119,7 @@ def script_request(tenant: TenantEntry, request: ClientRequest, router_path: str
         host=request.host, scheme=request.forwarded_proto, client_ip=request.client_ip,
         headers=headers, tenant=tenant.slug, request_id=request.request_id,
         backends=tenant.backend_views(healthy) if tenant.is_selector else (),
+        websocket=websocket,
     )
 
 

@@ -59,6 +59,13 @@ class Stats:
     retries: int = 0
     # http.request calls by (tenant, backend, outcome: ok|refused|timeout|broken|too_large)
     calls: dict[tuple[str, str, str], Histogram] = field(default_factory=dict)
+    # WebSockets: open now and accepted so far by (tenant, backend); messages relayed by
+    # (tenant, backend, direction: to_backend|to_client), counted by routing.websocket as
+    # they pass; ended connections by (tenant, backend, close code).
+    websockets_open: dict[tuple[str, str], int] = field(default_factory=dict)
+    websocket_connections: dict[tuple[str, str], int] = field(default_factory=dict)
+    websocket_messages: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    websocket_closes: dict[tuple[str, str, str], int] = field(default_factory=dict)
     window: TrafficWindow = field(default_factory=TrafficWindow)  # the console's last hour
     recent: RecentRequests = field(default_factory=RecentRequests)  # the request lookup
     guards: GuardCounter = field(default_factory=GuardCounter)  # guarded rollouts' counts
@@ -102,6 +109,19 @@ class Stats:
             histogram = self.calls[key] = Histogram()
         histogram.observe(seconds)
 
+    # -- WebSockets (routing.websocket), by (tenant, backend) --------------------------------
+    def websocket_opened(self, tenant: str, backend: str) -> None:
+        key = (tenant, backend)
+        self.websockets_open[key] = self.websockets_open.get(key, 0) + 1
+        self.websocket_connections[key] = self.websocket_connections.get(key, 0) + 1
+
+    def websocket_closed(self, tenant: str, backend: str, code: int | None) -> None:
+        key = (tenant, backend)
+        self.websockets_open[key] = self.websockets_open.get(key, 1) - 1
+        closed = (tenant, backend, str(code) if code is not None else "none")
+        if len(self.websocket_closes) < 10_000 or closed in self.websocket_closes:
+            self.websocket_closes[closed] = self.websocket_closes.get(closed, 0) + 1
+
     def lua_error(self, tenant: str, kind: str) -> None:
         key = (tenant, kind)
         self.lua_errors[key] = self.lua_errors.get(key, 0) + 1
@@ -120,6 +140,13 @@ class Stats:
             "retries": self.retries,
             "calls": [{"tenant": t, "backend": b, "outcome": o, "latency": h.to_dict()}
                       for (t, b, o), h in self.calls.items()],
+            "websockets": [{"tenant": t, "backend": b, "open": self.websockets_open.get((t, b), 0),
+                            "connections": n}
+                           for (t, b), n in self.websocket_connections.items()],
+            "websocket_messages": [{"tenant": t, "backend": b, "direction": d, "count": n}
+                                   for (t, b, d), n in self.websocket_messages.items()],
+            "websocket_closes": [{"tenant": t, "backend": b, "code": c, "count": n}
+                                 for (t, b, c), n in self.websocket_closes.items()],
         }
 
 
@@ -148,6 +175,23 @@ def access_line(*, request_id: str, tenant: str, route: str, method: str | None,
             f'"status":{int(status)},"backend":{_opt(backend)},"bytes":{int(sent)},'
             f'"upstream_ms":{_ms(upstream)},"total_ms":{_ms(total)},"lua_ms":{_ms(lua)},'
             f'"retries":{int(retries)},"error":{_opt(error)},"client":{_opt(client)}}}')
+
+
+def websocket_fields(line: str, session: Any) -> str:
+    """An access-log line of a WebSocket request (written when the connection ends) with its
+    own fields appended: `"websocket": {"duration_ms", "messages_in", "messages_out",
+    "bytes_in", "bytes_out", "close_code", "close_reason", "closed_by"}` ("in": from the
+    client to the backend), or `"websocket": null` when it was never upgraded."""
+    if session is None:
+        return line[:-1] + ',"websocket":null}'
+    duration = time.monotonic() - session.opened
+    code = "null" if session.close_code is None else str(int(session.close_code))
+    return (f'{line[:-1]},"websocket":{{"duration_ms":{_ms(duration)},'
+            f'"messages_in":{int(session.messages_in)},'
+            f'"messages_out":{int(session.messages_out)},'
+            f'"bytes_in":{int(session.bytes_in)},"bytes_out":{int(session.bytes_out)},'
+            f'"close_code":{code},"close_reason":{_text(session.close_reason or "")},'
+            f'"closed_by":{_opt(session.closed_by or None)}}}}}')
 
 
 def log_access(line: str) -> None:

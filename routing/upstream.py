@@ -1,7 +1,9 @@
-"""The upstream HTTP client: one pooled aiohttp session per process, behind a small seam.
+"""The upstream HTTP client's seam (`Transport`), its errors, and the aiohttp transport.
 
-The gateway talks to `Transport` only; `AiohttpTransport` is the real one and tests swap in
-their own. The session is created once (on the serving event loop) with:
+The gateway talks to `Transport` only; `make_transport` gives the configured one
+(`UPSTREAM_CLIENT`): chistone's own lean client, `routing.upstream_h1.H1Transport` (the
+default), or `AiohttpTransport` below, the one used before; tests swap in their own. Both keep
+the same contract. The aiohttp session is created once (on the serving event loop) with:
 - keep-alive pools per backend (host:port), bounded in total and per backend;
 - `trust_env=False` (HTTP_PROXY and friends are ignored), no redirects, no cookie jar;
 - `auto_decompress=False`: bytes pass through unchanged, Content-Encoding untouched;
@@ -215,3 +217,15 @@ class AiohttpTransport:
                 return 200 <= response.status < 400
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+
+
+def make_transport(conf: GatewayConf) -> Transport:
+    """The configured upstream client (`UPSTREAM_CLIENT`: "h1", the default, or "aiohttp")."""
+    if conf.upstream_client == "aiohttp":
+        return AiohttpTransport(conf)
+    if conf.upstream_client != "h1":
+        raise ValueError(f"UPSTREAM_CLIENT must be 'h1' or 'aiohttp', not "
+                         f"{conf.upstream_client!r}")
+    from routing.upstream_h1 import H1Transport
+
+    return H1Transport(conf)

@@ -27,6 +27,7 @@ from routing.types import ASGIApp, Receive, Scope, Send
 log = logging.getLogger("chistone.servers")
 
 SERVERS = ("daphne", "uvicorn")
+WEBSOCKET_HTTP_RESPONSE = "websocket.http.response"  # the ASGI extension's name
 
 
 class AdapterError(RuntimeError):
@@ -57,6 +58,19 @@ class ServerAdapter:
         self._reported = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            # uvicorn offers what the WebSocket gateway needs; daphne needs its adapter.
+            if self.server in (None, "daphne"):
+                from chistone_site.servers import daphne
+
+                socket = daphne.websocket_for(send, receive)
+                if socket is not None:
+                    extensions = scope.setdefault("extensions", {})
+                    extensions[WEBSOCKET_HTTP_RESPONSE] = {}
+                    extensions[CONNECTION_EXTENSION] = socket
+                    send, receive = socket.send, socket.receive
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "http":
             connection = self._connection(send)
             if connection is not None:

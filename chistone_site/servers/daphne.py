@@ -157,6 +157,155 @@ def connection_for(send: Any) -> DaphneConnection | None:
     return DaphneConnection(request, flow)
 
 
+# -- WebSockets ---------------------------------------------------------------------------------
+
+_REASON_PHRASES = {
+    400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden", 404: b"Not Found",
+    405: b"Method Not Allowed", 408: b"Request Timeout", 413: b"Content Too Large",
+    414: b"URI Too Long", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+class DaphneWebSocket:
+    """What a websocket scope needs from daphne beyond its ASGI support, which has no
+    "websocket.http.response" extension, no close reasons, no accept headers, only close
+    codes 1000 and 3000-4999 (autobahn's `sendClose` raises on 1001, 1011, 1014), and no
+    back-pressure. `send` handles those messages on daphne's `WebSocketProtocol` (autobahn)
+    directly and passes the others on; `receive` adds the close reason autobahn kept."""
+
+    __slots__ = ("_body", "_flow", "_receive", "_send", "_start", "protocol")
+
+    def __init__(self, protocol: Any, send: Any, receive: Any) -> None:
+        self.protocol = protocol
+        self._send = send
+        self._receive = receive
+        self._start: dict[str, Any] | None = None
+        self._body: list[bytes] = []
+        self._flow = _transport_flow(protocol.transport)
+
+    async def receive(self) -> dict[str, Any]:
+        message = await self._receive()
+        if message.get("type") == "websocket.disconnect" and "reason" not in message:
+            message = {**message, "reason": self.protocol.remoteCloseReason or ""}
+            if message.get("code") is None:
+                message["code"] = self.protocol.remoteCloseCode or 1005
+        return message
+
+    async def send(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        protocol = self.protocol
+        if kind == "websocket.http.response.start":
+            self._start = message
+        elif kind == "websocket.http.response.body":
+            self._body.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                self._respond()
+        elif kind == "websocket.accept" and message.get("headers"):
+            deferred = getattr(protocol, "handshake_deferred", None)
+            if deferred is None:
+                return
+            del protocol.handshake_deferred
+            headers: dict[str, list[str]] = {}
+            for name, value in message["headers"]:
+                headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
+            deferred.callback((message.get("subprotocol"), headers))
+        elif kind == "websocket.close" and protocol.state == protocol.STATE_OPEN:
+            reason = (message.get("reason") or "").encode()[:123]
+            protocol.sendCloseFrame(code=message.get("code") or 1000, reasonUtf8=reason or None,
+                                    isReply=False)
+        else:
+            await self._send(message)
+
+    def _respond(self) -> None:
+        """The HTTP answer instead of the upgrade, written as the response to the handshake
+        (autobahn is still waiting for daphne's accept), then the connection is closed."""
+        protocol = self.protocol
+        start, self._start = self._start, None
+        if start is None or getattr(protocol, "handshake_deferred", None) is None:
+            return
+        # daphne may still reject on a timer: let it find a deferred that nobody awaits.
+        protocol.handshake_deferred = _ignored_deferred()
+        status = int(start["status"])
+        body = b"".join(self._body)
+        lines = [b"HTTP/1.1 %d %s" % (status, _REASON_PHRASES.get(status, b"Error"))]
+        names = set()
+        for name, value in start.get("headers", ()):
+            names.add(name.lower())
+            lines.append(name + b": " + value)
+        if b"content-length" not in names:
+            lines.append(b"content-length: %d" % len(body))
+        lines.append(b"connection: close")
+        transport = protocol.transport
+        if transport is not None:
+            transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            transport.loseConnection()
+
+    async def writable(self) -> None:
+        flow = self._flow
+        if flow is not None and flow.paused and not flow.stopped \
+                and not await flow.wait(SEND_TIMEOUT_S):
+            log.warning("WebSocket client took nothing for %.0f s: dropping the connection",
+                        SEND_TIMEOUT_S)
+            await self.abort()
+
+    async def abort(self) -> None:
+        transport = self.protocol.transport
+        if transport is not None:
+            transport.abortConnection()
+
+
+def _ignored_deferred() -> Any:
+    from twisted.internet import defer
+
+    deferred = defer.Deferred()
+    deferred.addErrback(lambda _failure: None)
+    return deferred
+
+
+def _transport_flow(transport: Any) -> _ChannelFlow | None:
+    """Back-pressure for a connection daphne upgraded: its HTTP channel, which no longer
+    uses the transport, is still registered as the transport's producer; ours replaces it."""
+    if transport is None:
+        return None
+    flow = _flows.get(transport)
+    if flow is not None:
+        return flow
+    http = sys.modules.get("twisted.web.http")
+    producer = getattr(transport, "producer", None)
+    if producer is not None:
+        if http is None or not isinstance(producer, http.HTTPChannel):
+            return None  # someone else's: leave it
+        transport.unregisterProducer()
+    flow = _ChannelFlow()
+    try:
+        transport.registerProducer(flow, True)
+    except RuntimeError:
+        return None
+    _flows[transport] = flow
+    return flow
+
+
+def websocket_for(send: Any, receive: Any) -> DaphneWebSocket | None:
+    """daphne's WebSocket protocol behind `send`, wrapped; None when `send` is not daphne's."""
+    if type(send) is not partial or len(send.args) != 1:
+        return None
+    server_module = sys.modules.get("daphne.server")
+    ws_module = sys.modules.get("daphne.ws_protocol")
+    if server_module is None or ws_module is None:
+        return None
+    if not isinstance(getattr(send.func, "__self__", None), server_module.Server):
+        return None
+    protocol = send.args[0]
+    if not isinstance(protocol, ws_module.WebSocketProtocol):
+        return None
+    for name in ("sendCloseFrame", "STATE_OPEN", "remoteCloseReason", "transport"):
+        if not hasattr(protocol, name):
+            return None
+    return DaphneWebSocket(protocol, send, receive)
+
+
 def start_when_running(start: Callable[[], Awaitable[None]]) -> None:
     """Start `start()` on the event loop as soon as Twisted's reactor runs (if it is the
     asyncio reactor daphne installs; otherwise there is nothing to do here)."""
@@ -205,12 +354,27 @@ def _accept_one_at_a_time(port: Any) -> None:
     port.doRead = fair_do_read
 
 
+class OpenSockets(Protocol):
+    """The data plane's open WebSocket connections (routing.websocket.WebSocketGateway)."""
+
+    sessions: Any
+
+    async def close_all(self) -> int: ...
+
+
 def serve(app: Any, fds: list[int], *, counter: Drainable, shared_socket: bool,
           on_start: Callable[[], Awaitable[None]], drain_timeout: float,
-          drain_linger: float) -> None:
+          drain_linger: float, websockets: OpenSockets | None = None,
+          websocket_max_bytes: int = 16 * 1024 * 1024) -> None:
     """Serve `app` on inherited listening sockets until SIGTERM/SIGINT, then drain: stop
     accepting, keep answering open connections for `drain_linger` seconds, stop when nothing
-    is in flight (or after `drain_timeout`)."""
+    is in flight, or after `drain_timeout`, when open WebSockets are closed with 1001 first.
+
+    daphne's own WebSocket limits are set to the data plane's: messages up to
+    `websocket_max_bytes` (daphne's default is 1 MiB), no lifetime limit (daphne closes any
+    WebSocket after a day by default; the gateway's idle timeout applies instead), and up to
+    five minutes between the handshake and the gateway's answer (the script and the backend
+    handshake run in between; daphne's default is 5 s)."""
     from daphne.server import Server
     from twisted.internet import reactor
 
@@ -221,6 +385,11 @@ def serve(app: Any, fds: list[int], *, counter: Drainable, shared_socket: bool,
         signal_handlers=False,
         verbosity=0,
         server_name="chistone",
+        websocket_timeout=-1,
+        websocket_connect_timeout=300,
+        websocket_handshake_timeout=300,
+        websocket_max_message_size=websocket_max_bytes,
+        websocket_max_frame_size=websocket_max_bytes,
     )
     ports: list[Any] = []
 
@@ -236,10 +405,28 @@ def serve(app: Any, fds: list[int], *, counter: Drainable, shared_socket: bool,
         # clients in the middle of a keep-alive exchange finish on this worker.
         linger_until = time.monotonic() + drain_linger
 
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                reactor.stop()
+
+        def close_websockets_then_stop() -> None:
+            if websockets is None or not websockets.sessions:
+                stop()
+                return
+            task = asyncio.get_event_loop().create_task(websockets.close_all())
+            task.add_done_callback(lambda _task: reactor.callLater(0.1, stop))
+            reactor.callLater(10.0, stop)  # closing handshakes that never end
+
         def check() -> None:
             now = time.monotonic()
-            if (counter.inflight <= 0 and now >= linger_until) or now > deadline:
-                reactor.stop()
+            if counter.inflight <= 0 and now >= linger_until:
+                stop()
+            elif now > deadline:
+                close_websockets_then_stop()
             else:
                 reactor.callLater(0.05, check)
 

@@ -7,7 +7,12 @@
   transport from it and aborts it. Raising instead would work too, but uvicorn logs every such
   exception with a traceback as an application error.
 - **Startup** comes with uvicorn's lifespan events; **draining** is uvicorn's graceful
-  shutdown on SIGTERM (stop accepting, finish in-flight requests).
+  shutdown on SIGTERM (stop accepting, finish in-flight requests), except for WebSockets:
+  uvicorn would close them at once with 1012; they keep going until the drain timeout and
+  are then closed by the gateway with 1001 (`_DrainingServer`).
+- **WebSockets**: uvicorn's sans-I/O implementation on the `websockets` package, which has
+  the "websocket.http.response" extension, close reasons and back-pressure of its own; its
+  message limit is set to the data plane's.
 """
 
 from __future__ import annotations
@@ -50,17 +55,39 @@ def connection_for(send: Any) -> UvicornConnection | None:
 
 
 def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]],
-          drain_timeout: float) -> None:
+          drain_timeout: float, websockets: Any = None,
+          websocket_max_bytes: int = 16 * 1024 * 1024) -> None:
     """Serve `app` on inherited listening sockets with uvloop and httptools until SIGTERM
-    (uvicorn's own handlers: stop accepting, finish in-flight requests, bounded)."""
+    (uvicorn's own handlers: stop accepting, finish in-flight requests, bounded; open
+    WebSockets are closed with 1001 when the drain timeout is up)."""
+    import time
+
     import uvicorn
     from uvicorn._compat import asyncio_run
+
+    class _DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: Any = None) -> None:
+            deadline = time.monotonic() + drain_timeout
+            if websockets is not None and websockets.sessions:
+                for server in self.servers:  # stop accepting; open connections go on
+                    server.close()
+                try:
+                    await asyncio.wait_for(websockets.wait_closed(), drain_timeout)
+                except TimeoutError:
+                    await websockets.close_all()
+                self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic()))
+            await super().shutdown(sockets)
 
     sockets = [socket.socket(fileno=fd) for fd in fds]
     config = uvicorn.Config(
         app,
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=websocket_max_bytes,
+        # uvicorn would otherwise believe X-Forwarded-For from loopback peers and rewrite
+        # scope["client"]; the gateway applies its own TRUSTED_PROXIES (routing.headers).
+        proxy_headers=False,
         lifespan="on",
         access_log=False,
         server_header=False,
@@ -69,7 +96,7 @@ def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]]
         log_config=None,  # uvicorn's records go through our handlers, in our format
         timeout_graceful_shutdown=int(drain_timeout),
     )
-    server = uvicorn.Server(config)
+    server = _DrainingServer(config)
 
     async def main() -> None:
         task = asyncio.ensure_future(background())

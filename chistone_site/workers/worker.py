@@ -72,20 +72,42 @@ async def _beat_forever() -> None:
         await asyncio.sleep(HEARTBEAT_INTERVAL)
 
 
+def _server_websocket_limit() -> int:
+    """The server's own message limit: above the gateway's, so that a message just over the
+    gateway's limit arrives whole and is refused with a clean 1009 from the gateway (a server
+    that refuses mid-message may reset the connection before the client reads the close
+    frame); far larger ones are cut off by the server, also with 1009."""
+    from routing.conf import get_conf
+
+    limit = get_conf().websocket_max_message_bytes
+    return limit + max(limit // 8, 64 * 1024)
+
+
+def _websockets():
+    """The data plane's open WebSockets (closed with 1001 when a drain's time is up)."""
+    from chistone_site.asgi import data_plane
+
+    return data_plane.websockets
+
+
 def run_daphne(fds: list[int], *, shared_socket: bool) -> None:
     from chistone_site.servers import daphne
 
     daphne.install_reactor()  # before the application loads anything of Twisted
     counter, app = _load_application("daphne")
     daphne.serve(app, fds, counter=counter, shared_socket=shared_socket,
-                 on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER)
+                 on_start=_beat_forever, drain_timeout=DRAIN_TIMEOUT, drain_linger=DRAIN_LINGER,
+                 websockets=_websockets(),
+                 websocket_max_bytes=_server_websocket_limit())
 
 
 def run_uvicorn(fds: list[int]) -> None:
     from chistone_site.servers import uvicorn
 
     _, app = _load_application("uvicorn")
-    uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT)
+    uvicorn.serve(app, fds, background=_beat_forever, drain_timeout=DRAIN_TIMEOUT,
+                  websockets=_websockets(),
+                  websocket_max_bytes=_server_websocket_limit())
 
 
 def main(argv: list[str] | None = None) -> None:

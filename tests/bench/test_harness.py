@@ -196,7 +196,7 @@ def test_chistone_workers_are_found_by_their_command_line():
 
 def test_select_accepts_numbers_and_keys_and_refuses_unknown():
     assert [s.id for s in bench_run.select("chistone,1,4,1")] == [1, 4, 6]
-    assert len(bench_run.select(None)) == 9
+    assert len(bench_run.select(None)) == 12
     with pytest.raises(SystemExit, match="unknown scenario"):
         bench_run.select("haproxy")
 
@@ -216,7 +216,7 @@ def test_missing_tools_skip_every_scenario_with_a_reason(tmp_path):
     harness = bench_run.Harness(tools=tools, pinning=bench_run.Pinning(), workdir=tmp_path,
                             duration=1, warmup=0, connections=10)
     results = harness.run(bench_run.SCENARIOS)
-    assert [r.id for r in results] == list(range(1, 10))
+    assert [r.id for r in results] == list(range(1, 13))
     assert all(r.status == "skipped" and "wrk not installed" in r.reason for r in results)
     assert harness.backend_kind == "python"
     with_wrk = bench_run.Tools(wrk="/usr/bin/wrk", nginx=None, lua=False, taskset=None)
@@ -299,3 +299,20 @@ def test_one_second_run_of_the_backend_alone(tmp_path):
     assert row["cpu_us_per_request"] > 0
     assert any(c["target"] == "no errors in any scenario" and c["status"] == "PASS"
                for c in report["targets"])
+
+
+def test_issue_18_cpu_targets_compare_cpu_per_request():
+    def row(key, cpu):
+        scenario = bench_run.BY_KEY[key]
+        return bench_run.Result(scenario.id, key, scenario.title, rps=1000.0,
+                                cpu_us_per_request=cpu)
+
+    checks = {c["target"]: c for c in bench_run.check_targets([
+        row("nginx_lua", 18), row("passthrough", 300), row("chistone", 320),
+        row("chistone_uvicorn", 200), row("passthrough_h1_uvicorn", 100)])}
+    daphne = next(c for t, c in checks.items() if t.startswith("chistone (daphne) CPU/req"))
+    assert daphne["status"] == "PASS" and daphne["value"] == round(320 / 300, 3)
+    fastest = next(c for t, c in checks.items() if "nginx + Lua [8/3]" in t)
+    assert fastest["status"] == "FAIL" and fastest["value"] == round(200 / 18, 3)
+    same = next(c for t, c in checks.items() if "[8/11]" in t)
+    assert same["status"] == "INFO" and same["value"] == 2.0

@@ -75,12 +75,20 @@ def test_control_plane_never_reaches_tenants(gateway, farm):
     assert len(farm.backends["users"].seen) == before
 
 
-def test_websocket_refused_on_the_data_plane(gateway):
-    answer = exchange(gateway.data_port, (
-        b"GET /raw/ws HTTP/1.1\r\nHost: routes.test\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n"))
+def test_websocket_upgrades_go_to_the_tenant_and_never_to_the_control_plane(gateway, farm):
+    """An upgrade on the data plane is routed (here to a plain HTTP backend, which does not
+    upgrade: 502 before the upgrade); the control plane refuses every upgrade (403)."""
+    upgrade = (b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    answer = exchange(gateway.data_port,
+                      b"GET /raw/ws HTTP/1.1\r\nHost: routes.test\r\n" + upgrade)
+    assert status_of(answer) == 502
+    assert b'"upgrade_refused"' in answer
+    before = len(farm.backends["users"].seen)
+    answer = exchange(gateway.control_port,
+                      b"GET /raw/ws HTTP/1.1\r\nHost: localhost\r\n" + upgrade)
     assert status_of(answer) == 403
+    assert len(farm.backends["users"].seen) == before
 
 
 def test_config_change_is_picked_up(gateway, tmp_path):

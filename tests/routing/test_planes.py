@@ -56,17 +56,26 @@ async def test_health_endpoints_on_both_planes():
     assert django.scopes == []
 
 
-async def test_websocket_is_refused():
+async def test_websockets_go_to_the_data_plane_and_are_refused_on_the_control_plane():
     app, _ = router()
-    sent = []
-    inbox = asyncio.Queue()
-    inbox.put_nowait({"type": "websocket.connect"})
+    seen = []
 
-    async def send(message):
-        sent.append(message)
+    async def websockets(scope, receive, send):
+        seen.append(scope["path"])
+        await send({"type": "websocket.close", "code": 1000})
 
-    await app({"type": "websocket", "path": "/", "server": ("h", 8000)}, inbox.get, send)
-    assert sent == [{"type": "websocket.close", "code": 1008}]
+    app.data_plane.websockets = websockets
+    for port, path in ((8001, "/control"), (8000, "/data")):
+        sent = []
+        inbox = asyncio.Queue()
+        inbox.put_nowait({"type": "websocket.connect"})
+
+        async def send(message, sent=sent):
+            sent.append(message)
+
+        await app({"type": "websocket", "path": path, "server": ("h", port)}, inbox.get, send)
+        assert sent == [{"type": "websocket.close", "code": 1008 if port == 8001 else 1000}]
+    assert seen == ["/data"]
 
 
 async def test_lifespan_starts_and_stops_the_data_plane():

@@ -23,6 +23,7 @@ local limits = K.limits -- luascripts.engine.types.Limits, by field name
 
 local helpers = {}
 K.helpers = helpers
+K.middleware = {} -- the standard middleware's constructors (published by middleware.lua)
 
 ---------------------------------------------------------------------------- json
 local json = {}

@@ -28,7 +28,7 @@ from luascripts.engine.boundary import lua_layout
 from luascripts.engine.types import Limits
 
 MODULES = ("sandbox", "caps", "helpers", "router", "actions", "request", "response", "calls",
-           "dispatch")
+           "state", "identity", "middleware", "dispatch")
 _SOURCES = {name: (Path(__file__).with_name(f"{name}.lua")).read_text("ascii")
             for name in MODULES}
 # Dropped from the real globals once the trusted modules hold what they need, so nothing

@@ -53,7 +53,7 @@ log = logging.getLogger("chistone.jwt")
 
 # What scripts may list (identity.lua keeps the same list); "none" is not among them.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-              "ES512", "EdDSA", "HS256", "HS384", "HS512")
+              "ES512", "EdDSA", "Ed25519", "HS256", "HS384", "HS512")
 REASONS = ("malformed", "algorithm_not_allowed", "unknown_key", "bad_signature", "expired",
            "not_yet_valid", "bad_issuer", "bad_audience", "keys_unavailable")
 MAX_TOKEN_BYTES = 16 * 1024  # identity.lua refuses longer tokens before asking

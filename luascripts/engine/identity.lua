@@ -28,7 +28,7 @@ end
 ---------------------------------------------------------------------------- jwt.verify
 -- routing.jwt_verify.ALGORITHMS: "none" is not one of them, whatever a script lists.
 local ALGORITHMS = { "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-  "ES512", "EdDSA", "HS256", "HS384", "HS512" }
+  "ES512", "EdDSA", "Ed25519", "HS256", "HS384", "HS512" }
 local KNOWN_ALG = {}
 for _, a in next, ALGORITHMS do KNOWN_ALG[a] = true end
 local ALL_ALGS = concat(ALGORITHMS, "\0")

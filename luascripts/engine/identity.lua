@@ -378,7 +378,7 @@ local function cors_middleware(opts)
       if expose_headers then h["access-control-expose-headers"] = expose_headers end
     else
       -- The gateway's CORS policy is the one that holds: nothing a backend says opens it.
-      for _, name in next, ALLOW_HEADERS do h[name] = nil end
+      for i = 1, #ALLOW_HEADERS do h[ALLOW_HEADERS[i]] = nil end
     end
     return res
   end

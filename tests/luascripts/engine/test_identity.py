@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 
 from luascripts.engine import ProxyAction, RejectAction, RespondAction
-from luascripts.engine.effects import Head, JwtAnswer, OpenUpstream, Render, VerifyJwt
+from luascripts.engine.effects import (
+    Head,
+    JwtAnswer,
+    OpenUpstream,
+    Render,
+    RenderAnswer,
+    VerifyJwt,
+)
 from luascripts.engine.errors import ScriptLoadError, ScriptRuntimeError
 from luascripts.engine.script import ScriptRun
 from luascripts.engine.types import ExchangeAction, Outcome
@@ -275,8 +282,7 @@ def test_a_refused_preflight_is_204_without_allow_headers(origin, method, header
                                     "http://dev.local.test:3000", "HTTPS://APP.example.com"])
 def test_wildcard_and_exact_origins(origin: str) -> None:
     out = preflight(load(CORS), origin)
-    assert out.action.headers[2] == ("access-control-allow-origin", origin) or \
-        dict(out.action.headers)["access-control-allow-origin"] == origin
+    assert dict(out.action.headers)["access-control-allow-origin"] == origin
 
 
 def test_a_proxied_answer_gets_the_headers_and_keeps_its_vary() -> None:
@@ -315,7 +321,7 @@ def test_respond_and_the_gateways_own_answers_get_the_headers_too() -> None:
     assert dict(direct.patch.headers)["vary"] == "Accept, Origin"
     run = started(script, "/denied", headers={"origin": "https://app.example.com"})
     assert isinstance(run.effect, Render)
-    out = run.resume(JwtAnswer() if False else _render(403))
+    out = run.resume(_render(403))
     assert out.action == RejectAction(403, "no")
     assert dict(out.patch.headers)["access-control-allow-origin"] == "https://app.example.com"
     run = started(script, "/missing", headers={"origin": "https://app.example.com"})
@@ -324,9 +330,7 @@ def test_respond_and_the_gateways_own_answers_get_the_headers_too() -> None:
     assert dict(out.patch.headers)["access-control-allow-origin"] == "https://app.example.com"
 
 
-def _render(status: int):
-    from luascripts.engine.effects import RenderAnswer
-
+def _render(status: int) -> RenderAnswer:
     return RenderAnswer(status, (("content-type", "application/json"),), b"{}")
 
 

@@ -14,14 +14,13 @@ pytestmark = pytest.mark.django_db
 URL = "/api/v1/tenants/acme/simulate/"
 SECRET = OctKey.import_key(b"simulate-secret-simulate-secret!")
 IDP = RSAKey.generate_key(2048, parameters={"kid": "idp-1"})
-SOURCE = """\
-local HS = '%s'
+SOURCE = "local HS = '" + json.dumps(SECRET.as_dict(private=True)) + """'
 chi.with(middleware.jwt{keys = {HS}, algorithms = {"HS256"}}).get("/hs", function(req)
   return respond(200, "hello " .. req.claims.sub)
 end)
 chi.with(middleware.jwt{jwks = {backend = "users-v1", path = "/jwks"}}).get("/idp",
   function(req) return respond(200, "idp " .. req.claims.sub) end)
-""" % json.dumps(SECRET.as_dict(private=True))
+"""
 
 
 def bearer(key, alg: str, **header) -> dict[str, str]:

@@ -13,6 +13,8 @@ cryptography is joserfc's; this module only picks the keys and checks the claims
   background while requests keep verifying with the keys they have; an unknown `kid` makes
   the request wait for one refresh, at most once per `min_refresh_s`; a failed fetch keeps
   the keys already cached. Only the very first fetch (nothing cached yet) is waited for.
+- A token verified once is not verified again with the same key objects (`_VERIFIED`): its
+  exp and nbf are checked again on each use.
 - The answer is the claims as a JSON object, or a fixed reason word (`REASONS`): a reason
   never carries key material, a key's parse error or the token itself.
 
@@ -25,6 +27,7 @@ usable key. `none` is never accepted, whatever a script lists.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -242,24 +245,49 @@ def claims_answer(verdict: Verdict) -> JwtAnswer:
     return JwtAnswer(json.dumps(verdict.claims, ensure_ascii=True, separators=(",", ":")))
 
 
+# Tokens already verified: clients send the same token request after request, and its
+# signature check is most of the cost (tens of microseconds for RS256). An entry is used only
+# with the very same key objects it was verified with (a JWKS refresh or a new script version
+# makes new ones, so nothing verified by a key that is gone is reused), and exp and nbf are
+# checked again on every use. Successes only; the token is held as its digest.
+_VERIFIED: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any], str]] = {}
+_VERIFIED_MAX = 4096
+
+
 def verify_effect(effect: VerifyJwt, jwks: Sequence[Key] | None, *,
                   now: float | None = None) -> JwtAnswer:
     """The answer to `effect` with the script's own keys plus `jwks` (None: the script
     asked for a JWKS and none could be had)."""
     try:
-        keys = inline_keys(effect.keys) if effect.keys else ()
+        inline = inline_keys(effect.keys) if effect.keys else ()
     except InvalidKey as exc:
         return JwtAnswer(error=f"invalid_key:{exc.index}")
+    if now is None:
+        now = time.time()
+    memo = (hashlib.sha256(effect.token.encode("latin-1")).digest(), effect.algorithms,
+            effect.issuer, effect.audience, effect.leeway_s, effect.jwks_backend,
+            effect.jwks_path)
+    seen = _VERIFIED.get(memo)
+    if seen is not None and seen[0] is inline and seen[1] is jwks:
+        reason = check_claims(seen[2], issuer=effect.issuer, audience=effect.audience,
+                              leeway_s=effect.leeway_s, now=now)
+        return JwtAnswer(error=reason) if reason else JwtAnswer(seen[3])
+    keys: Sequence[Key] = inline
     if effect.jwks_backend is not None:
-        if jwks is None and not keys:
+        if jwks is None and not inline:
             parsed = token_header(effect.token)
             return JwtAnswer(error=parsed if isinstance(parsed, str) else "keys_unavailable")
-        keys = (*keys, *(jwks or ()))
+        keys = (*inline, *(jwks or ()))
     verdict = verify(effect.token, keys, algorithms=effect.algorithms, issuer=effect.issuer,
                      audience=effect.audience, leeway_s=effect.leeway_s, now=now)
     if verdict.reason == "unknown_key" and effect.jwks_backend is not None and jwks is None:
         verdict = Verdict(reason="keys_unavailable")
-    return claims_answer(verdict)
+    answer = claims_answer(verdict)
+    if verdict.claims is not None and answer.claims_json is not None:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[memo] = (inline, jwks, verdict.claims, answer.claims_json)
+    return answer
 
 
 # -- the JWKS cache -------------------------------------------------------------------------

@@ -403,3 +403,21 @@ async def test_concurrent_first_requests_share_one_fetch() -> None:
         assert server.hits == 1
     finally:
         await server.stop()
+
+
+def test_a_verified_token_is_reused_only_with_the_same_keys_and_rechecked_in_time() -> None:
+    key = KEYS["RS256"]
+    token = mint(key, "RS256", {"exp": NOW + 10})
+    e = effect(token, (pem(key),))
+    assert verify_effect(e, None, now=NOW).error is None
+    assert verify_effect(e, None, now=NOW + 11).error == "expired"  # from the memo, in time
+    # With a JWKS, the memo holds for the same key objects only: new keys verify again.
+    jwks_effect = effect(token, (), "idp", "/jwks")
+    first = (json.loads(jwk(key)),)
+    from routing.jwt_verify import jwks_keys
+
+    keys = jwks_keys({"keys": list(first)})
+    assert verify_effect(jwks_effect, keys, now=NOW).error is None
+    rotated = jwks_keys({"keys": [json.loads(jwk(RSAKey.generate_key(2048)))]})
+    assert verify_effect(jwks_effect, rotated, now=NOW).error in ("bad_signature",
+                                                                  "unknown_key")

@@ -59,7 +59,8 @@ def test_without_a_token_401_with_a_bare_bearer_challenge(client):
     assert response.status_code == 401
     assert challenge(response) == "Bearer"
     body = response.json()
-    assert "bearer token is required" in json.dumps(body)
+    assert body["error"] == "rejected"
+    assert body["detail"] == "a bearer token is required"
     assert response.headers["content-type"] == "application/json"
 
 

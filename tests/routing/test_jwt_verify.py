@@ -421,3 +421,26 @@ def test_a_verified_token_is_reused_only_with_the_same_keys_and_rechecked_in_tim
     rotated = jwks_keys({"keys": [json.loads(jwk(RSAKey.generate_key(2048)))]})
     assert verify_effect(jwks_effect, rotated, now=NOW).error in ("bad_signature",
                                                                   "unknown_key")
+
+
+async def test_a_jwks_answer_that_is_not_a_jwks_keeps_the_cached_keys() -> None:
+    key = RSAKey.generate_key(2048)
+    server = JwksServer()
+    server.keys = [("k1", key)]
+    await server.start()
+    clock = Clock()
+    cache = JwksCache(refresh_s=60, min_refresh_s=30, clock=clock)
+    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"exp": time.time() + 60}, key)
+    try:
+        assert (await verify_via(cache, server, token)).error is None
+
+        async def garbage():
+            return b"<html>maintenance</html>", None
+
+        clock.now += 61
+        assert await cache.keys(WHERE, garbage, "k1") is not None  # due: background refresh
+        await asyncio.sleep(0.05)
+        assert cache.failures == 1
+        assert (await verify_via(cache, server, token)).error is None
+    finally:
+        await server.stop()

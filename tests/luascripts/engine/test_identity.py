@@ -371,3 +371,28 @@ def test_middleware_cors_options_are_checked_at_construction(opts: str, message:
 
 def test_middleware_is_read_only() -> None:
     assert "read-only" in load_error("middleware.jwt = nil")
+
+
+def test_verify_waits_inside_pcall_and_a_coroutine_too() -> None:
+    script = load(f"""
+    local OPTS = {{keys = {{'{HS}'}}}}
+    chi.get("/p", function(req)
+      local ok, claims = pcall(jwt.verify, "t.t.t", OPTS)
+      return respond(200, tostring(ok) .. " " .. claims.sub)
+    end)
+    chi.get("/c", function(req)
+      local co = coroutine.wrap(function() return jwt.verify("t.t.t", OPTS) end)
+      return respond(200, co().sub)
+    end)
+    chi.get("/sort", function(req)
+      local t = {{2, 1}}
+      table.sort(t, function(a, b) jwt.verify("t.t.t", OPTS) return a < b end)
+      return respond(200, "sorted")
+    end)
+    """)
+    for path, body in (("/p", b"true alice"), ("/c", b"alice")):
+        run = started(script, path)
+        assert isinstance(run.effect, VerifyJwt)
+        assert run.resume(JwtAnswer('{"sub":"alice"}')).action.body == body
+    with pytest.raises(ScriptRuntimeError, match="cannot wait for the gateway here"):
+        script.handle(request("/sort"))

@@ -33,7 +33,6 @@ import logging
 import math
 import re
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -47,10 +46,14 @@ from joserfc.errors import (
     UnsupportedKeyAlgorithmError,
     UnsupportedKeyUseError,
 )
-from joserfc.jwk import JWKRegistry, Key
+from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry, extract_compact, validate_compact
 
 from luascripts.engine.effects import JwtAnswer, VerifyJwt
+from luascripts.engine.keys import jwks_keys, parse_key_text
+
+__all__ = ["ALGORITHMS", "REASONS", "InvalidKey", "JwksCache", "inline_keys", "jwks_keys",
+           "parse_jwks", "parse_key_text", "verify", "verify_effect"]
 
 log = logging.getLogger("chistone.jwt")
 
@@ -60,8 +63,6 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 REASONS = ("malformed", "algorithm_not_allowed", "unknown_key", "bad_signature", "expired",
            "not_yet_valid", "bad_issuer", "bad_audience", "keys_unavailable")
 MAX_TOKEN_BYTES = 16 * 1024  # identity.lua refuses longer tokens before asking
-MAX_JWKS_KEYS = 64
-_PEM_TYPES = ("RSA", "EC", "OKP")
 # A key of the wrong type, curve, use or alg for the token's algorithm: not usable, which is
 # not the same as a signature that does not verify.
 _UNUSABLE = (InvalidKeyTypeError, InvalidKeyCurveError, UnsupportedKeyAlgorithmError,
@@ -85,33 +86,6 @@ class Verdict:
 # -- keys -----------------------------------------------------------------------------------
 
 
-def _import(data: Any, key_type: str | None = None) -> Key:
-    with warnings.catch_warnings():  # short HMAC secrets: the script's author's choice
-        warnings.simplefilter("ignore")
-        return JWKRegistry.import_key(data, key_type)
-
-
-def parse_key_text(text: str) -> tuple[Key, ...]:
-    """The keys of one text: a JWK or a JWKS (JSON), or a PEM public (or private) key.
-    Raises ValueError (or a JoseError) when it is none of these."""
-    text = text.strip()
-    if text.startswith("{"):
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
-        if "keys" in value:
-            return jwks_keys(value)
-        return (_import(value),)
-    if text.startswith("-----BEGIN"):
-        data = text.encode("latin-1")
-        for key_type in _PEM_TYPES:
-            try:
-                return (_import(data, key_type),)
-            except (JoseError, ValueError, TypeError):
-                continue
-    raise ValueError("neither a JWK (JSON) nor a PEM key")
-
-
 @lru_cache(maxsize=512)
 def inline_keys(texts: tuple[str, ...]) -> tuple[Key, ...]:
     """The parsed keys of a script's `keys` (cached by the texts: parsed once per script
@@ -122,22 +96,6 @@ def inline_keys(texts: tuple[str, ...]) -> tuple[Key, ...]:
             keys.extend(parse_key_text(text))
         except (JoseError, ValueError, TypeError, KeyError):
             raise InvalidKey(index) from None
-    return tuple(keys)
-
-
-def jwks_keys(value: Any) -> tuple[Key, ...]:
-    """The keys of a JWKS object; keys of a type joserfc does not know are skipped (RFC 7517
-    section 5). Raises ValueError when it is not a JWKS."""
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), list):
-        raise ValueError("not a JWKS: no \"keys\" list")
-    keys: list[Key] = []
-    for item in value["keys"][:MAX_JWKS_KEYS]:
-        if not isinstance(item, dict):
-            continue
-        try:
-            keys.append(_import(item))
-        except (JoseError, ValueError, TypeError, KeyError):
-            continue
     return tuple(keys)
 
 

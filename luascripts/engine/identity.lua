@@ -20,6 +20,8 @@ local wait, script_where, as_response = K.wait, K.script_where, K.as_response
 local check_backend, check_path, check_header_name = K.check_backend, K.check_path,
   K.check_header_name
 local LJ = K.layout.jwt_answer
+local py_key_ok = K.py_key_ok -- luascripts.engine.keys.key_ok, for middleware.jwt's keys
+K.py_key_ok = nil
 
 local function fail(msg)
   error(script_where() .. msg, 0)
@@ -82,7 +84,8 @@ local function verify_options(opts, fn, extra, extra_known)
       "jwks = {backend = \"name\", path = \"/.well-known/jwks.json\"}")
   end
   if keys ~= nil then
-    n.keys = concat(list_of_strings(keys, "keys", fn, MAX_KEYS, MAX_KEY_BYTES), "\0")
+    n.key_list = list_of_strings(keys, "keys", fn, MAX_KEYS, MAX_KEY_BYTES)
+    n.keys = concat(n.key_list, "\0")
   end
   if jwks ~= nil then
     if type(jwks) ~= "table" then
@@ -144,6 +147,9 @@ local function verify_with(n, token)
     n.issuer, n.audience, n.leeway) }
   local err = answer[LJ.error]
   if err ~= nil then
+    if err == "memory" then
+      fail("jwt.verify(): the claims do not fit in the tenant's script runtime now")
+    end
     local index = match(err, "^invalid_key:(%d+)$")
     if index then
       fail("jwt.verify(): keys[" .. index .. "] is not a usable key (write a JWK or JWKS " ..
@@ -186,6 +192,13 @@ end
 local function jwt_middleware(opts)
   local fn = "middleware.jwt{}"
   local n = verify_options(opts, fn, JWT_EXTRA, JWT_EXTRA_KNOWN)
+  -- Made at registration: a key that can never verify anything fails the script now.
+  for i, text in next, n.key_list or {} do
+    if not py_key_ok(text) then
+      fail(fn .. ": keys[" .. i .. "] is not a usable key (write a JWK or JWKS as JSON, " ..
+        "or a PEM public key)")
+    end
+  end
   local header, err = check_header_name(rawget(opts, "header") or "authorization")
   if not header then fail(fn .. ": header: " .. err) end
   local strip = boolean_option(opts, "strip", false, fn)

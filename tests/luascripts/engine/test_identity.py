@@ -396,3 +396,11 @@ def test_verify_waits_inside_pcall_and_a_coroutine_too() -> None:
         assert run.resume(JwtAnswer('{"sub":"alice"}')).action.body == body
     with pytest.raises(ScriptRuntimeError, match="cannot wait for the gateway here"):
         script.handle(request("/sort"))
+
+
+@pytest.mark.parametrize("key", ["not a key", '{"kty":"RSA"}', '{"keys": []}',
+                                 "-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----"])
+def test_middleware_jwt_checks_its_keys_when_the_script_registers(key: str) -> None:
+    error = load_error(f"local K = '{key}'\n\nchi.use(middleware.jwt{{keys = {{'{HS}', K}}}})")
+    assert "line 3" in error and "keys[2] is not a usable key" in error
+    assert "AAAA" not in error and "not a key" not in error

@@ -425,16 +425,23 @@ class LiveEffects:
         return RenderAnswer(status, _text_pairs(headers), body)
 
     async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer:
-        jwks = None
-        if effect.jwks_backend is not None and effect.jwks_path is not None:
+        if effect.jwks_backend is None or effect.jwks_path is None:
+            return verify_effect(effect, None)
+        cache = self.upstream.jwks
+        where = (self.tenant.slug, effect.jwks_backend, effect.jwks_path)
+        fetch = self._jwks_fetch(effect.jwks_backend, effect.jwks_path)
+        jwks = await cache.keys(where, fetch)
+        answer = verify_effect(effect, jwks)
+        if answer.error == "unknown_key":
+            # A kid the cached keys lack (a rotation?): one refresh may know it, at most one
+            # per interval and JWKS (JwksCache).
             parsed = token_header(effect.token)
-            if isinstance(parsed, str):
-                return JwtAnswer(error=parsed)  # nothing to fetch keys for
-            jwks = await self.upstream.jwks.keys(
-                (self.tenant.slug, effect.jwks_backend, effect.jwks_path),
-                self._jwks_fetch(effect.jwks_backend, effect.jwks_path),
-                parsed[1].get("kid"))
-        return verify_effect(effect, jwks)
+            kid = None if isinstance(parsed, str) else parsed[1].get("kid")
+            if kid is not None:
+                fresher = await cache.keys(where, fetch, kid)
+                if fresher is not jwks:
+                    answer = verify_effect(effect, fresher)
+        return answer
 
     def _jwks_fetch(self, name: str, path: str) -> Any:
         """A JWKS fetch from the tenant's backend `name`, as http.request would make it; it

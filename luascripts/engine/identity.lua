@@ -213,7 +213,9 @@ local function jwt_middleware(opts)
     -- The auth scheme is case-insensitive (RFC 7235); a custom header may carry the bare
     -- token.
     local token = match(value, "^[Bb][Ee][Aa][Rr][Ee][Rr] +([^ \t]+)[ \t]*$")
-    if token == nil and not scheme_required then token = match(value, "^[ \t]*([^ \t]+)[ \t]*$") end
+    if token == nil and not scheme_required then
+      token = match(value, "^[ \t]*([^ \t]+)[ \t]*$")
+    end
     if token == nil then return unauthorized(req, "malformed") end
     local claims, reason = verify_with(n, token)
     if claims == nil then return unauthorized(req, reason) end

@@ -146,12 +146,9 @@ def test_cors_preflight_and_proxied_answer() -> None:
     assert dict(out.patch.headers)["access-control-expose-headers"] == "x-request-id"
 
 
-JWT_NOW = time.time()
-
-
 def _idp_token(key, **claims) -> str:
     body = {"sub": "alice", "iss": "https://idp.example.com", "aud": "orders-api",
-            "exp": JWT_NOW + 300, **claims}
+            "exp": time.time() + 300, **claims}
     return jwt.encode({"alg": "ES256", "kid": "idp-1"}, body, key, algorithms=["ES256"])
 
 

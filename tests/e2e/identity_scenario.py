@@ -42,7 +42,12 @@ local function forward(req)
   return proxy("api")
 end
 
+-- Every algorithm allowed (the default): only the keys' types stand between an HS256 token
+-- and the IdP's RSA keys.
+local idp_any = middleware.jwt{{jwks = {{backend = "idp", path = "{JWKS_PATH}"}}}}
+
 chi.with(hs).get("/hs/*", forward)
+chi.with(idp_any).get("/any/*", forward)
 chi.with(idp).get("/idp/*", forward)
 chi.get("/open", function(req) return proxy("api") end)
 """

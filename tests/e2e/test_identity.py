@@ -103,10 +103,20 @@ def test_hs256_signed_with_the_idps_public_key_is_refused(client):
     signing_input = (f"{b64(json.dumps({'alg': 'HS256', 'kid': 'rsa-1'}).encode())}."
                      f"{b64(json.dumps({'sub': 'root', 'iss': ISSUER}).encode())}")
     mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
-    response = client.get("/idp/x", headers={
-        "Host": "jwt.test", "Authorization": f"Bearer {signing_input}.{b64(mac)}"})
+    forged = f"{signing_input}.{b64(mac)}"
+    # Where the route lists RS256 and ES256 only, the algorithm itself is refused...
+    response = client.get("/idp/x", headers={"Host": "jwt.test",
+                                              "Authorization": f"Bearer {forged}"})
     assert response.status_code == 401
     assert 'error_description="algorithm_not_allowed"' in challenge(response)
+    # ...and where every algorithm is allowed, no RSA key is ever used as an HMAC secret.
+    response = client.get("/any/x", headers={"Host": "jwt.test",
+                                             "Authorization": f"Bearer {forged}"})
+    assert response.status_code == 401
+    assert 'error_description="unknown_key"' in challenge(response)
+    genuine = client.get("/any/x", headers={"Host": "jwt.test",
+                                            "Authorization": f"Bearer {idp_token('rsa-1')}"})
+    assert genuine.status_code == 200
 
 
 def test_tokens_from_the_jwks_backend_verify_rsa_and_ec(client):

@@ -12,6 +12,8 @@ script and settings (the access-log line included, written to a sink that discar
     .venv/bin/python bench/app_cpu.py --requests 5000 --rounds 1
     .venv/bin/python bench/app_cpu.py --shadow 0.1    # also the gateway with a shadow
                                                       # deciding on 10 % of the requests
+    .venv/bin/python bench/app_cpu.py --jwt           # also the gateway with middleware.jwt
+                                                      # (HS256 and RS256 bearer tokens)
 
 What it reports is what our own code adds per request on top of the upstream client:
 "gateway minus passthrough". The backend is nginx when it is installed (bench/install_tools.sh),
@@ -49,11 +51,11 @@ HEADERS = [(b"host", b"bench.local"), (b"user-agent", b"chistone-bench/1.0 (wrk)
            (b"cookie", b"session=abc123def456; theme=dark")]
 
 
-def scope(port: int) -> dict:
+def scope(port: int, headers: list[tuple[bytes, bytes]] = HEADERS) -> dict:
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
             "scheme": "http", "path": PATH, "raw_path": PATH.encode(), "query_string": QUERY,
             "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", port),
-            "headers": HEADERS}
+            "headers": headers}
 
 
 def start_backend(workdir: Path, cpu: int | None, kind: str) -> tuple[subprocess.Popen, int]:
@@ -96,6 +98,31 @@ chi.use(function(req, next)
   return res
 end)
 """
+
+
+def jwt_middleware(alg: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+    """middleware.jwt in front of every route, verifying an `alg` token (HS256: a shared
+    secret written in the script; RS256: a 2048-bit RSA public key as PEM), and the request
+    headers carrying a valid token for it (the benchmark's other headers unchanged)."""
+    import json
+    import time as clock
+
+    from joserfc import jwt
+    from joserfc.jwk import OctKey, RSAKey
+
+    if alg == "HS256":
+        key = OctKey.generate_key(256)
+        text = json.dumps(key.as_dict(private=True))
+    else:
+        key = RSAKey.generate_key(2048)
+        text = key.as_pem(private=False).decode().replace("\n", "\\n")
+    token = jwt.encode({"alg": alg}, {"sub": "bench", "iss": "https://idp.bench",
+                                      "exp": int(clock.time()) + 86400}, key)
+    middleware = (f"chi.use(middleware.jwt{{keys = {{'{text}'}}, algorithms = {{'{alg}'}}, "
+                  f"issuer = 'https://idp.bench'}})\n")
+    headers = [(k, f"Bearer {token}".encode() if k == b"authorization" else v)
+               for k, v in HEADERS]
+    return middleware, headers
 
 
 def _tracing(workdir: Path) -> object:
@@ -169,9 +196,10 @@ def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = No
     return Gateway(holder=holder, transport=make_transport(conf), conf=conf, tracing=tracing)
 
 
-async def drive(app, port: int, requests: int, concurrency: int) -> tuple[float, float, int]:
+async def drive(app, port: int, requests: int, concurrency: int,
+                headers: list[tuple[bytes, bytes]] = HEADERS) -> tuple[float, float, int]:
     """(process CPU seconds, wall seconds, non-200 answers) for `requests` requests."""
-    template = scope(port)
+    template = scope(port, headers)
     pending = requests
     errors = 0
 
@@ -224,6 +252,9 @@ def main() -> None:
     parser.add_argument("--shadow", type=float, metavar="RATE",
                         help="also run the gateway with a shadow deciding on this share of "
                              "the requests (gateway+shadow)")
+    parser.add_argument("--jwt", action="store_true",
+                        help="also run the gateway with middleware.jwt verifying an HS256 and "
+                             "an RS256 bearer token (gateway+jwt-hs256, gateway+jwt-rs256)")
     parser.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                         help="nginx when installed (auto), or the minimal asyncio server")
     args = parser.parse_args()
@@ -255,6 +286,13 @@ def main() -> None:
         if args.only == "gateway+shadow" or (args.only is None and args.shadow is not None):
             apps["gateway+shadow"] = gateway_app(backend_port, shadow=args.shadow or 0.1)
             logging.getLogger("chistone.access").handlers[:] = []
+        app_headers: dict[str, list[tuple[bytes, bytes]]] = {}  # default: HEADERS
+        if args.jwt:
+            for alg in ("HS256", "RS256"):
+                name = f"gateway+jwt-{alg.lower()}"
+                middleware, app_headers[name] = jwt_middleware(alg)
+                apps[name] = gateway_app(backend_port, middleware=middleware)
+                logging.getLogger("chistone.access").handlers[:] = []
         results: dict[str, list[float]] = {name: [] for name in apps}
         failed = 0
 
@@ -263,13 +301,14 @@ def main() -> None:
             handler = stats.install_buffered_access_log()
             if handler is not None:
                 handler.stream = _Discard()
-            for app in apps.values():  # warm up: pools, caches, first allocations
-                await drive(app, 8000, 2000, args.concurrency)
+            for name, app in apps.items():  # warm up: pools, caches, first allocations
+                await drive(app, 8000, 2000, args.concurrency, app_headers.get(name, HEADERS))
             gc.collect()
             gc.freeze()  # as the data plane does once it has started (chistone_site.planes)
             for n in range(args.rounds):
                 for name, app in apps.items():
-                    cpu, wall, errors = await drive(app, 8000, args.requests, args.concurrency)
+                    cpu, wall, errors = await drive(app, 8000, args.requests, args.concurrency,
+                                                    app_headers.get(name, HEADERS))
                     failed += errors
                     results[name].append(cpu * 1e6 / args.requests)
                     print(f"round {n + 1} {name:12s} {cpu * 1e6 / args.requests:7.1f} us/req CPU"
@@ -296,6 +335,11 @@ def main() -> None:
         if "gateway" in medians and "gateway+header" in medians:
             extra = medians["gateway+header"] / medians["gateway"] - 1
             print(f"header middleware: {extra * 100:+.1f}% CPU per proxied request")
+        for name in ("gateway+jwt-hs256", "gateway+jwt-rs256"):
+            if "gateway" in medians and name in medians:
+                extra = medians[name] - medians["gateway"]
+                print(f"{name.removeprefix('gateway+')}: {extra:+.1f} us CPU per proxied "
+                      f"request ({extra / medians['gateway'] * 100:+.1f}%)")
         if "gateway+shadow" in apps:
             runner = apps["gateway+shadow"].shadow
             same, different, dropped = runner.totals.get("bench", [0, 0, 0])

@@ -101,6 +101,12 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("WEBSOCKET_IDLE_TIMEOUT_S", 300.0, number,
             "a WebSocket with no message either way for this long is closed with 1001 "
             "(pings do not count)"),
+    Setting("JWKS_REFRESH_S", 300.0, number,
+            "how often jwt.verify's JWKS keys are fetched again, in the background (a "
+            "shorter Cache-Control max-age of the JWKS wins)"),
+    Setting("JWKS_MIN_REFRESH_S", 30.0, number,
+            "at most one JWKS fetch per this interval and JWKS, whatever unknown `kid`s "
+            "or failures ask"),
     Setting("METRICS_DIR", "", text,
             "where the workers of one `serve` run write their counters for `/metrics`",
             shown_default="a new temporary directory per `serve` run", internal=True),
@@ -138,6 +144,8 @@ class GatewayConf:
     upstream_client: str = "h1"  # routing.upstream.make_transport
     websocket_max_message_bytes: int = 16 * 1024 * 1024
     websocket_idle_timeout_s: float = 300.0
+    jwks_refresh_s: float = 300.0
+    jwks_min_refresh_s: float = 30.0
 
     def lua_limit_overrides(self) -> dict[str, Any]:
         """Keyword arguments for `luascripts.engine.Limits`: only what is configured."""
@@ -199,6 +207,8 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         upstream_client=str(values["UPSTREAM_CLIENT"]),
         websocket_max_message_bytes=int(values["WEBSOCKET_MAX_MESSAGE_BYTES"]),
         websocket_idle_timeout_s=float(values["WEBSOCKET_IDLE_TIMEOUT_S"]),
+        jwks_refresh_s=float(values["JWKS_REFRESH_S"]),
+        jwks_min_refresh_s=float(values["JWKS_MIN_REFRESH_S"]),
     )
 
 

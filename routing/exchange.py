@@ -25,10 +25,12 @@ from luascripts.engine.effects import (
     Call,
     CallAnswer,
     Head,
+    JwtAnswer,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    VerifyJwt,
 )
 from routing.conf import GatewayConf
 from routing.errors import (
@@ -42,6 +44,7 @@ from routing.errors import (
     reject_error,
 )
 from routing.health import HealthRegistry
+from routing.jwt_verify import JwksCache, max_age, token_header, verify_effect
 from routing.plan import UpstreamPlan, call_plan, decide
 from routing.request import ClientRequest
 from routing.snapshot import BackendEntry, TenantEntry
@@ -60,6 +63,7 @@ from routing.upstream import (
 
 log = logging.getLogger("chistone.gateway")
 
+_JWKS_TIMEOUT_MS = 5000  # one JWKS fetch, connect and answer
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
@@ -179,6 +183,10 @@ class Upstream:
         self.budget = RetryBudget(conf.retry_budget_ratio, conf.retry_budget_min)
         self.on_retry = on_retry
         self.tracing = tracing
+        # The worker's JWKS keys for jwt.verify (routing.jwt_verify), fetched with this
+        # process's transport.
+        self.jwks = JwksCache(refresh_s=conf.jwks_refresh_s,
+                              min_refresh_s=conf.jwks_min_refresh_s)
 
     async def send(self, plan: UpstreamPlan, request: ClientRequest, body: RequestBody,
                    ex: Any, payload: bytes | None = None, parent: Any = None
@@ -415,6 +423,51 @@ class LiveEffects:
     async def render(self, effect: Render) -> RenderAnswer:
         status, headers, body = render_error_for(effect, self.request.request_id)
         return RenderAnswer(status, _text_pairs(headers), body)
+
+    async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer:
+        if effect.jwks_backend is None or effect.jwks_path is None:
+            return verify_effect(effect, None)
+        cache = self.upstream.jwks
+        where = (self.tenant.slug, effect.jwks_backend, effect.jwks_path)
+        fetch = self._jwks_fetch(effect.jwks_backend, effect.jwks_path)
+        jwks = await cache.keys(where, fetch)
+        answer = verify_effect(effect, jwks)
+        if answer.error == "unknown_key":
+            # A kid the cached keys lack (a rotation?): one refresh may know it, at most one
+            # per interval and JWKS (JwksCache).
+            parsed = token_header(effect.token)
+            kid = None if isinstance(parsed, str) else parsed[1].get("kid")
+            if kid is not None:
+                fresher = await cache.keys(where, fetch, kid)
+                if fresher is not jwks:
+                    answer = verify_effect(effect, fresher)
+        return answer
+
+    def _jwks_fetch(self, name: str, path: str) -> Any:
+        """A JWKS fetch from the tenant's backend `name`, as http.request would make it; it
+        may run in the background after this request is done."""
+        tenant, stats = self.tenant, self.stats
+
+        async def fetch() -> tuple[bytes, float | None] | None:
+            backend = tenant.backends.get(name)
+            if backend is None or not backend.enabled:
+                return None
+            effect = Call(backend=name, method="GET", path=path, query="",
+                          headers=(("accept", "application/json"),), body=b"",
+                          timeout_ms=_JWKS_TIMEOUT_MS)
+            plan = call_plan(backend, effect, request_id=self.request.request_id)
+            started = time.perf_counter()
+            answer = await self._call(backend, plan, list(plan.headers), b"")
+            ok = answer.error is None and answer.status == 200
+            stats.call(tenant.slug, name, answer.error or ("ok" if ok else "broken"),
+                       time.perf_counter() - started)
+            if not ok:
+                return None
+            cache_control = next((v for k, v in answer.headers
+                                  if k.lower() == "cache-control"), None)
+            return answer.body, max_age(cache_control)
+
+        return fetch
 
     def take(self, exchange: int) -> Opened:
         """The exchange the script's final answer names; the others are closed by close()."""

@@ -25,11 +25,13 @@ from luascripts.engine.effects import (
     CallAnswer,
     Effect,
     Head,
+    JwtAnswer,
     OpenUpstream,
     ReadBody,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    VerifyJwt,
 )
 from luascripts.engine.script import ScriptRun
 
@@ -50,6 +52,8 @@ class Effects(Protocol):
 
     async def render(self, effect: Render) -> RenderAnswer: ...
 
+    async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer: ...
+
 
 async def answer(effects: Effects, effect: Effect | None) -> Answer:
     if isinstance(effect, ReadBody):
@@ -62,6 +66,8 @@ async def answer(effects: Effects, effect: Effect | None) -> Answer:
         return await effects.call(effect)
     if isinstance(effect, Render):
         return await effects.render(effect)
+    if isinstance(effect, VerifyJwt):
+        return await effects.verify_jwt(effect)
     raise TypeError(f"unknown effect {effect!r}")
 
 

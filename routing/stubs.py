@@ -8,6 +8,10 @@ effects instead of the live ones. Answers come from stubs given with the request
     calls     {backend name: {"status", "headers", "body"}}  what http.request gets
     either may instead be {"error": "refused" | "timeout" | "broken"} to play a failure
 
+jwt.verify verifies for real with the script's own keys; a JWKS it names comes from the
+`calls` stub of that backend (its body, when the status is 200), else the call answers
+"keys_unavailable" for tokens those keys do not cover.
+
 Without a stub, a middleware that looks at a proxied response stops the run at the upstream
 plan (`NoStub`), and http.request returns nil, "no_stub". Every call and exchange is
 recorded for display. Nothing here awaits real I/O: `run_sync` drives a coroutine that uses
@@ -25,10 +29,12 @@ from luascripts.engine.effects import (
     Call,
     CallAnswer,
     Head,
+    JwtAnswer,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    VerifyJwt,
 )
 from luascripts.engine.types import Limits, Outcome
 from routing.errors import (
@@ -39,6 +45,7 @@ from routing.errors import (
     error_response,
 )
 from routing.exchange import render_error_for
+from routing.jwt_verify import parse_jwks, verify_effect
 from routing.plan import Healthy, UpstreamPlan, call_plan, decide
 from routing.request import ClientRequest
 from routing.snapshot import TenantEntry
@@ -209,6 +216,24 @@ class StubEffects:
         status, headers, body = render_error_for(effect, self.request.request_id)
         return RenderAnswer(status, tuple((k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers), body)
+
+
+    async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer:
+        jwks = None
+        if effect.jwks_backend is not None:
+            record: dict[str, Any] = {"backend": effect.jwks_backend, "method": "GET",
+                                      "path": effect.jwks_path, "query": "", "jwks": True}
+            self.made_calls.append(record)
+            stub = self.calls.get(effect.jwks_backend)
+            if stub is None or stub.error is not None or stub.status != 200:
+                record["error"] = "no_stub" if stub is None else stub.error or "broken"
+            else:
+                record["status"] = stub.status
+                try:
+                    jwks = parse_jwks(stub.body)
+                except ValueError:
+                    record["error"] = "broken"
+        return verify_effect(effect, jwks)
 
 
 def _always(_backend: Any) -> bool:

@@ -17,7 +17,7 @@ A header block handed *to* Lua for lookups is a "headers" blob: "\\nname\\0value
         "fail": why the request failed
     actions: proxy, respond, reject, router (the router's own 404/405), mount (a backend
         mount's proxy, filled in by the host), exchange (an upstream exchange already made)
-    effects (what a waiting script asks for): body, upstream, response_body, call, render
+    effects (what a waiting script asks for): body, upstream, response_body, call, render, jwt
     answers (host -> Lua, K.resume's arguments after the token), one per effect
 """
 
@@ -153,18 +153,23 @@ RESPONSE_BODY = Record("response_body", "op", "id")  # res.body() of exchange `i
 CALL = Record("call", "op", "backend", "method", "path", "query", "headers", "body",
               "timeout_ms")  # http.request(); headers is a pairs blob
 RENDER = Record("render", "op", "status", "message")  # headers and body of a gateway answer
+JWT = Record("jwt", "op", "token", "keys", "jwks_backend", "jwks_path", "algorithms", "issuer",
+             "audience", "leeway_s")  # jwt.verify(); keys, algorithms, audience: names blobs
 EFFECTS = {"body": BODY, "upstream": UPSTREAM, "response_body": RESPONSE_BODY, "call": CALL,
            "render": RENDER}
+EFFECTS["jwt"] = JWT
 
 # -- answers: host -> Lua, K.resume's arguments after the token ----------------------------
 HEAD_ANSWER = Record("head", "status", "headers", "backend")  # headers blob for lookups
 BODY_ANSWER = Record("body_answer", "body", "error")  # error: "too_large" | "broken" | ...
 CALL_ANSWER = Record("call_answer", "status", "headers", "body", "error")
 RENDER_ANSWER = Record("render_answer", "status", "headers", "body")
+JWT_ANSWER = Record("jwt_answer", "claims", "error")  # claims: a JSON object; error: a reason
 
 RECORDS = (REQUEST, RESULT, WAIT, FAIL, *ACTIONS.values(), PATCH, *EFFECTS.values(),
            HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER, ROUTE_RECORD, MOUNT_RECORD,
            HANDLER_RECORD, MUX_RECORD, LABEL_RECORD)
+RECORDS += (JWT_ANSWER,)
 
 
 def lua_layout() -> dict[str, Any]:

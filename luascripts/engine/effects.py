@@ -59,7 +59,23 @@ class Render:
     allow: tuple[str, ...] = ()  # a 405's Allow list
 
 
-Effect = ReadBody | OpenUpstream | ReadResponseBody | Call | Render
+@dataclass(frozen=True, slots=True)
+class VerifyJwt:
+    """`jwt.verify(token, opts)`: check a JWT's signature and claims against the script's
+    keys (`keys`: JWK JSON or PEM texts) and/or a JWKS the tenant's backend `jwks_backend`
+    serves at `jwks_path` (routing.jwt_verify)."""
+
+    token: str
+    keys: tuple[str, ...]
+    jwks_backend: str | None
+    jwks_path: str | None
+    algorithms: tuple[str, ...]
+    issuer: str | None
+    audience: tuple[str, ...]  # any one of them must be in the token's "aud"
+    leeway_s: float
+
+
+Effect = ReadBody | OpenUpstream | ReadResponseBody | Call | Render | VerifyJwt
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -100,4 +116,14 @@ class RenderAnswer:
     body: bytes
 
 
-Answer = Head | BodyAnswer | CallAnswer | RenderAnswer
+@dataclass(frozen=True, slots=True)
+class JwtAnswer:
+    """The verified claims as a JSON object, or `error`: a fixed reason word ("expired",
+    "bad_signature", "unknown_key", ...; never key material), or "invalid_key:<n>" when the
+    script's n-th inline key cannot be used (a script error at the call)."""
+
+    claims_json: str | None = None
+    error: str | None = None
+
+
+Answer = Head | BodyAnswer | CallAnswer | RenderAnswer | JwtAnswer

@@ -24,6 +24,9 @@ local limits = K.limits -- luascripts.engine.types.Limits, by field name
 local helpers = {}
 K.helpers = helpers
 K.middleware = {} -- the standard middleware's constructors (published by middleware.lua)
+-- function -> its label in the dry run, for functions made by trusted code (the standard
+-- middleware: "middleware.jwt"), which have no line of the script to show.
+K.function_labels = setmetatable({}, { __mode = "k" })
 
 ---------------------------------------------------------------------------- json
 local json = {}

@@ -25,6 +25,7 @@ from luascripts.engine.effects import (
     ReadBody,
     ReadResponseBody,
     Render,
+    VerifyJwt,
 )
 from luascripts.engine.errors import ScriptMemoryError, ScriptRuntimeError, ScriptTimeoutError
 from luascripts.engine.source import diagnostic_from_lua, lua_text
@@ -41,7 +42,7 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "dispatch:", "[C]: in ?",
+                   "response:", "calls:", "identity:", "dispatch:", "[C]: in ?",
                    "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -183,7 +184,25 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
         status = int(f[_EFFECT + B.RENDER.status])
         return token, Render(status, None if message is None else lua_text(message),
                              allow if status == 405 else ())
+    if op == "jwt":
+        j = B.JWT
+        return token, VerifyJwt(
+            token=f[_EFFECT + j.token], keys=_blobs(f[_EFFECT + j.keys]),
+            jwks_backend=_text_or_none(f[_EFFECT + j.jwks_backend]),
+            jwks_path=f[_EFFECT + j.jwks_path], algorithms=_blobs(f[_EFFECT + j.algorithms]),
+            issuer=_text_or_none(f[_EFFECT + j.issuer]),
+            audience=tuple(lua_text(a) for a in _blobs(f[_EFFECT + j.audience])),
+            leeway_s=float(f[_EFFECT + j.leeway_s] or 0))
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
+
+
+def _blobs(blob: str | None) -> tuple[str, ...]:
+    """A names blob of texts kept as they are (keys, algorithms: latin-1, one char a byte)."""
+    return tuple(blob.split("\0")) if blob else ()
+
+
+def _text_or_none(value: str | None) -> str | None:
+    return None if value is None else lua_text(value)
 
 
 def fail_kind(f: tuple[Any, ...]) -> tuple[str, Any, int | None]:

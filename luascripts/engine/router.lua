@@ -272,7 +272,7 @@ local function labels(globals)
   for id = 1, nfn do
     local f = F[id]
     local line = "line " .. tostring(getinfo(f, "S").linedefined)
-    out[id] = names[f] and (names[f] .. " (" .. line .. ")") or line
+    out[id] = K.function_labels[f] or names[f] and (names[f] .. " (" .. line .. ")") or line
   end
   return out
 end

@@ -59,6 +59,14 @@ def _hmac_sha256_hex(key: object, msg: object) -> str | None:
     return hmac.new(key.encode("latin-1"), msg.encode("latin-1"), hashlib.sha256).hexdigest()
 
 
+def _key_ok(text: object) -> bool:
+    # Called by identity.lua while a script registers middleware.jwt{keys = ...}: a key that
+    # can never verify anything fails validation at its line. joserfc is loaded on first use.
+    from luascripts.engine.keys import key_ok
+
+    return key_ok(text)
+
+
 _STRICT = """
 function(t, what)
   return setmetatable(t, { __index = function(_, k)
@@ -104,6 +112,7 @@ class Runtime:
         k["py_now"] = time.time
         k["py_sha256"] = _sha256_hex
         k["py_hmac"] = _hmac_sha256_hex
+        k["py_key_ok"] = _key_ok
         loader = lua.eval(_LOADER)
         for name in MODULES:
             loader(_SOURCES[name], name, k)

@@ -29,6 +29,7 @@ from luascripts.engine.effects import (
     CallAnswer,
     Effect,
     Head,
+    JwtAnswer,
     RenderAnswer,
 )
 from luascripts.engine.errors import (
@@ -428,6 +429,9 @@ def _answer_args(answer: Answer) -> tuple[tuple[Any, ...], int]:
         body = answer.body.decode("latin-1")
         return B.RENDER_ANSWER.pack(status=answer.status, headers=blob, body=body), \
             len(blob) + len(body) + 256
+    if isinstance(answer, JwtAnswer):
+        claims = answer.claims_json
+        return B.JWT_ANSWER.pack(claims=claims, error=answer.error), len(claims or "") + 64
     raise TypeError(f"not an answer: {answer!r}")
 
 
@@ -439,6 +443,8 @@ def _without_payload(answer: Answer) -> Answer:
         return CallAnswer(error="too_large")
     if isinstance(answer, RenderAnswer):
         return RenderAnswer(answer.status, (), b"")
+    if isinstance(answer, JwtAnswer):
+        return JwtAnswer(error="memory")
     return Head(answer.status, (), getattr(answer, "backend", None))
 
 

@@ -1,37 +1,23 @@
--- CORS: preflights answered by the gateway, the headers added to every answer (proxied
--- ones included) for the allowed origins.
+-- CORS with the standard middleware: preflights answered by the gateway, the headers added
+-- to every answer (proxied ones included) for the allowed origins.
 -- Backends expected: api.
 --
--- An OPTIONS request with Access-Control-Request-Method is a preflight: 204 with the
--- allowed methods and headers for an allowed origin, 403 otherwise. Any other request is
--- proxied; a middleware adds Access-Control-Allow-Origin (and Vary: Origin) to the answer
--- on its way back -- without waiting for the backend inside the script or buffering the
--- body, since it only sets headers.
+-- An OPTIONS request with Access-Control-Request-Method is a preflight: 204, with the
+-- Access-Control-Allow-* headers when the origin, the method and the requested headers are
+-- allowed, without them otherwise (the browser then refuses the real request). Any other
+-- request is proxied; a request from an allowed origin gets Access-Control-Allow-Origin
+-- (its own origin, never "*", since credentials are allowed) and Vary: Origin on the answer,
+-- whether the backend, the script or the gateway itself (a 502, a 404) gave it. A request
+-- from another origin still goes through: only the browser, seeing no CORS headers, keeps
+-- the answer from the page.
 
-local ORIGINS = { ["https://app.example.com"] = true, ["http://localhost:3000"] = true }
-local METHODS = "GET, POST, PUT, PATCH, DELETE"
-local HEADERS = "authorization, content-type"
+chi.use(middleware.cors{
+  origins = { "https://app.example.com", "http://localhost:3000", "*.example.org" },
+  methods = { "GET", "POST", "PUT", "PATCH", "DELETE" },
+  headers = { "authorization", "content-type" },
+  expose = { "x-request-id" },
+  credentials = true,
+  max_age = 600,
+})
 
-local function cors(req, next)
-  local origin = req.headers["origin"]
-  local allowed = origin ~= nil and ORIGINS[origin] == true
-  if req.method == "OPTIONS" and req.headers["access-control-request-method"] then
-    if not allowed then return reject(403, "origin not allowed") end
-    return respond(204, "", {
-      ["access-control-allow-origin"] = origin,
-      ["access-control-allow-methods"] = METHODS,
-      ["access-control-allow-headers"] = HEADERS,
-      ["access-control-max-age"] = "600",
-      vary = "Origin",
-    })
-  end
-  local res = next(req)
-  if allowed then
-    res.headers["access-control-allow-origin"] = origin
-    res.headers["vary"] = "Origin"
-  end
-  return res
-end
-
-chi.use(cors)
 chi.handle("*", "/*", function(req) return proxy("api") end)

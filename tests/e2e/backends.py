@@ -50,6 +50,8 @@ class Backend:
     health_checks: int = 0
     server: asyncio.base_events.Server | None = None
     fail_status: int | None = None  # set: every request but health checks gets this status
+    # path -> (status, headers, body): fixed answers a test sets and changes (a JWKS)
+    canned: dict[str, tuple[int, list[tuple[str, str]], bytes]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -134,6 +136,9 @@ class Backend:
             return await self._send(writer, self.fail_status,
                                     f"{self.name} fails with {self.fail_status}".encode(),
                                     [("Content-Type", "text/plain")], reason="Failing")
+        if path in self.canned:
+            status, canned_headers, body = self.canned[path]
+            return await self._send(writer, status, body, canned_headers)
         if path.endswith("/verify"):  # a forward-auth service
             token = dict(headers).get("authorization", "")
             if token == "Bearer slow":

@@ -84,6 +84,7 @@ def gateway(farm, tmp_path_factory) -> Gateway:
         "CHISTONE_PASSIVE_FAILURES": "3",
         "CHISTONE_PASSIVE_COOLDOWN_S": "1.5",
         "CHISTONE_UPSTREAM_TOTAL_TIMEOUT_MS": "8000",
+        "CHISTONE_JWKS_MIN_REFRESH_S": "1",  # key rotation within a test's patience
         # An environment proxy that would swallow every request if it were honoured.
         "HTTP_PROXY": f"http://127.0.0.1:{dead_proxy}",
         "http_proxy": f"http://127.0.0.1:{dead_proxy}",

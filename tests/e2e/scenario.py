@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.e2e.backends import BackendFarm, free_port
+from tests.e2e.identity_scenario import identity_tenants
 
 ROUTES_SCRIPT = r"""
 chi.use(function(req, next)
@@ -176,4 +177,5 @@ def spec(farm: BackendFarm) -> dict:
         {"slug": "hoarder", "domains": ["hoarder.test"], "script": HOARDER_SCRIPT,
          "backends": [{"name": "slow", "url": b("hoarder-slow").url}]},
     ]
+    tenants += identity_tenants(farm, example, dead_url)
     return {"tenants": tenants}

@@ -122,44 +122,7 @@ def test_graphql_routes_on_the_operation_name(client):
     assert dict(seen["headers"])["x-graphql-operation"] == "ChargeCard"
 
 
-# -- cors.lua -------------------------------------------------------------------------------
-
-
-def test_cors_preflight_is_answered_by_the_gateway(client, farm):
-    api = farm.backends["cors-api"]
-    before = len(api.seen)
-    response = client.options("/things", headers={
-        "Host": "cors.test", "Origin": "https://app.example.com",
-        "Access-Control-Request-Method": "POST"})
-    assert response.status_code == 204
-    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
-    assert "POST" in response.headers["access-control-allow-methods"]
-    assert response.headers["access-control-max-age"] == "600"
-    assert len(api.seen) == before
-    denied = client.options("/things", headers={
-        "Host": "cors.test", "Origin": "https://evil.example",
-        "Access-Control-Request-Method": "POST"})
-    assert denied.status_code == 403
-    assert "access-control-allow-origin" not in denied.headers
-
-
-def test_cors_headers_are_added_to_proxied_answers(client):
-    response = client.get("/things?x=1", headers={"Host": "cors.test",
-                                                   "Origin": "http://localhost:3000"})
-    assert response.status_code == 200
-    assert response.json()["backend"] == "cors-api"  # the backend's own body, streamed
-    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
-    assert response.headers["vary"] == "Origin"
-    assert response.headers["content-type"] == "application/json"
-    other = client.get("/things", headers={"Host": "cors.test", "Origin": "https://evil.example"})
-    assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
-
-
-def test_cors_headers_ride_on_a_large_streamed_answer(client):
-    response = client.get("/big?n=3000000", headers={"Host": "cors.test",
-                                                      "Origin": "https://app.example.com"})
-    assert response.status_code == 200 and len(response.content) == 3_000_000
-    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+# cors.lua: tests/e2e/test_identity.py (the standard middleware.cors).
 
 
 # -- fallback.lua ---------------------------------------------------------------------------

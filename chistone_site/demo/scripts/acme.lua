@@ -25,3 +25,13 @@ chi.route("/api/v1/{version:v[12]}", function(r)
 end)
 
 chi.mount("/legacy", "legacy")
+
+-- /me: a JWT verified by the standard middleware (HS256 with the shared secret below, the
+-- JWK form of "chistone-demo-secret-change-me!!"; the README tour mints a token for it).
+-- The caller's subject goes upstream in x-user; the token itself does not (strip).
+local DEMO_JWT_KEY = '{"kty":"oct","k":"Y2hpc3RvbmUtZGVtby1zZWNyZXQtY2hhbmdlLW1lISE"}'
+chi.with(middleware.jwt{ keys = { DEMO_JWT_KEY }, algorithms = { "HS256" },
+  issuer = "chistone-demo", strip = true }).get("/me", function(req)
+  req.headers["x-user"] = req.claims.sub
+  return proxy("users-v2", { path = "/me" })
+end)

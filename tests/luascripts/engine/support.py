@@ -9,7 +9,7 @@ from luascripts.engine import BackendView, Limits, LoadedScript, Outcome, Script
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "luascripts" / "examples"
 BACKENDS = ("users-v1", "users-v2", "stable", "canary", "app-a", "app-b", "legacy", "a", "b",
-            "hooks", "users", "billing", "api", "primary", "backup", "auth", "app")
+            "hooks", "users", "billing", "api", "primary", "backup", "auth", "app", "idp")
 FAST = Limits(request_cpu_ms=30, register_cpu_ms=200)
 
 

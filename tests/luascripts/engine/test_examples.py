@@ -8,8 +8,13 @@ import time
 from collections import Counter
 
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, OctKey
 
 from luascripts.engine import BackendView, ProxyAction, RejectAction, validate
+from luascripts.engine.effects import Head, VerifyJwt
+from luascripts.engine.script import ScriptRun
+from routing.jwt_verify import jwks_keys, verify_effect
 
 from .support import BACKENDS, EXAMPLES, example, load, request
 
@@ -17,8 +22,8 @@ from .support import BACKENDS, EXAMPLES, example, load, request
 def test_every_example_is_valid() -> None:
     names = sorted(p.name for p in EXAMPLES.glob("*.lua"))
     assert names == ["ab_test.lua", "auth_middleware.lua", "canary.lua", "cors.lua",
-                     "fallback.lua", "forward_auth.lua", "json_rpc.lua", "legacy_selector.lua",
-                     "version_routing.lua", "webhook_signature.lua"]
+                     "fallback.lua", "forward_auth.lua", "json_rpc.lua", "jwt_auth.lua",
+                     "legacy_selector.lua", "version_routing.lua", "webhook_signature.lua"]
     for name in names:
         result = validate(example(name), backend_names=BACKENDS)
         assert result.valid, (name, result.errors)
@@ -115,3 +120,67 @@ def test_legacy_selector() -> None:
     down = (backends[0], BackendView("stable", "http://stable:80", 5, False))
     assert script.handle(request("/orders", backends=down)).action == RejectAction(
         503, "no healthy backend")
+
+
+# -- cors.lua and jwt_auth.lua: the standard middleware ---------------------------------------
+
+
+def test_cors_preflight_and_proxied_answer() -> None:
+    script = load(example("cors.lua"), backends=["api"])
+    ok = script.handle(request("/things", "OPTIONS", headers={
+        "origin": "https://app.example.com", "access-control-request-method": "PUT",
+        "access-control-request-headers": "content-type"}))
+    headers = dict(ok.action.headers)
+    assert ok.action.status == 204
+    assert headers["access-control-allow-origin"] == "https://app.example.com"
+    assert headers["access-control-allow-credentials"] == "true"
+    assert headers["access-control-max-age"] == "600"
+    denied = script.handle(request("/things", "OPTIONS", headers={
+        "origin": "https://evil.example", "access-control-request-method": "PUT"}))
+    assert denied.action.status == 204
+    assert "access-control-allow-origin" not in dict(denied.action.headers)
+    run = script.start(request("/things", headers={"origin": "https://shop.example.org"}))
+    assert isinstance(run, ScriptRun)
+    out = run.resume(Head(200, (("content-type", "application/json"),), "api"))
+    assert dict(out.patch.headers)["access-control-allow-origin"] == "https://shop.example.org"
+    assert dict(out.patch.headers)["access-control-expose-headers"] == "x-request-id"
+
+
+def _idp_token(key, **claims) -> str:
+    body = {"sub": "alice", "iss": "https://idp.example.com", "aud": "orders-api",
+            "exp": time.time() + 300, **claims}
+    return jwt.encode({"alg": "ES256", "kid": "idp-1"}, body, key, algorithms=["ES256"])
+
+
+def test_jwt_auth_verifies_with_the_idp_keys() -> None:
+    key = ECKey.generate_key("P-256", parameters={"kid": "idp-1"})
+    jwks = jwks_keys({"keys": [key.as_dict(private=False)]})
+    script = load(example("jwt_auth.lua"), backends=["idp", "app"])
+
+    def through(path: str, headers: dict[str, str], method: str = "GET"):
+        step = script.start(request(path, method, headers=headers))
+        while isinstance(step, ScriptRun):  # the real verifier answers
+            effect = step.effect
+            assert isinstance(effect, VerifyJwt)
+            step = step.resume(verify_effect(effect, jwks if effect.jwks_backend else None))
+        return step
+
+    ok = through("/api/orders", {"authorization": f"Bearer {_idp_token(key)}"})
+    assert ok.action == ProxyAction(("app",))
+    assert ok.request_headers == {"x-user": "alice"}  # the token stripped
+    missing = through("/api/orders", {})
+    assert missing.action.status == 401 and missing.patch.headers == (
+        ("www-authenticate", "Bearer"),)
+    wrong_aud = through("/api/orders",
+                        {"authorization": f"Bearer {_idp_token(key, aud='other')}"})
+    assert dict(wrong_aud.patch.headers)["www-authenticate"] == \
+        'Bearer error="invalid_token", error_description="bad_audience"'
+    assert through("/public/x", {}).action == ProxyAction(("app",))
+    public = through("/public/x", {"authorization": f"Bearer {_idp_token(key)}"})
+    assert public.request_headers["x-user"] == "alice"
+    hook_key = OctKey.import_key(b"webhook-shared-secret-change-me")
+    hook = jwt.encode({"alg": "HS256"}, {"sender": "billing"}, hook_key)
+    sent = through("/webhooks/paid", {"x-hook-token": hook}, "POST")
+    assert sent.request_headers["x-hook-sender"] == "billing"
+    refused = through("/webhooks/paid", {"x-hook-token": _idp_token(key)}, "POST")
+    assert refused.action == RejectAction(403, "webhook token refused (algorithm_not_allowed)")

@@ -101,6 +101,18 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("WEBSOCKET_IDLE_TIMEOUT_S", 300.0, number,
             "a WebSocket with no message either way for this long is closed with 1001 "
             "(pings do not count)"),
+    Setting("REDIS_URL", "", text,
+            "Redis that holds the scripts' shared state (`shared.*`, `limit.allow`, "
+            "`middleware.rate_limit`) for every worker of every node, e.g. "
+            "`redis://127.0.0.1:6379/0`; unset: each worker process keeps its own "
+            "(check `chistone.W003`)"),
+    Setting("REDIS_TIMEOUT_MS", 50, integer,
+            "bound of one shared-state operation on Redis; slower or unreachable: "
+            "`shared.*` answer `nil, \"unavailable\"`, `limit.allow` lets the request "
+            "through (or refuses it with `fail = \"closed\"`)"),
+    Setting("SHARED_MAX_KEYS", 10_000, integer, "`shared` keys one tenant may hold"),
+    Setting("SHARED_MAX_BYTES", 16 * 1024 * 1024, integer,
+            "bytes of `shared` keys and values one tenant may hold"),
     Setting("METRICS_DIR", "", text,
             "where the workers of one `serve` run write their counters for `/metrics`",
             shown_default="a new temporary directory per `serve` run", internal=True),
@@ -138,6 +150,10 @@ class GatewayConf:
     upstream_client: str = "h1"  # routing.upstream.make_transport
     websocket_max_message_bytes: int = 16 * 1024 * 1024
     websocket_idle_timeout_s: float = 300.0
+    redis_url: str = ""  # routing.shared_state
+    redis_timeout_ms: int = 50
+    shared_max_keys: int = 10_000
+    shared_max_bytes: int = 16 * 1024 * 1024
 
     def lua_limit_overrides(self) -> dict[str, Any]:
         """Keyword arguments for `luascripts.engine.Limits`: only what is configured."""
@@ -199,6 +215,10 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         upstream_client=str(values["UPSTREAM_CLIENT"]),
         websocket_max_message_bytes=int(values["WEBSOCKET_MAX_MESSAGE_BYTES"]),
         websocket_idle_timeout_s=float(values["WEBSOCKET_IDLE_TIMEOUT_S"]),
+        redis_url=str(values["REDIS_URL"]),
+        redis_timeout_ms=int(values["REDIS_TIMEOUT_MS"]),
+        shared_max_keys=int(values["SHARED_MAX_KEYS"]),
+        shared_max_bytes=int(values["SHARED_MAX_BYTES"]),
     )
 
 

@@ -25,10 +25,14 @@ from luascripts.engine.effects import (
     Call,
     CallAnswer,
     Head,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
 )
 from routing.conf import GatewayConf
 from routing.errors import (
@@ -294,7 +298,8 @@ class LiveEffects:
 
     def __init__(self, *, upstream: Upstream, tenant: TenantEntry, request: ClientRequest,
                  router_path: str, body: RequestBody, ex: Any, conf: GatewayConf,
-                 limits: Any, balancer: Any, stats: Any, span: Any = None) -> None:
+                 limits: Any, balancer: Any, stats: Any, span: Any = None,
+                 state: Any = None) -> None:
         self.upstream = upstream
         self.tenant = tenant
         self.request = request
@@ -307,6 +312,7 @@ class LiveEffects:
         self.stats = stats
         self.span = span  # the script's trace span: calls and exchanges go under it
         self.opened: dict[int, Opened] = {}
+        self.state = state  # the worker's shared-state store (routing.shared_state)
 
     async def read_body(self) -> BodyAnswer:
         return await self.body.read_all(self.limits.max_request_body_bytes)
@@ -415,6 +421,12 @@ class LiveEffects:
     async def render(self, effect: Render) -> RenderAnswer:
         status, headers, body = render_error_for(effect, self.request.request_id)
         return RenderAnswer(status, _text_pairs(headers), body)
+
+    async def shared(self, effect: SharedOp) -> SharedAnswer:
+        return await self.state.shared(self.tenant.slug, effect)
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer:
+        return await self.state.limit(self.tenant.slug, effect)
 
     def take(self, exchange: int) -> Opened:
         """The exchange the script's final answer names; the others are closed by close()."""

@@ -25,11 +25,15 @@ from luascripts.engine.effects import (
     CallAnswer,
     Effect,
     Head,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadBody,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
 )
 from luascripts.engine.script import ScriptRun
 
@@ -50,6 +54,10 @@ class Effects(Protocol):
 
     async def render(self, effect: Render) -> RenderAnswer: ...
 
+    async def shared(self, effect: SharedOp) -> SharedAnswer: ...
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer: ...
+
 
 async def answer(effects: Effects, effect: Effect | None) -> Answer:
     if isinstance(effect, ReadBody):
@@ -62,6 +70,10 @@ async def answer(effects: Effects, effect: Effect | None) -> Answer:
         return await effects.call(effect)
     if isinstance(effect, Render):
         return await effects.render(effect)
+    if isinstance(effect, SharedOp):
+        return await effects.shared(effect)
+    if isinstance(effect, LimitCheck):
+        return await effects.limit(effect)
     raise TypeError(f"unknown effect {effect!r}")
 
 

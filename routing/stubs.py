@@ -25,10 +25,14 @@ from luascripts.engine.effects import (
     Call,
     CallAnswer,
     Head,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
 )
 from luascripts.engine.types import Limits, Outcome
 from routing.errors import (
@@ -41,6 +45,7 @@ from routing.errors import (
 from routing.exchange import render_error_for
 from routing.plan import Healthy, UpstreamPlan, call_plan, decide
 from routing.request import ClientRequest
+from routing.shared_state import LocalStore
 from routing.snapshot import TenantEntry
 
 STUB_ERRORS = ("refused", "timeout", "broken")
@@ -132,6 +137,9 @@ class StubEffects:
     made_calls: list[dict[str, Any]] = field(default_factory=list)
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     body_read: bool = False
+    # shared.* and limit.allow: a store private to this run (a dry run, a script test or a
+    # shadow never reads or writes the live shared state)
+    state: LocalStore = field(default_factory=LocalStore)
 
     async def read_body(self) -> BodyAnswer:
         self.body_read = True
@@ -209,6 +217,13 @@ class StubEffects:
         status, headers, body = render_error_for(effect, self.request.request_id)
         return RenderAnswer(status, tuple((k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers), body)
+
+
+    async def shared(self, effect: SharedOp) -> SharedAnswer:
+        return await self.state.shared(self.tenant.slug, effect)
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer:
+        return await self.state.limit(self.tenant.slug, effect)
 
 
 def _always(_backend: Any) -> bool:

@@ -153,18 +153,27 @@ RESPONSE_BODY = Record("response_body", "op", "id")  # res.body() of exchange `i
 CALL = Record("call", "op", "backend", "method", "path", "query", "headers", "body",
               "timeout_ms")  # http.request(); headers is a pairs blob
 RENDER = Record("render", "op", "status", "message")  # headers and body of a gateway answer
+# shared.get/set/incr/delete (action: "get" | "set" | "incr" | "delete"); value a string or
+# a number, ttl_s and delta numbers or nil (state.lua, routing.shared_state)
+SHARED = Record("shared", "op", "action", "key", "value", "ttl_s", "delta")
+LIMIT = Record("limit", "op", "key", "rate", "window_s", "fail_closed")  # limit.allow()
 EFFECTS = {"body": BODY, "upstream": UPSTREAM, "response_body": RESPONSE_BODY, "call": CALL,
            "render": RENDER}
+EFFECTS.update(shared=SHARED, limit=LIMIT)
 
 # -- answers: host -> Lua, K.resume's arguments after the token ----------------------------
 HEAD_ANSWER = Record("head", "status", "headers", "backend")  # headers blob for lookups
 BODY_ANSWER = Record("body_answer", "body", "error")  # error: "too_large" | "broken" | ...
 CALL_ANSWER = Record("call_answer", "status", "headers", "body", "error")
 RENDER_ANSWER = Record("render_answer", "status", "headers", "body")
+SHARED_ANSWER = Record("shared_answer", "value", "error")  # error: "quota" | "unavailable" ...
+LIMIT_ANSWER = Record("limit_answer", "allowed", "limit", "remaining", "reset_s", "degraded",
+                      "error")  # error: "unavailable" (refused with fail = "closed")
 
 RECORDS = (REQUEST, RESULT, WAIT, FAIL, *ACTIONS.values(), PATCH, *EFFECTS.values(),
            HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER, ROUTE_RECORD, MOUNT_RECORD,
            HANDLER_RECORD, MUX_RECORD, LABEL_RECORD)
+RECORDS += (SHARED_ANSWER, LIMIT_ANSWER)  # (the effects are in EFFECTS)
 
 
 def lua_layout() -> dict[str, Any]:

@@ -21,10 +21,12 @@ from luascripts.engine.build import fast_constructor
 from luascripts.engine.effects import (
     Call,
     Effect,
+    LimitCheck,
     OpenUpstream,
     ReadBody,
     ReadResponseBody,
     Render,
+    SharedOp,
 )
 from luascripts.engine.errors import ScriptMemoryError, ScriptRuntimeError, ScriptTimeoutError
 from luascripts.engine.source import diagnostic_from_lua, lua_text
@@ -41,7 +43,7 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "dispatch:", "[C]: in ?",
+                   "response:", "calls:", "state:", "dispatch:", "[C]: in ?",
                    "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -183,6 +185,15 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
         status = int(f[_EFFECT + B.RENDER.status])
         return token, Render(status, None if message is None else lua_text(message),
                              allow if status == 405 else ())
+    if op == "shared":
+        s = B.SHARED
+        return token, SharedOp(f[_EFFECT + s.action], f[_EFFECT + s.key], f[_EFFECT + s.value],
+                               f[_EFFECT + s.ttl_s], f[_EFFECT + s.delta])
+    if op == "limit":
+        lim = B.LIMIT
+        return token, LimitCheck(f[_EFFECT + lim.key], int(f[_EFFECT + lim.rate]),
+                                 int(f[_EFFECT + lim.window_s]),
+                                 bool(f[_EFFECT + lim.fail_closed]))
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
 
 

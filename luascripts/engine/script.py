@@ -29,7 +29,9 @@ from luascripts.engine.effects import (
     CallAnswer,
     Effect,
     Head,
+    LimitAnswer,
     RenderAnswer,
+    SharedAnswer,
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
@@ -428,6 +430,14 @@ def _answer_args(answer: Answer) -> tuple[tuple[Any, ...], int]:
         body = answer.body.decode("latin-1")
         return B.RENDER_ANSWER.pack(status=answer.status, headers=blob, body=body), \
             len(blob) + len(body) + 256
+    if isinstance(answer, SharedAnswer):
+        value = answer.value
+        return B.SHARED_ANSWER.pack(value=value, error=answer.error), \
+            (len(value) if isinstance(value, str) else 0) + 64
+    if isinstance(answer, LimitAnswer):
+        return B.LIMIT_ANSWER.pack(
+            allowed=answer.allowed, limit=answer.limit, remaining=answer.remaining,
+            reset_s=answer.reset_s, degraded=answer.degraded, error=answer.error), 128
     raise TypeError(f"not an answer: {answer!r}")
 
 
@@ -439,6 +449,10 @@ def _without_payload(answer: Answer) -> Answer:
         return CallAnswer(error="too_large")
     if isinstance(answer, RenderAnswer):
         return RenderAnswer(answer.status, (), b"")
+    if isinstance(answer, SharedAnswer):
+        return SharedAnswer(error="memory")
+    if isinstance(answer, LimitAnswer):
+        return answer
     return Head(answer.status, (), getattr(answer, "backend", None))
 
 

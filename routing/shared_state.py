@@ -1,0 +1,470 @@
+"""The tenants' shared state: `shared.*` and `limit.allow` (docs/scripting.md, *Shared state*).
+
+Two stores with the same semantics, both answering `routing.script_run.Effects.shared` and
+`.limit` for a tenant:
+
+* `RedisStore` (CHISTONE_REDIS_URL set): every worker of every node shares the state. Each
+  operation is ONE round trip, a Lua script run on Redis with EVALSHA (redis-py's
+  `register_script`), so each is atomic and reads the clock of Redis (`TIME`), the one clock
+  all nodes share. Redis unreachable or slower than CHISTONE_REDIS_TIMEOUT_MS: shared.*
+  answer "unavailable", limit.allow lets the request through (`degraded`) or refuses it
+  (`fail = "closed"`); each such answer is counted (`on_unavailable`, exported as
+  `chistone_shared_state_unavailable_total`) and logged once per interval; after a failure
+  Redis is skipped for a short back-off, so a dead Redis costs nothing per request, then
+  tried again: service resumes by itself.
+* `LocalStore`: the same in this process's memory (no CHISTONE_REDIS_URL: per worker; and
+  private to one run for dry runs, script tests and shadows, routing.stubs).
+
+Key layout in Redis (one tenant's keys share the hash tag `{slug}`, so every script touches
+one Redis Cluster slot; slugs are `[-a-zA-Z0-9_]`, never a brace or a colon):
+
+    <prefix>:{slug}:v         HASH  key -> value ("s" + bytes, or "n" + a number)
+    <prefix>:{slug}:x         ZSET  key -> expiry (ms, Redis clock), keys with a TTL only
+    <prefix>:{slug}:b         STRING  bytes held (sum of len(key) + len(value)), for the quota
+    <prefix>:{slug}:l:<key>   ZSET  limit.allow's log: one member per allowed request, scored
+                              by its time (us); expires with its window
+    <prefix>:{slug}:seq       STRING  a counter naming those members
+
+The tenant's namespace is the hash's own key space and the `l:` prefix: whatever bytes a
+script's key holds, they are a field of the tenant's hash or follow its prefix, so no key of
+another tenant can be named. Expired keys are removed inside the scripts (the expiry ZSET is
+purged before every operation, all of it when the quota would refuse), so the key and byte
+counts the quota checks are exact, not "eventually" right as keyspace expiry would make them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from luascripts.engine.effects import LimitAnswer, LimitCheck, SharedAnswer, SharedOp
+
+log = logging.getLogger("chistone.shared_state")
+
+DEFAULT_MAX_KEYS = 10_000
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+NUMBER_LIMIT = 2 ** 53  # integers beyond this are not exact in Redis's Lua (doubles)
+BACKOFF_S = 1.0  # after a failure, Redis is not asked for this long
+LOG_INTERVAL_S = 10.0  # at most one warning per interval while Redis fails
+
+OnUnavailable = Callable[[str, str], None]  # (tenant slug, op: get|set|incr|delete|limit)
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """What one tenant may keep in `shared`: keys, and bytes of keys plus values."""
+
+    max_keys: int = DEFAULT_MAX_KEYS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+
+class Store(Protocol):
+    async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer: ...
+
+    async def limit(self, tenant: str, check: LimitCheck) -> LimitAnswer: ...
+
+    async def close(self) -> None: ...
+
+
+# -- values ---------------------------------------------------------------------------------
+def encode(value: str | int | float) -> str:
+    """A value as stored: "s" + the string, or "n" + the number (latin-1 text: one char per
+    byte, as strings cross the Lua boundary)."""
+    if isinstance(value, str):
+        return "s" + value
+    return "n" + _number_text(value)
+
+
+def decode(stored: str) -> str | int | float:
+    if stored[:1] == "n":
+        return _number(stored[1:])
+    return stored[1:]
+
+
+def _number_text(n: int | float) -> str:
+    if isinstance(n, float) and n.is_integer() and abs(n) < NUMBER_LIMIT:
+        n = int(n)
+    return str(n) if isinstance(n, int) else repr(n)
+
+
+def _number(text: str) -> int | float:
+    try:
+        return int(text)
+    except ValueError:
+        value = float(text)
+        return int(value) if value.is_integer() and abs(value) < NUMBER_LIMIT else value
+
+
+def _reset_s(us: float) -> float:
+    return max(0.0, round(us / 1_000_000, 3))
+
+
+# -- in memory --------------------------------------------------------------------------------
+class _Space:
+    """One tenant's state in memory."""
+
+    __slots__ = ("bytes", "expiry", "limits", "limit_ops", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, tuple[str, float | None]] = {}  # key -> (encoded, expires at)
+        self.expiry: list[tuple[float, str]] = []  # heap; stale entries skipped when popped
+        self.bytes = 0
+        self.limits: dict[str, deque[float]] = {}
+        self.limit_ops = 0
+
+
+class LocalStore:
+    """`shared` and `limit` in this process's memory, with RedisStore's semantics. Never
+    awaits: the dry run drives it without an event loop (routing.stubs.run_sync)."""
+
+    def __init__(self, quota: Quota | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.quota = quota or Quota()
+        self.clock = clock
+        self._spaces: dict[str, _Space] = {}
+
+    def _space(self, tenant: str) -> _Space:
+        space = self._spaces.get(tenant)
+        if space is None:
+            space = self._spaces[tenant] = _Space()
+        return space
+
+    def _drop(self, space: _Space, key: str) -> None:
+        stored, _exp = space.values.pop(key)
+        space.bytes -= len(key) + len(stored)
+
+    def _purge(self, space: _Space, now: float) -> None:
+        heap = space.expiry
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            entry = space.values.get(key)
+            if entry is not None and entry[1] == at:
+                self._drop(space, key)
+
+    def _put(self, space: _Space, key: str, stored: str, expires: float | None) -> bool:
+        old = space.values.get(key)
+        keys = len(space.values) + (old is None)
+        size = space.bytes - (len(key) + len(old[0]) if old else 0) + len(key) + len(stored)
+        if keys > self.quota.max_keys or size > self.quota.max_bytes:
+            return False
+        space.values[key] = (stored, expires)
+        space.bytes = size
+        if expires is not None:
+            heapq.heappush(space.expiry, (expires, key))
+        return True
+
+    async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer:
+        space = self._space(tenant)
+        now = self.clock()
+        self._purge(space, now)
+        key, action = op.key, op.action
+        entry = space.values.get(key)
+        if action == "get":
+            return SharedAnswer(None if entry is None else decode(entry[0]))
+        if action == "delete":
+            if entry is not None:
+                self._drop(space, key)
+            return SharedAnswer(True)
+        if action == "set":
+            assert op.value is not None
+            expires = None if op.ttl_s is None else now + op.ttl_s
+            stored = encode(op.value)
+            if not self._put(space, key, stored, expires):
+                return SharedAnswer(error="quota")
+            return SharedAnswer(True)
+        if action == "incr":
+            current: int | float = 0
+            expires = None if op.ttl_s is None else now + op.ttl_s
+            if entry is not None:
+                expires = entry[1]  # ttl_s applies when incr creates the key
+                if entry[0][:1] != "n":  # a string value, even "5": set it as a number
+                    return SharedAnswer(error="not_a_number")
+                current = _number(entry[0][1:])
+            result = current + (op.delta or 0)
+            if abs(result) >= NUMBER_LIMIT:
+                return SharedAnswer(error="not_a_number")
+            stored = encode(result)
+            if not self._put(space, key, stored, expires):
+                return SharedAnswer(error="quota")
+            return SharedAnswer(decode(stored))
+        raise ValueError(f"unknown shared-state action {action!r}")
+
+    async def limit(self, tenant: str, check: LimitCheck) -> LimitAnswer:
+        space = self._space(tenant)
+        now = self.clock()
+        window = check.window_s
+        log_ = space.limits.get(check.key)
+        if log_ is None:
+            log_ = space.limits[check.key] = deque()
+        while log_ and log_[0] <= now - window:
+            log_.popleft()
+        allowed = len(log_) < check.rate
+        if allowed:
+            log_.append(now)
+        count = len(log_)
+        reset = 0.0
+        if count >= check.rate:
+            reset = (log_[0] + window - now) * 1_000_000
+        space.limit_ops += 1
+        if space.limit_ops % 4096 == 0:  # forget the logs of keys no longer used
+            for key in [k for k, q in space.limits.items() if not q or q[-1] <= now - 86400]:
+                del space.limits[key]
+        return LimitAnswer(allowed, check.rate, max(0, check.rate - count), _reset_s(reset))
+
+    async def close(self) -> None:
+        self._spaces.clear()
+
+
+# -- Redis --------------------------------------------------------------------------------------
+# Redis runs Lua 5.1 with double numbers. Effects replication (the default since Redis 5,
+# the only mode since 7) lets a script write after reading TIME.
+_PRELUDE = """
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+"""
+
+SHARED_SCRIPT = _PRELUDE + """
+local V, X, B = KEYS[1], KEYS[2], KEYS[3]
+local action, key = ARGV[1], ARGV[2]
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function drop(k)
+  local old = redis.call('HGET', V, k)
+  if old then
+    redis.call('HDEL', V, k)
+    redis.call('DECRBY', B, #k + #old)
+  end
+  redis.call('ZREM', X, k)
+end
+local function purge(all)
+  local expired
+  if all then
+    expired = redis.call('ZRANGEBYSCORE', X, '-inf', now)
+  else
+    expired = redis.call('ZRANGEBYSCORE', X, '-inf', now, 'LIMIT', 0, 64)
+  end
+  for i = 1, #expired do drop(expired[i]) end
+end
+purge(false)
+local exp = redis.call('ZSCORE', X, key)
+if exp and tonumber(exp) <= now then drop(key); exp = false end
+local old = redis.call('HGET', V, key)
+if action == 'get' then
+  if old then return {1, old} end
+  return {0}
+end
+if action == 'delete' then
+  if old then drop(key) end
+  return {1, 'n1'}
+end
+local stored, expires
+if action == 'set' then
+  stored = ARGV[3]
+  if ARGV[4] ~= '' then expires = now + tonumber(ARGV[4]) end
+else -- incr
+  local n = 0
+  if old then
+    if string.sub(old, 1, 1) ~= 'n' then return {-2} end
+    n = tonumber(string.sub(old, 2))
+    expires = exp and tonumber(exp) or nil
+  elseif ARGV[4] ~= '' then
+    expires = now + tonumber(ARGV[4])
+  end
+  n = n + tonumber(ARGV[5])
+  if n >= 9007199254740992 or n <= -9007199254740992 then return {-2} end
+  if n == math.floor(n) then stored = 'n' .. string.format('%d', n)
+  else stored = 'n' .. string.format('%.17g', n) end
+end
+local max_keys, max_bytes = tonumber(ARGV[6]), tonumber(ARGV[7])
+local function fits()
+  local keys = redis.call('HLEN', V)
+  local size = tonumber(redis.call('GET', B) or '0')
+  if old then size = size - #key - #old else keys = keys + 1 end
+  return keys <= max_keys and size + #key + #stored <= max_bytes
+end
+if not fits() then
+  purge(true)
+  old = redis.call('HGET', V, key)
+  if not fits() then return {-1} end
+end
+if old then redis.call('DECRBY', B, #key + #old) end
+redis.call('HSET', V, key, stored)
+redis.call('INCRBY', B, #key + #stored)
+if expires then redis.call('ZADD', X, expires, key) else redis.call('ZREM', X, key) end
+if action == 'set' then return {1, 'n1'} end
+return {1, stored}
+"""
+
+LIMIT_SCRIPT = _PRELUDE + """
+local L, SEQ = KEYS[1], KEYS[2]
+local rate, window = tonumber(ARGV[1]), tonumber(ARGV[2]) * 1000000
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+redis.call('ZREMRANGEBYSCORE', L, '-inf', now - window)
+local count = redis.call('ZCARD', L)
+local allowed = 0
+if count < rate then
+  redis.call('ZADD', L, now, redis.call('INCR', SEQ))
+  redis.call('PEXPIRE', L, math.ceil(window / 1000))
+  count = count + 1
+  allowed = 1
+end
+local reset = 0
+if count >= rate then
+  local oldest = redis.call('ZRANGE', L, 0, 0, 'WITHSCORES')
+  reset = tonumber(oldest[2]) + window - now
+end
+return {allowed, count, reset}
+"""
+
+
+class RedisStore:
+    """`shared` and `limit` on Redis, shared by every worker of every node."""
+
+    def __init__(self, url: str, *, timeout_s: float = 0.05, quota: Quota | None = None,
+                 prefix: str = "chistone", on_unavailable: OnUnavailable | None = None,
+                 backoff_s: float = BACKOFF_S, log_interval_s: float = LOG_INTERVAL_S,
+                 max_connections: int = 256) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.quota = quota or Quota()
+        self.prefix = prefix
+        self.on_unavailable = on_unavailable
+        self.backoff_s = backoff_s
+        self.log_interval_s = log_interval_s
+        self.max_connections = max_connections
+        self._client: Any = None
+        self._shared: Any = None
+        self._limit: Any = None
+        self._down_until = 0.0  # monotonic time before which Redis is not asked
+        self._failing = False
+        self._failures = 0  # answers without Redis since the last warning
+        self._logged = -math.inf
+
+    def _connect(self) -> None:
+        # Made on first use, inside the worker's event loop (an asyncio client belongs to the
+        # loop it first connects in), never at import or snapshot time.
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url, max_connections=self.max_connections, timeout=self.timeout_s,
+            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0))
+        self._client = aioredis.Redis(connection_pool=pool)
+        self._shared = self._client.register_script(SHARED_SCRIPT)
+        self._limit = self._client.register_script(LIMIT_SCRIPT)
+
+    def _keys(self, tenant: str) -> str:
+        return f"{self.prefix}:{{{tenant}}}:"
+
+    async def _run(self, script_name: str, keys: list[Any], args: list[Any]) -> Any:
+        if self._client is None:
+            self._connect()
+        script = self._shared if script_name == "shared" else self._limit
+        # The socket timeouts bound each read and connect; this bounds the whole call (a
+        # NOSCRIPT after a Redis restart loads the script: a second round trip, once).
+        return await asyncio.wait_for(script(keys=keys, args=args), self.timeout_s * 2)
+
+    async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer:
+        if time.monotonic() < self._down_until:
+            return self._unavailable(tenant, op.action, None)
+        base = self._keys(tenant)
+        value = "" if op.value is None else encode(op.value)
+        ttl_ms = "" if op.ttl_s is None else str(max(1, round(op.ttl_s * 1000)))
+        args = [op.action, _wire(op.key), _wire(value), ttl_ms, str(op.delta or 0),
+                str(self.quota.max_keys), str(self.quota.max_bytes)]
+        try:
+            reply = await self._run("shared", [base + "v", base + "x", base + "b"], args)
+        except Exception as exc:  # any failure of the store is "unavailable"
+            return self._unavailable(tenant, op.action, exc)
+        self._recovered()
+        status = int(reply[0])
+        if status == -1:
+            return SharedAnswer(error="quota")
+        if status == -2:
+            return SharedAnswer(error="not_a_number")
+        if len(reply) < 2:
+            return SharedAnswer(None)
+        value = decode(reply[1].decode("latin-1"))
+        return SharedAnswer(True if op.action in ("set", "delete") else value)
+
+    async def limit(self, tenant: str, check: LimitCheck) -> LimitAnswer:
+        if time.monotonic() < self._down_until:
+            return self._limit_unavailable(tenant, check, None)
+        base = self._keys(tenant)
+        try:
+            reply = await self._run("limit", [base.encode() + b"l:" + _wire(check.key),
+                                              base + "seq"],
+                                    [check.rate, check.window_s])
+        except Exception as exc:  # (the same)
+            return self._limit_unavailable(tenant, check, exc)
+        self._recovered()
+        allowed, count, reset = int(reply[0]), int(reply[1]), int(reply[2])
+        return LimitAnswer(allowed == 1, check.rate, max(0, check.rate - count),
+                           _reset_s(reset))
+
+    def _limit_unavailable(self, tenant: str, check: LimitCheck,
+                           exc: BaseException | None) -> LimitAnswer:
+        self._unavailable(tenant, "limit", exc)
+        if check.fail_closed:
+            return LimitAnswer(False, check.rate, 0, max(self.backoff_s, 1.0), degraded=True,
+                               error="unavailable")
+        return LimitAnswer(True, check.rate, check.rate, 0.0, degraded=True)
+
+    def _unavailable(self, tenant: str, op: str, exc: BaseException | None) -> SharedAnswer:
+        now = time.monotonic()
+        if exc is not None:
+            self._down_until = now + self.backoff_s
+            self._failing = True
+            self._why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._failures += 1
+        if self.on_unavailable is not None:
+            self.on_unavailable(tenant, op)
+        if now - self._logged >= self.log_interval_s:
+            log.warning("shared state: Redis at %s is unavailable (%s); %d operation(s) "
+                        "answered without it since the last report, Redis is tried again "
+                        "every %g s", _safe_url(self.url), getattr(self, "_why", "?"),
+                        self._failures, self.backoff_s)
+            self._logged, self._failures = now, 0
+        return SharedAnswer(error="unavailable")
+
+    def _recovered(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("shared state: Redis at %s answers again", _safe_url(self.url))
+            self._logged = -math.inf
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+            await client.connection_pool.disconnect()
+
+
+def _wire(text: str) -> bytes:
+    """Lua strings cross as latin-1 text (one char per byte): their bytes, for Redis."""
+    return text.encode("latin-1")
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+def store_from_conf(conf: Any, on_unavailable: OnUnavailable | None = None) -> Store:
+    """The worker's store: Redis when CHISTONE_REDIS_URL is set, else this process's memory."""
+    quota = Quota(conf.shared_max_keys, conf.shared_max_bytes)
+    if conf.redis_url:
+        return RedisStore(conf.redis_url, timeout_s=conf.redis_timeout_ms / 1000, quota=quota,
+                          on_unavailable=on_unavailable)
+    return LocalStore(quota)

@@ -110,6 +110,9 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
             "bound of one shared-state operation on Redis; slower or unreachable: "
             "`shared.*` answer `nil, \"unavailable\"`, `limit.allow` lets the request "
             "through (or refuses it with `fail = \"closed\"`)"),
+    Setting("REDIS_PREFIX", "chistone", text,
+            "first part of every shared-state key in Redis (`<prefix>:{tenant}:...`); "
+            "gateways that must not share state can share one Redis with different prefixes"),
     Setting("SHARED_MAX_KEYS", 10_000, integer, "`shared` keys one tenant may hold"),
     Setting("SHARED_MAX_BYTES", 16 * 1024 * 1024, integer,
             "bytes of `shared` keys and values one tenant may hold"),
@@ -152,6 +155,7 @@ class GatewayConf:
     websocket_idle_timeout_s: float = 300.0
     redis_url: str = ""  # routing.shared_state
     redis_timeout_ms: int = 50
+    redis_prefix: str = "chistone"
     shared_max_keys: int = 10_000
     shared_max_bytes: int = 16 * 1024 * 1024
 
@@ -217,6 +221,7 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         websocket_idle_timeout_s=float(values["WEBSOCKET_IDLE_TIMEOUT_S"]),
         redis_url=str(values["REDIS_URL"]),
         redis_timeout_ms=int(values["REDIS_TIMEOUT_MS"]),
+        redis_prefix=str(values["REDIS_PREFIX"]),
         shared_max_keys=int(values["SHARED_MAX_KEYS"]),
         shared_max_bytes=int(values["SHARED_MAX_BYTES"]),
     )

@@ -466,5 +466,5 @@ def store_from_conf(conf: Any, on_unavailable: OnUnavailable | None = None) -> S
     quota = Quota(conf.shared_max_keys, conf.shared_max_bytes)
     if conf.redis_url:
         return RedisStore(conf.redis_url, timeout_s=conf.redis_timeout_ms / 1000, quota=quota,
-                          on_unavailable=on_unavailable)
+                          prefix=conf.redis_prefix, on_unavailable=on_unavailable)
     return LocalStore(quota)

@@ -260,7 +260,12 @@ end
 -- the script (Lua knows no other name for a function value once registration has run),
 -- else "line N", the line it was defined on. The admin, which has the source, names a
 -- local function from that line (luascripts.middleware_names).
+-- The standard middleware (middleware.lua) label their functions themselves:
+-- "middleware.rate_limit (line N)", N the script line that built it.
+K.builtin_labels = setmetatable({}, { __mode = "k" })
+
 local function labels(globals)
+  local builtin = K.builtin_labels
   local names = {}
   for k, v in next, globals do
     if type(k) == "string" and type(v) == "function" then
@@ -272,7 +277,7 @@ local function labels(globals)
   for id = 1, nfn do
     local f = F[id]
     local line = "line " .. tostring(getinfo(f, "S").linedefined)
-    out[id] = names[f] and (names[f] .. " (" .. line .. ")") or line
+    out[id] = names[f] and (names[f] .. " (" .. line .. ")") or builtin[f] or line
   end
   return out
 end

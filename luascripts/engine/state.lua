@@ -14,8 +14,17 @@ local S = K.S
 
 local type, tostring, next, rawget, error = type, tostring, next, rawget, error
 local math_type, ceil, huge = math.type, math.ceil, math.huge
+local getinfo = debug.getinfo
 local format = S.format
-local limits, wait, script_error = K.limits, K.wait, K.script_error
+local limits, wait, script_where = K.limits, K.wait, K.script_where
+
+-- An error at the script line that called (the checks run a few frames below it); after a
+-- tail call, the line of the running handler or middleware (K.script_error).
+local function script_error(msg)
+  local where = script_where()
+  if where ~= "" then error(where .. msg, 0) end
+  K.script_error(msg)
+end
 local LSA, LLA = K.layout.shared_answer, K.layout.limit_answer
 
 local MAX_KEY_BYTES = 512
@@ -222,7 +231,8 @@ local function rate_limit(opts)
   local prefix = format("rl:%s:%d/%d:%s:", name or "", rate, per, kind)
   local message = format("Too many requests: the limit is %d per %d s.", rate, per)
   local limit_opts = closed and { fail = "closed" } or nil
-  return function(req, next)
+  local caller = getinfo(2, "Sl")
+  local mw = function(req, next)
     local k = prefix .. key_of(req)
     if #k > MAX_KEY_BYTES then k = prefix .. "#" .. K.helpers.crypto.sha256(k) end
     local ok, info = allow(k, rate, per, limit_opts)
@@ -237,6 +247,10 @@ local function rate_limit(opts)
     if K.response_state(res) then set_headers(res, rate, info.remaining, reset) end
     return res
   end
+  if caller and caller.source == "=script" then
+    K.builtin_labels[mw] = "middleware.rate_limit (line " .. caller.currentline .. ")"
+  end
+  return mw
 end
 
 K.middleware.rate_limit = rate_limit

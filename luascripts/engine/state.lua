@@ -198,6 +198,7 @@ local function key_function(key)
 end
 
 local reject, as_response = K.helpers.reject, K.as_response
+local UNCHECKED = "The rate limit cannot be checked now; try again shortly."
 
 local function set_headers(res, limit, remaining, reset)
   local h = res.headers
@@ -238,7 +239,10 @@ local function rate_limit(opts)
     local ok, info = allow(k, rate, per, limit_opts)
     local reset = ceil(info.reset_s or 0)
     if not ok then
-      local res = as_response(K.ctx, reject(429, message), req)
+      -- Over the limit: 429. Refused because the limit could not be checked (fail =
+      -- "closed" while the store is unavailable): 503, the client exceeded nothing.
+      local res = as_response(K.ctx, info.degraded and reject(503, UNCHECKED) or
+        reject(429, message), req)
       set_headers(res, rate, 0, reset)
       res.headers["retry-after"] = reset > 0 and reset or 1
       return res

@@ -156,6 +156,15 @@ def test_over_the_limit_is_a_429_with_retry_after() -> None:
                                         "ratelimit-reset": "4", "retry-after": "4"}
 
 
+def test_fail_closed_refuses_with_a_503_when_the_limit_cannot_be_checked() -> None:
+    script = load(RATE_LIMITED)
+    run = started(script, "/user").resume(LimitAnswer(True, 2, 1, 0.0))
+    done = run.resume(LimitAnswer(False, 1, 0, 1.0, degraded=True, error="unavailable"))
+    assert done.action == RejectAction(
+        503, "The rate limit cannot be checked now; try again shortly.")
+    assert dict(done.patch.headers)["retry-after"] == "1"
+
+
 def test_rate_limit_keys() -> None:
     script = load(RATE_LIMITED)
     run = started(script, "/keyed", headers={"x-api-key": "k1"})

@@ -238,17 +238,26 @@ local function rate_limit(opts)
     if #k > MAX_KEY_BYTES then k = prefix .. "#" .. K.helpers.crypto.sha256(k) end
     local ok, info = allow(k, rate, per, limit_opts)
     local reset = ceil(info.reset_s or 0)
+    -- Several rate limits on one request (chi.use and r.with, say): the answer shows the
+    -- one with the least left, whichever middleware writes the headers last.
+    local ctx = K.ctx
+    local shown = ctx.ratelimit
+    if shown == nil or info.remaining < shown[2] then
+      shown = { rate, info.remaining, reset }
+      ctx.ratelimit = shown
+    end
     if not ok then
       -- Over the limit: 429. Refused because the limit could not be checked (fail =
       -- "closed" while the store is unavailable): 503, the client exceeded nothing.
-      local res = as_response(K.ctx, info.degraded and reject(503, UNCHECKED) or
+      local res = as_response(ctx, info.degraded and reject(503, UNCHECKED) or
         reject(429, message), req)
       set_headers(res, rate, 0, reset)
       res.headers["retry-after"] = reset > 0 and reset or 1
       return res
     end
     local res = next(req)
-    if K.response_state(res) then set_headers(res, rate, info.remaining, reset) end
+    shown = ctx.ratelimit
+    if K.response_state(res) then set_headers(res, shown[1], shown[2], shown[3]) end
     return res
   end
   if caller and caller.source == "=script" then

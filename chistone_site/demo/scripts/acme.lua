@@ -1,4 +1,4 @@
--- acme: version-based routing, an auth check on writes, and a legacy mount.
+-- acme: version-based routing, an auth check on writes, a legacy mount, and a rate limit.
 -- Backends: users-v1, users-v2, legacy.
 
 local function require_token(req, next)
@@ -25,3 +25,9 @@ chi.route("/api/v1/{version:v[12]}", function(r)
 end)
 
 chi.mount("/legacy", "legacy")
+
+-- A rate limit the README tour can hit: 5 requests a minute per client address, then 429
+-- with Retry-After (shared by every worker through Redis when CHISTONE_REDIS_URL is set).
+chi.with(middleware.rate_limit{rate = 5, per = 60, key = "ip"}).get("/status", function(req)
+  return respond(200, json.encode({status = "ok"}), {["content-type"] = "application/json"})
+end)

@@ -34,7 +34,7 @@ counts the quota checks are exact, not "eventually" right as keyspace expiry wou
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import heapq
 import logging
 import math
@@ -43,6 +43,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from redis.exceptions import NoScriptError
 
 from luascripts.engine.effects import LimitAnswer, LimitCheck, SharedAnswer, SharedOp
 
@@ -323,6 +325,19 @@ return {allowed, count, reset}
 """
 
 
+@dataclass(frozen=True, slots=True)
+class _Script:
+    text: str
+    sha: str
+
+    @classmethod
+    def of(cls, text: str) -> _Script:
+        return cls(text, hashlib.sha1(text.encode()).hexdigest())  # EVALSHA's name for it
+
+
+_SHARED, _LIMIT = _Script.of(SHARED_SCRIPT), _Script.of(LIMIT_SCRIPT)
+
+
 class RedisStore:
     """`shared` and `limit` on Redis, shared by every worker of every node."""
 
@@ -338,39 +353,60 @@ class RedisStore:
         self.backoff_s = backoff_s
         self.log_interval_s = log_interval_s
         self.max_connections = max_connections
-        self._client: Any = None
-        self._shared: Any = None
-        self._limit: Any = None
+        self._client: Any = None  # True once connections can be made (_connect)
         self._down_until = 0.0  # monotonic time before which Redis is not asked
         self._failing = False
         self._failures = 0  # answers without Redis since the last warning
         self._logged = -math.inf
 
     def _connect(self) -> None:
-        # Made on first use, inside the worker's event loop (an asyncio client belongs to the
-        # loop it first connects in), never at import or snapshot time.
+        # Made on first use, inside the worker's event loop (asyncio connections belong to
+        # the loop they connect in), never at import or snapshot time. redis-py's pool only
+        # makes the connections (URL parsing, TLS, AUTH/SELECT on connect, the hiredis
+        # parser); lending them out is done here with a plain free list: the pool's
+        # checkout, retry and response-callback layers cost more CPU than the round trip.
         import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=self.max_connections, timeout=self.timeout_s,
-            socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 0))
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._shared = self._client.register_script(SHARED_SCRIPT)
-        self._limit = self._client.register_script(LIMIT_SCRIPT)
+        self._pool = aioredis.ConnectionPool.from_url(
+            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
+        self._idle: list[Any] = []
+        self._open = 0
+        self._client = True
 
     def _keys(self, tenant: str) -> str:
         return f"{self.prefix}:{{{tenant}}}:"
 
-    async def _run(self, script_name: str, keys: list[Any], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
         if self._client is None:
             self._connect()
-        script = self._shared if script_name == "shared" else self._limit
-        # The socket timeouts bound each read and connect; this bounds the whole call (a
-        # NOSCRIPT after a Redis restart loads the script: a second round trip, once).
-        return await asyncio.wait_for(script(keys=keys, args=args), self.timeout_s * 2)
+        idle = self._idle
+        if idle:
+            conn = idle.pop()
+        else:
+            if self._open >= self.max_connections:
+                raise ConnectionError(f"all {self.max_connections} connections to Redis are "
+                                      "busy")
+            conn = self._pool.make_connection()
+            self._open += 1
+        try:
+            await conn.send_packed_command(
+                conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args), False)
+            try:
+                reply = await conn.read_response()
+            except NoScriptError:
+                # Redis restarted (or another flushed its scripts): load, then once more.
+                await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD",
+                                                                 script.text), False)
+                await conn.read_response()
+                await conn.send_packed_command(
+                    conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args), False)
+                reply = await conn.read_response()
+        except BaseException:
+            self._open -= 1
+            await conn.disconnect()
+            raise
+        idle.append(conn)
+        return reply
 
     async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer:
         if time.monotonic() < self._down_until:
@@ -381,7 +417,7 @@ class RedisStore:
         args = [op.action, _wire(op.key), _wire(value), ttl_ms, str(op.delta or 0),
                 str(self.quota.max_keys), str(self.quota.max_bytes)]
         try:
-            reply = await self._run("shared", [base + "v", base + "x", base + "b"], args)
+            reply = await self._run(_SHARED, [base + "v", base + "x", base + "b"], args)
         except Exception as exc:  # any failure of the store is "unavailable"
             return self._unavailable(tenant, op.action, exc)
         self._recovered()
@@ -400,9 +436,8 @@ class RedisStore:
             return self._limit_unavailable(tenant, check, None)
         base = self._keys(tenant)
         try:
-            reply = await self._run("limit", [base.encode() + b"l:" + _wire(check.key),
-                                              base + "seq"],
-                                    [check.rate, check.window_s])
+            reply = await self._run(_LIMIT, [base.encode() + b"l:" + _wire(check.key),
+                                             base + "seq"], [check.rate, check.window_s])
         except Exception as exc:  # (the same)
             return self._limit_unavailable(tenant, check, exc)
         self._recovered()
@@ -443,9 +478,10 @@ class RedisStore:
 
     async def close(self) -> None:
         if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-            await client.connection_pool.disconnect()
+            self._client = None
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                await conn.disconnect()
 
 
 def _wire(text: str) -> bytes:

@@ -34,6 +34,7 @@ counts the quota checks are exact, not "eventually" right as keyspace expiry wou
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import logging
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from redis.exceptions import NoScriptError
+import hiredis
 
 from luascripts.engine.effects import LimitAnswer, LimitCheck, SharedAnswer, SharedOp
 
@@ -338,13 +339,128 @@ class _Script:
 _SHARED, _LIMIT = _Script.of(SHARED_SCRIPT), _Script.of(LIMIT_SCRIPT)
 
 
+class RedisReplyError(Exception):
+    """Redis answered with an error (a bug of ours, or a Redis that refuses scripts)."""
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    """A command in RESP. str arguments are Lua strings' bytes as latin-1 text."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if not isinstance(arg, bytes):
+            arg = (arg if isinstance(arg, str) else str(arg)).encode("latin-1")
+        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+class _Pipelined(asyncio.Protocol):
+    """One connection to Redis shared by all of a worker's requests, pipelined: commands
+    issued in the same turn of the event loop go out in one write, and Redis answers in
+    order, so each reply is matched to the oldest waiting call. Replies are parsed by hiredis
+    (redis-py's parser). Per operation this costs a fraction of a client with a connection
+    per call (one write and one wake-up serve many requests), and one connection per worker
+    is all Redis sees. A call that gets no reply within the timeout fails with TimeoutError;
+    its late reply is matched and dropped. A lost connection fails every waiting call; the
+    next call opens a new one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.unsent: list[bytes] = []
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str, timeout_s: float) -> _Pipelined:
+        from redis.asyncio.connection import parse_url
+
+        options = parse_url(url)
+        loop = asyncio.get_running_loop()
+        conn = cls(loop)
+        if "path" in options:
+            connect = loop.create_unix_connection(lambda: conn, options["path"])
+        else:
+            tls = options.get("connection_class") is not None  # rediss://
+            connect = loop.create_connection(lambda: conn, options.get("host", "127.0.0.1"),
+                                             options.get("port", 6379), ssl=tls or None)
+        await asyncio.wait_for(connect, timeout_s)
+        setup = []
+        if options.get("password"):
+            setup.append((b"AUTH", *([options["username"]] if options.get("username") else []),
+                          options["password"]))
+        if options.get("db"):
+            setup.append((b"SELECT", options["db"]))
+        for command in setup:
+            reply = await conn.call(timeout_s, *command)
+            if isinstance(reply, hiredis.ReplyError):
+                conn.close()
+                raise RedisReplyError(f"{command[0].decode()}: {reply}")
+        return conn
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiting = self.reader, self.waiting
+        reader.feed(data)
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not waiting:  # more replies than calls: not a Redis we understand
+                self.close()
+                return
+            future = waiting.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}")
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _flush(self) -> None:
+        data = b"".join(self.unsent)
+        self.unsent.clear()
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    async def call(self, timeout_s: float, *args: Any) -> Any:
+        if self.closed:
+            raise ConnectionError("the connection to Redis is closed")
+        loop = self.loop
+        future = loop.create_future()
+        self.waiting.append(future)
+        if not self.unsent:
+            loop.call_soon(self._flush)
+        self.unsent.append(_pack(args))
+        timer = loop.call_later(timeout_s, _expire, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("Redis did not answer in time"))
+
+
 class RedisStore:
     """`shared` and `limit` on Redis, shared by every worker of every node."""
 
     def __init__(self, url: str, *, timeout_s: float = 0.05, quota: Quota | None = None,
                  prefix: str = "chistone", on_unavailable: OnUnavailable | None = None,
-                 backoff_s: float = BACKOFF_S, log_interval_s: float = LOG_INTERVAL_S,
-                 max_connections: int = 256) -> None:
+                 backoff_s: float = BACKOFF_S, log_interval_s: float = LOG_INTERVAL_S) -> None:
         self.url = url
         self.timeout_s = timeout_s
         self.quota = quota or Quota()
@@ -352,60 +468,46 @@ class RedisStore:
         self.on_unavailable = on_unavailable
         self.backoff_s = backoff_s
         self.log_interval_s = log_interval_s
-        self.max_connections = max_connections
-        self._client: Any = None  # True once connections can be made (_connect)
+        self._conn: _Pipelined | None = None
+        self._connecting: asyncio.Future[_Pipelined] | None = None
         self._down_until = 0.0  # monotonic time before which Redis is not asked
         self._failing = False
         self._failures = 0  # answers without Redis since the last warning
         self._logged = -math.inf
 
-    def _connect(self) -> None:
-        # Made on first use, inside the worker's event loop (asyncio connections belong to
-        # the loop they connect in), never at import or snapshot time. redis-py's pool only
-        # makes the connections (URL parsing, TLS, AUTH/SELECT on connect, the hiredis
-        # parser); lending them out is done here with a plain free list: the pool's
-        # checkout, retry and response-callback layers cost more CPU than the round trip.
-        import redis.asyncio as aioredis
-
-        self._pool = aioredis.ConnectionPool.from_url(
-            self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s)
-        self._idle: list[Any] = []
-        self._open = 0
-        self._client = True
-
     def _keys(self, tenant: str) -> str:
         return f"{self.prefix}:{{{tenant}}}:"
 
-    async def _run(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
-        if self._client is None:
-            self._connect()
-        idle = self._idle
-        if idle:
-            conn = idle.pop()
-        else:
-            if self._open >= self.max_connections:
-                raise ConnectionError(f"all {self.max_connections} connections to Redis are "
-                                      "busy")
-            conn = self._pool.make_connection()
-            self._open += 1
+    async def _connection(self) -> _Pipelined:
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return conn
+        if self._connecting is None:
+            # Made on first use, inside the worker's event loop, never at snapshot time.
+            self._connecting = asyncio.ensure_future(_Pipelined.open(self.url, self.timeout_s))
+        connecting = self._connecting
         try:
-            await conn.send_packed_command(
-                conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args), False)
-            try:
-                reply = await conn.read_response()
-            except NoScriptError:
-                # Redis restarted (or another flushed its scripts): load, then once more.
-                await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD",
-                                                                 script.text), False)
-                await conn.read_response()
-                await conn.send_packed_command(
-                    conn.pack_command("EVALSHA", script.sha, len(keys), *keys, *args), False)
-                reply = await conn.read_response()
-        except BaseException:
-            self._open -= 1
-            await conn.disconnect()
-            raise
-        idle.append(conn)
+            conn = await asyncio.shield(connecting)
+        finally:
+            if self._connecting is connecting and connecting.done():
+                self._connecting = None
+        self._conn = conn
+        return conn
+
+    async def _run(self, script: _Script, keys: list[Any], args: list[Any]) -> Any:
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        reply = await conn.call(self.timeout_s, b"EVALSHA", script.sha, len(keys), *keys, *args)
+        if isinstance(reply, hiredis.ReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise RedisReplyError(str(reply))
+            # Redis restarted (or its scripts were flushed): load, then once more.
+            await conn.call(self.timeout_s, b"SCRIPT", b"LOAD", script.text)
+            reply = await conn.call(self.timeout_s, b"EVALSHA", script.sha, len(keys), *keys,
+                                    *args)
+            if isinstance(reply, hiredis.ReplyError):
+                raise RedisReplyError(str(reply))
         return reply
 
     async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer:
@@ -436,8 +538,8 @@ class RedisStore:
             return self._limit_unavailable(tenant, check, None)
         base = self._keys(tenant)
         try:
-            reply = await self._run(_LIMIT, [base.encode() + b"l:" + _wire(check.key),
-                                             base + "seq"], [check.rate, check.window_s])
+            reply = await self._run(_LIMIT, [base + "l:" + check.key, base + "seq"],
+                                    [check.rate, check.window_s])
         except Exception as exc:  # (the same)
             return self._limit_unavailable(tenant, check, exc)
         self._recovered()
@@ -477,11 +579,9 @@ class RedisStore:
             self._logged = -math.inf
 
     async def close(self) -> None:
-        if self._client is not None:
-            self._client = None
-            idle, self._idle = self._idle, []
-            for conn in idle:
-                await conn.disconnect()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def _wire(text: str) -> bytes:

@@ -434,11 +434,19 @@ def _answer_args(answer: Answer) -> tuple[tuple[Any, ...], int]:
         value = answer.value
         return B.SHARED_ANSWER.pack(value=value, error=answer.error), \
             (len(value) if isinstance(value, str) else 0) + 64
-    if isinstance(answer, LimitAnswer):
-        return B.LIMIT_ANSWER.pack(
-            allowed=answer.allowed, limit=answer.limit, remaining=answer.remaining,
-            reset_s=answer.reset_s, degraded=answer.degraded, error=answer.error), 128
+    if isinstance(answer, LimitAnswer):  # (per rate-limited request: no Record.pack)
+        return _limit_args(answer), 128
     raise TypeError(f"not an answer: {answer!r}")
+
+
+_LA = B.LIMIT_ANSWER
+_LIMIT_ORDER = tuple(sorted(("allowed", "limit", "remaining", "reset_s", "degraded", "error"),
+                            key=lambda field: getattr(_LA, field)))
+assert _LIMIT_ORDER == _LA.fields, "LIMIT_ANSWER's fields changed: update _limit_args"
+
+
+def _limit_args(a: LimitAnswer) -> tuple[Any, ...]:
+    return (a.allowed, a.limit, a.remaining, a.reset_s, a.degraded, a.error)
 
 
 def _without_payload(answer: Answer) -> Answer:

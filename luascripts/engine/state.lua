@@ -231,25 +231,25 @@ local function rate_limit(opts)
   -- apart; the kind keeps "ip" and "header:x" keys from ever meeting.
   local prefix = format("rl:%s:%d/%d:%s:", name or "", rate, per, kind)
   local message = format("Too many requests: the limit is %d per %d s.", rate, per)
-  local limit_opts = closed and { fail = "closed" } or nil
   local caller = getinfo(2, "Sl")
   local mw = function(req, next)
     local k = prefix .. key_of(req)
     if #k > MAX_KEY_BYTES then k = prefix .. "#" .. K.helpers.crypto.sha256(k) end
-    local ok, info = allow(k, rate, per, limit_opts)
-    local reset = ceil(info.reset_s or 0)
+    -- (limit.allow's checks were made once, above; the call itself per request)
+    local a = ask(fn, "limit", k, rate, per, closed)
+    local remaining, reset = a[LLA.remaining], ceil(a[LLA.reset_s])
     -- Several rate limits on one request (chi.use and r.with, say): the answer shows the
     -- one with the least left, whichever middleware writes the headers last.
     local ctx = K.ctx
     local shown = ctx.ratelimit
-    if shown == nil or info.remaining < shown[2] then
-      shown = { rate, info.remaining, reset }
+    if shown == nil or remaining < shown[2] then
+      shown = { rate, remaining, reset }
       ctx.ratelimit = shown
     end
-    if not ok then
+    if a[LLA.allowed] ~= true then
       -- Over the limit: 429. Refused because the limit could not be checked (fail =
       -- "closed" while the store is unavailable): 503, the client exceeded nothing.
-      local res = as_response(ctx, info.degraded and reject(503, UNCHECKED) or
+      local res = as_response(ctx, a[LLA.degraded] and reject(503, UNCHECKED) or
         reject(429, message), req)
       set_headers(res, rate, 0, reset)
       res.headers["retry-after"] = reset > 0 and reset or 1

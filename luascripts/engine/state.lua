@@ -200,11 +200,24 @@ end
 local reject, as_response = K.helpers.reject, K.as_response
 local UNCHECKED = "The rate limit cannot be checked now; try again shortly."
 
+-- The three headers, written into the response's header overlay directly: the names are
+-- constants and the values integers, so res.headers' per-write checks are not needed (this
+-- runs on every rate-limited answer).
+local header_state, tostring_ = K.header_state, tostring
+local RL_NAMES = { "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset" }
 local function set_headers(res, limit, remaining, reset)
-  local h = res.headers
-  h["ratelimit-limit"] = limit
-  h["ratelimit-remaining"] = remaining
-  h["ratelimit-reset"] = reset
+  local hst = header_state(res.headers)
+  local overlay = hst.overlay
+  if overlay == nil then
+    overlay = {}
+    hst.overlay, hst.noverlay = overlay, 0
+  end
+  local values = { limit, remaining, reset }
+  for i = 1, 3 do
+    local name = RL_NAMES[i]
+    if overlay[name] == nil then hst.noverlay = hst.noverlay + 1 end
+    overlay[name] = tostring_(values[i])
+  end
 end
 
 local function rate_limit(opts)

@@ -366,7 +366,8 @@ class _Pipelined(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.reader = hiredis.Reader()
-        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.waiting: deque[tuple[asyncio.Future[Any], float]] = deque()  # call, deadline
+        self.timer: asyncio.TimerHandle | None = None
         self.unsent: list[bytes] = []
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -411,20 +412,26 @@ class _Pipelined(asyncio.Protocol):
             if not waiting:  # more replies than calls: not a Redis we understand
                 self.close()
                 return
-            future = waiting.popleft()
+            future, _deadline = waiting.popleft()
             if not future.done():
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         error = ConnectionError(f"the connection to Redis was lost: {exc or 'closed'}")
         while self.waiting:
-            future = self.waiting.popleft()
+            future, _deadline = self.waiting.popleft()
             if not future.done():
                 future.set_exception(error)
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None:
             self.transport.close()
 
@@ -434,25 +441,33 @@ class _Pipelined(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def _check_deadlines(self) -> None:
+        """Replies come in order: while the oldest waiting call is past its deadline, Redis
+        is stalled, and that call fails (its late reply will be matched and dropped). One
+        timer per connection, re-armed for the oldest call still in time, instead of one
+        timer per call."""
+        self.timer = None
+        now = self.loop.time()
+        for future, deadline in self.waiting:
+            if deadline > now:
+                self.timer = self.loop.call_at(deadline, self._check_deadlines)
+                return
+            if not future.done():
+                future.set_exception(TimeoutError("Redis did not answer in time"))
+
     async def call(self, timeout_s: float, *args: Any) -> Any:
         if self.closed:
             raise ConnectionError("the connection to Redis is closed")
         loop = self.loop
         future = loop.create_future()
-        self.waiting.append(future)
+        deadline = loop.time() + timeout_s
+        self.waiting.append((future, deadline))
+        if self.timer is None:
+            self.timer = loop.call_at(deadline, self._check_deadlines)
         if not self.unsent:
             loop.call_soon(self._flush)
         self.unsent.append(_pack(args))
-        timer = loop.call_later(timeout_s, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError("Redis did not answer in time"))
+        return await future
 
 
 class RedisStore:

@@ -253,3 +253,18 @@ def test_values_encode_with_their_type() -> None:
     for value in ("", "s", "5", 0, -7, 2 ** 52, 0.1, -2.5):
         assert decode(encode(value)) == value
     assert decode(encode(3.0)) == 3 and isinstance(decode(encode(3.0)), int)
+
+
+async def test_redis_scripts_are_loaded_again_after_a_flush(redis_url) -> None:
+    url, prefix = redis_url
+    store = RedisStore(url, timeout_s=1.0, prefix=prefix)
+    direct = redis.Redis.from_url(url)
+    try:
+        assert (await store.limit("acme", LimitCheck("k", 2, 60))).remaining == 1
+        direct.script_flush()
+        assert (await store.limit("acme", LimitCheck("k", 2, 60))).remaining == 0
+        direct.script_flush()
+        assert await store.shared("acme", op("incr", "n", delta=5)) == SharedAnswer(5)
+    finally:
+        direct.close()
+        await store.close()

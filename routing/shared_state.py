@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import hiredis
 
+from luascripts.engine.build import fast_constructor
 from luascripts.engine.effects import LimitAnswer, LimitCheck, SharedAnswer, SharedOp
 
 log = logging.getLogger("chistone.shared_state")
@@ -57,6 +58,7 @@ NUMBER_LIMIT = 2 ** 53  # integers beyond this are not exact in Redis's Lua (dou
 BACKOFF_S = 1.0  # after a failure, Redis is not asked for this long
 LOG_INTERVAL_S = 10.0  # at most one warning per interval while Redis fails
 
+_new_limit_answer = fast_constructor(LimitAnswer)  # per rate-limited request
 OnUnavailable = Callable[[str, str], None]  # (tenant slug, op: get|set|incr|delete|limit)
 
 
@@ -106,7 +108,7 @@ def _number(text: str) -> int | float:
 
 
 def _reset_s(us: float) -> float:
-    return max(0.0, round(us / 1_000_000, 3))
+    return round(us / 1_000_000, 3) if us > 0 else 0.0
 
 
 # -- in memory --------------------------------------------------------------------------------
@@ -587,9 +589,9 @@ class RedisStore:
         except Exception as exc:  # (the same)
             return self._limit_unavailable(tenant, check, exc)
         self._recovered()
-        allowed, count, reset = int(reply[0]), int(reply[1]), int(reply[2])
-        return LimitAnswer(allowed == 1, check.rate, max(0, check.rate - count),
-                           _reset_s(reset))
+        allowed, count, reset = reply
+        return _new_limit_answer(allowed == 1, check.rate, max(0, check.rate - count),
+                                 _reset_s(reset))
 
     def _limit_unavailable(self, tenant: str, check: LimitCheck,
                            exc: BaseException | None) -> LimitAnswer:

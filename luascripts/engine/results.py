@@ -158,6 +158,10 @@ def log_lines(blob: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((level, lua_text(msg)) for level, msg in pairs(blob))
 
 
+_new_limit_check = fast_constructor(LimitCheck)  # per rate-limited request; Lua checked the
+# fields (integers, a boolean)
+
+
 def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
                   allow: tuple[str, ...]) -> tuple[int, Effect]:
     """(token, effect) of a "wait" result."""
@@ -191,9 +195,8 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
                                f[_EFFECT + s.ttl_s], f[_EFFECT + s.delta])
     if op == "limit":
         lim = B.LIMIT
-        return token, LimitCheck(f[_EFFECT + lim.key], int(f[_EFFECT + lim.rate]),
-                                 int(f[_EFFECT + lim.window_s]),
-                                 bool(f[_EFFECT + lim.fail_closed]))
+        return token, _new_limit_check(f[_EFFECT + lim.key], f[_EFFECT + lim.rate],
+                                       f[_EFFECT + lim.window_s], f[_EFFECT + lim.fail_closed])
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
 
 

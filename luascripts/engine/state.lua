@@ -204,7 +204,7 @@ local UNCHECKED = "The rate limit cannot be checked now; try again shortly."
 -- constants and the values integers, so res.headers' per-write checks are not needed (this
 -- runs on every rate-limited answer).
 local header_state, tostring_ = K.header_state, tostring
-local RL_NAMES = { "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset" }
+local L1, L2, L3 = "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"
 local function set_headers(res, limit, remaining, reset)
   local hst = header_state(res.headers)
   local overlay = hst.overlay
@@ -212,12 +212,13 @@ local function set_headers(res, limit, remaining, reset)
     overlay = {}
     hst.overlay, hst.noverlay = overlay, 0
   end
-  local values = { limit, remaining, reset }
-  for i = 1, 3 do
-    local name = RL_NAMES[i]
-    if overlay[name] == nil then hst.noverlay = hst.noverlay + 1 end
-    overlay[name] = tostring_(values[i])
-  end
+  local n = hst.noverlay
+  if overlay[L1] == nil then n = n + 1 end
+  if overlay[L2] == nil then n = n + 1 end
+  if overlay[L3] == nil then n = n + 1 end
+  hst.noverlay = n
+  overlay[L1], overlay[L2], overlay[L3] = tostring_(limit), tostring_(remaining),
+    tostring_(reset)
 end
 
 local function rate_limit(opts)

@@ -104,9 +104,7 @@ end)
 # Shared state's price: the same script behind middleware.rate_limit on Redis. The limit is
 # one key (every request comes from one address), high enough that every request passes:
 # each one is an EVALSHA round trip (the sliding-window log) while the script waits.
-RATE_LIMIT_MIDDLEWARE = """
-chi.use(middleware.rate_limit{rate = 100000, per = 60, key = "ip"})
-"""
+from bench.seed import RATE_LIMIT as RATE_LIMIT_MIDDLEWARE  # noqa: E402 - after sys.path
 
 
 def start_redis(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:

@@ -100,6 +100,9 @@ CPU_TARGETS = (
      "chistone (uvicorn, the fastest server) CPU/req <= 10x nginx + Lua [8/3] (issue 18)"),
     ("chistone_uvicorn", "passthrough_h1_uvicorn", None,
      "chistone (uvicorn) CPU/req vs the passthrough on the same server and client [8/11]"),
+    ("chistone_ratelimit", "chistone", 1.25,
+     "middleware.rate_limit on Redis: CPU/req <= 1.25x the same script without it [13/6] "
+     "(issue 15)"),
 )
 
 

@@ -4,9 +4,11 @@ Two stores with the same semantics, both answering `routing.script_run.Effects.s
 `.limit` for a tenant:
 
 * `RedisStore` (CHISTONE_REDIS_URL set): every worker of every node shares the state. Each
-  operation is ONE round trip, a Lua script run on Redis with EVALSHA (redis-py's
-  `register_script`), so each is atomic and reads the clock of Redis (`TIME`), the one clock
-  all nodes share. Redis unreachable or slower than CHISTONE_REDIS_TIMEOUT_MS: shared.*
+  operation is ONE round trip, a Lua script run on Redis with EVALSHA, so each is atomic
+  and reads the clock of Redis (`TIME`), the one clock all nodes share. A worker keeps one
+  pipelined connection (`_Pipelined`: hiredis parses the replies) rather than redis-py's
+  client with a connection per call: the same round trip for a quarter of the CPU (bench/
+  RESULTS.md, issue 15). Redis unreachable or slower than CHISTONE_REDIS_TIMEOUT_MS: shared.*
   answer "unavailable", limit.allow lets the request through (`degraded`) or refuses it
   (`fail = "closed"`); each such answer is counted (`on_unavailable`, exported as
   `chistone_shared_state_unavailable_total`) and logged once per interval; after a failure

@@ -33,8 +33,6 @@ local MAX_TTL_S = 366 * 86400
 local MAX_DELTA = 2 ^ 53
 local MAX_RATE = 100000
 local MAX_WINDOW_S = 86400
-K.state_bounds = { key = MAX_KEY_BYTES, value = MAX_VALUE_BYTES, ttl = MAX_TTL_S,
-  rate = MAX_RATE, window = MAX_WINDOW_S }
 
 local function check_key(fn, key)
   if math_type(key) == "integer" then key = tostring(key) end

@@ -174,7 +174,8 @@ def test_every_answer_carries_the_headers_and_over_the_limit_is_a_429(nodes) -> 
         assert response.status_code == 200
         assert response.headers["ratelimit-limit"] == str(LIMIT)
         assert response.headers["ratelimit-remaining"] == str(LIMIT - 1 - i)
-        assert int(response.headers["ratelimit-reset"]) == (0 if i < LIMIT - 1 else 60)
+        reset = int(response.headers["ratelimit-reset"])
+        assert reset == 0 if i < LIMIT - 1 else 55 <= reset <= 60  # the oldest entry's age
         # the proxied answer itself, streamed: the backend's body and headers
         assert response.json()["target"] == "/limited"
     response = get(a.data, "/limited", who)
@@ -267,7 +268,7 @@ def test_redis_down_traffic_flows_fail_closed_refuses_and_service_resumes(lone) 
             break
         time.sleep(0.2)
     assert response.status_code == 200
+    time.sleep(1.2)  # the other worker's back-off (1 s) is over too
     fresh = f"after-{uuid.uuid4().hex}"
     statuses = [get(node.data, "/limited", fresh).status_code for _ in range(LIMIT + 5)]
-    # both workers must have left their back-off: at most a few answers still degraded
-    assert statuses.count(429) >= 3 and statuses[-1] == 429
+    assert statuses == [200] * LIMIT + [429] * 5

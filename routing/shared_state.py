@@ -59,6 +59,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 NUMBER_LIMIT = 2 ** 53  # integers beyond this are not exact in Redis's Lua (doubles)
 BACKOFF_S = 1.0  # after a failure, Redis is not asked for this long
 LOG_INTERVAL_S = 10.0  # at most one warning per interval while Redis fails
+MAX_IN_FLIGHT = 10_000  # calls waiting on one connection; beyond, it is dropped and reopened
 
 _new_limit_answer = fast_constructor(LimitAnswer)  # per rate-limited request
 OnUnavailable = Callable[[str, str], None]  # (tenant slug, op: get|set|incr|delete|limit)
@@ -123,7 +124,7 @@ class _Space:
         self.values: dict[str, tuple[str, float | None]] = {}  # key -> (encoded, expires at)
         self.expiry: list[tuple[float, str]] = []  # heap; stale entries skipped when popped
         self.bytes = 0
-        self.limits: dict[str, deque[float]] = {}
+        self.limits: dict[str, tuple[deque[float], int]] = {}  # key -> (log, window)
         self.limit_ops = 0
 
 
@@ -164,7 +165,11 @@ class LocalStore:
         space.values[key] = (stored, expires)
         space.bytes = size
         if expires is not None:
-            heapq.heappush(space.expiry, (expires, key))
+            heap = space.expiry
+            heapq.heappush(heap, (expires, key))
+            if len(heap) > 4 * len(space.values) + 1024:  # mostly entries of replaced values
+                space.expiry = [(at, k) for k, (_v, at) in space.values.items() if at is not None]
+                heapq.heapify(space.expiry)
         return True
 
     async def shared(self, tenant: str, op: SharedOp) -> SharedAnswer:
@@ -207,9 +212,10 @@ class LocalStore:
         space = self._space(tenant)
         now = self.clock()
         window = check.window_s
-        log_ = space.limits.get(check.key)
-        if log_ is None:
-            log_ = space.limits[check.key] = deque()
+        entry = space.limits.get(check.key)
+        if entry is None or entry[1] != window:
+            entry = space.limits[check.key] = (deque(), window)
+        log_ = entry[0]
         while log_ and log_[0] <= now - window:
             log_.popleft()
         allowed = len(log_) < check.rate
@@ -221,7 +227,7 @@ class LocalStore:
             reset = (log_[0] + window - now) * 1_000_000
         space.limit_ops += 1
         if space.limit_ops % 4096 == 0:  # forget the logs of keys no longer used
-            for key in [k for k, q in space.limits.items() if not q or q[-1] <= now - 86400]:
+            for key in [k for k, (q, w) in space.limits.items() if not q or q[-1] <= now - w]:
                 del space.limits[key]
         return LimitAnswer(allowed, check.rate, max(0, check.rate - count), _reset_s(reset))
 
@@ -466,6 +472,9 @@ class _Pipelined(asyncio.Protocol):
         if self.closed:
             raise ConnectionError("the connection to Redis is closed")
         loop = self.loop
+        if len(self.waiting) >= MAX_IN_FLIGHT:  # a Redis that stopped answering for good
+            self.close()
+            raise ConnectionError(f"{MAX_IN_FLIGHT} calls to Redis are waiting for a reply")
         future = loop.create_future()
         deadline = loop.time() + timeout_s
         self.waiting.append((future, deadline))

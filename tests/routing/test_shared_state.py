@@ -268,3 +268,17 @@ async def test_redis_scripts_are_loaded_again_after_a_flush(redis_url) -> None:
     finally:
         direct.close()
         await store.close()
+
+
+async def test_local_store_memory_stays_bounded() -> None:
+    store = LocalStore(clock=Clock())
+    for i in range(5000):  # one key set again and again with a TTL
+        await store.shared("acme", op("set", "k", i, ttl_s=3600))
+    space = store._spaces["acme"]
+    assert len(space.expiry) <= 4 * len(space.values) + 1025
+    # limit logs of keys whose window has passed are forgotten
+    for i in range(4095):
+        await store.limit("acme", LimitCheck(f"ip:{i}", 5, 1))
+    store.clock.now += 2
+    await store.limit("acme", LimitCheck("ip:last", 5, 1))
+    assert list(space.limits) == ["ip:last"]

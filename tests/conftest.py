@@ -49,9 +49,11 @@ def _session_redis_url(tmp_path_factory):
 @pytest.fixture
 def redis_url(_session_redis_url):
     """(url, key prefix) of a real Redis; the prefix is this test's own."""
-    from tests.redis_server import unique_prefix
+    from tests.redis_server import delete_prefix, unique_prefix
 
-    return _session_redis_url, unique_prefix()
+    prefix = unique_prefix()
+    yield _session_redis_url, prefix
+    delete_prefix(_session_redis_url, prefix)
 
 
 @pytest.fixture

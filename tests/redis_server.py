@@ -75,3 +75,16 @@ class RedisServer:
 def unique_prefix() -> str:
     """A key prefix no other test run uses."""
     return f"chistone-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Remove a test's keys (a shared Redis keeps nothing of a test run)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start:start + 500])
+    finally:
+        client.close()

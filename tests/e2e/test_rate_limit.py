@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from tests.e2e.backends import BackendFarm
-from tests.redis_server import RedisServer, unique_prefix
+from tests.redis_server import RedisServer, delete_prefix, unique_prefix
 from tests.serving import prepare_database, server_env, start_serve
 
 pytestmark = pytest.mark.e2e
@@ -94,7 +94,8 @@ def nodes(farm, pg_database, _session_redis_url, tmp_path_factory):
     # A bound well above what Redis needs even when the test machine is saturated: these
     # tests count exact answers, and an answer past the bound is a degraded one (let
     # through). The default (50 ms) is what the outage test below uses.
-    redis = {"CHISTONE_REDIS_URL": _session_redis_url, "CHISTONE_REDIS_PREFIX": unique_prefix(),
+    prefix = unique_prefix()
+    redis = {"CHISTONE_REDIS_URL": _session_redis_url, "CHISTONE_REDIS_PREFIX": prefix,
              "CHISTONE_REDIS_TIMEOUT_MS": "2000"}
     env_a = server_env(pg_database, tmp / "a", **redis)
     env_b = server_env(pg_database, tmp / "b", **redis)
@@ -108,6 +109,7 @@ def nodes(farm, pg_database, _session_redis_url, tmp_path_factory):
     finally:
         for node in served:
             node.stop()
+        delete_prefix(_session_redis_url, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,11 @@ demo: install
 	$(PY) manage.py collectstatic --noinput --verbosity 0
 	$(PY) manage.py load_demo
 
+# With a Redis answering at 127.0.0.1:6379 the demo's shared state (acme's rate limit) is in
+# it, shared by every worker; without one each worker counts for itself.
 run: demo
-	$(PY) manage.py serve --demo-backends
+	CHISTONE_REDIS_URL="$${CHISTONE_REDIS_URL:-$$(redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && echo redis://127.0.0.1:6379/0)}" \
+		$(PY) manage.py serve --demo-backends
 
 lint: install
 	$(VENV)/bin/ruff check .

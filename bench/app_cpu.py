@@ -14,6 +14,9 @@ script and settings (the access-log line included, written to a sink that discar
                                                       # deciding on 10 % of the requests
     .venv/bin/python bench/app_cpu.py --jwt           # also the gateway with middleware.jwt
                                                       # (HS256 and RS256 bearer tokens)
+    .venv/bin/python bench/app_cpu.py --rate-limit    # also the gateway with a Redis-backed
+                                                      # middleware.rate_limit (a redis-server
+                                                      # of its own, on the backend's core)
 
 What it reports is what our own code adds per request on top of the upstream client:
 "gateway minus passthrough". The backend is nginx when it is installed (bench/install_tools.sh),
@@ -123,6 +126,40 @@ def jwt_middleware(alg: str) -> tuple[str, list[tuple[bytes, bytes]]]:
     headers = [(k, f"Bearer {token}".encode() if k == b"authorization" else v)
                for k, v in HEADERS]
     return middleware, headers
+# Shared state's price: the same script behind middleware.rate_limit on Redis. The limit is
+# one key (every request comes from one address), high enough that every request passes:
+# each one is an EVALSHA round trip (the sliding-window log) while the script waits.
+from bench.seed import RATE_LIMIT as RATE_LIMIT_MIDDLEWARE  # noqa: E402 - after sys.path
+
+
+def start_redis(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
+    """A redis-server without persistence on a free loopback port (pinned with the backend)."""
+    from bench.run import free_port
+
+    redis = shutil.which("redis-server")
+    if redis is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    argv = [redis, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+            "no", "--dir", str(workdir)]
+    if cpu is not None and shutil.which("taskset"):
+        argv = ["taskset", "-c", str(cpu), *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 def _tracing(workdir: Path) -> object:
@@ -149,7 +186,7 @@ def _tracing(workdir: Path) -> object:
 
 
 def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = None,
-                shadow: float | None = None):
+                shadow: float | None = None, shared_state: object = None):
     """The data plane's Gateway with scenario 6's tenant, built without a database; with
     `shadow`, a shadow version (the same routes, one of them sent elsewhere) decides on that
     share of the requests after they are answered (routing.shadow)."""
@@ -193,7 +230,8 @@ def gateway_app(backend_port: int, *, middleware: str = "", tracing: object = No
         import dataclasses
 
         conf = dataclasses.replace(conf, upstream_client=client)
-    return Gateway(holder=holder, transport=make_transport(conf), conf=conf, tracing=tracing)
+    return Gateway(holder=holder, transport=make_transport(conf), conf=conf, tracing=tracing,
+                   shared_state=shared_state)
 
 
 async def drive(app, port: int, requests: int, concurrency: int,
@@ -242,7 +280,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--only", choices=("gateway", "passthrough", "gateway+header",
-                                           "gateway+shadow"))
+                                           "gateway+shadow", "gateway+ratelimit"))
     parser.add_argument("--tracing", action="store_true",
                         help="also run the gateway exporting traces over OTLP/HTTP to a local "
                              "receiver that discards them (gateway+traces)")
@@ -255,6 +293,9 @@ def main() -> None:
     parser.add_argument("--jwt", action="store_true",
                         help="also run the gateway with middleware.jwt verifying an HS256 and "
                              "an RS256 bearer token (gateway+jwt-hs256, gateway+jwt-rs256)")
+    parser.add_argument("--rate-limit", action="store_true",
+                        help="also run the gateway with middleware.rate_limit on a Redis of "
+                             "its own (gateway+ratelimit)")
     parser.add_argument("--backend", choices=("auto", "nginx", "python"), default="auto",
                         help="nginx when installed (auto), or the minimal asyncio server")
     args = parser.parse_args()
@@ -265,6 +306,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="chistone-appcpu-"))
     backend, backend_port = start_backend(workdir, cpus[0] if len(cpus) >= 2 else None,
                                           args.backend)
+    redis = None
+    degraded: list[str] = []  # rate-limit answers given without Redis: must stay empty
     try:
         import logging
 
@@ -293,6 +336,15 @@ def main() -> None:
                 middleware, app_headers[name] = jwt_middleware(alg)
                 apps[name] = gateway_app(backend_port, middleware=middleware)
                 logging.getLogger("chistone.access").handlers[:] = []
+        if args.only == "gateway+ratelimit" or (args.only is None and args.rate_limit):
+            from routing.shared_state import RedisStore
+
+            redis, redis_url = start_redis(workdir, cpus[0] if len(cpus) >= 2 else None)
+            store = RedisStore(redis_url, timeout_s=1.0,
+                               on_unavailable=lambda tenant, op: degraded.append(op))
+            apps["gateway+ratelimit"] = gateway_app(backend_port, middleware=RATE_LIMIT_MIDDLEWARE,
+                                                    shared_state=store)
+            logging.getLogger("chistone.access").handlers[:] = []
         results: dict[str, list[float]] = {name: [] for name in apps}
         failed = 0
 
@@ -318,6 +370,9 @@ def main() -> None:
                                 "close", None)
                 if close is not None:
                     await close()
+                state = getattr(app, "shared_state", None)
+                if state is not None:
+                    await state.close()
 
         asyncio.run(run())
         medians = {name: statistics.median(values) for name, values in results.items()}
@@ -340,6 +395,14 @@ def main() -> None:
                 extra = medians[name] - medians["gateway"]
                 print(f"{name.removeprefix('gateway+')}: {extra:+.1f} us CPU per proxied "
                       f"request ({extra / medians['gateway'] * 100:+.1f}%)")
+        if "gateway" in medians and "gateway+ratelimit" in medians:
+            extra = medians["gateway+ratelimit"] / medians["gateway"] - 1
+            print(f"rate limit on Redis: {extra * 100:+.1f}% CPU per proxied request "
+                  f"({medians['gateway+ratelimit'] - medians['gateway']:+.1f} us; "
+                  f"{len(degraded)} answers without Redis)")
+            if degraded:
+                raise SystemExit("app_cpu: some rate-limit answers were given without Redis: "
+                                 "the numbers above do not measure the round trip")
         if "gateway+shadow" in apps:
             runner = apps["gateway+shadow"].shadow
             same, different, dropped = runner.totals.get("bench", [0, 0, 0])
@@ -353,6 +416,9 @@ def main() -> None:
     finally:
         backend.terminate()
         backend.wait(timeout=10)
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -78,6 +78,10 @@ SCENARIOS = (
     Scenario(10, "passthrough_uvicorn", "bare passthrough ASGI proxy, aiohttp, uvicorn"),
     Scenario(11, "passthrough_h1_uvicorn", "bare passthrough, chistone's client, uvicorn"),
     Scenario(12, "passthrough_h1", "bare passthrough, chistone's client, daphne"),
+    # Issue 15: scenario 6's script behind middleware.rate_limit on Redis (a redis-server of
+    # the run's own, on the backend's core); every request passes, each is a round trip.
+    Scenario(13, "chistone_ratelimit", "chistone, daphne, 1 worker, rate limit on Redis",
+             ("wrk", "redis")),
 )
 BY_KEY = {s.key: s for s in SCENARIOS}
 
@@ -96,6 +100,9 @@ CPU_TARGETS = (
      "chistone (uvicorn, the fastest server) CPU/req <= 10x nginx + Lua [8/3] (issue 18)"),
     ("chistone_uvicorn", "passthrough_h1_uvicorn", None,
      "chistone (uvicorn) CPU/req vs the passthrough on the same server and client [8/11]"),
+    ("chistone_ratelimit", "chistone", 1.25,
+     "middleware.rate_limit on Redis: CPU/req <= 1.25x the same script without it [13/6] "
+     "(issue 15)"),
 )
 
 
@@ -543,6 +550,8 @@ class Tools:
             "nginx": None if self.nginx else "nginx not installed (run bench/install_tools.sh)",
             "lua": None if self.lua else
             f"nginx Lua module not installed ({LUA_MODULE} missing; run bench/install_tools.sh)",
+            "redis": None if shutil.which("redis-server") else
+            "redis-server not installed (apt-get install -y redis-server)",
         }
         return next((reasons[n] for n in needs if reasons.get(n)), None)
 
@@ -721,8 +730,47 @@ class Harness:
         self.chistone_env = env
         return env
 
+    def prepare_ratelimit(self) -> dict[str, str]:
+        """Scenario 13: its own database (the same tenant behind middleware.rate_limit) and
+        a redis-server without persistence, pinned with the backend."""
+        if getattr(self, "ratelimit_env", None) is not None:
+            return self.ratelimit_env
+        base = self.prepare_chistone()
+        redis_port = free_port()
+        redis = self.procs.start("redis", [shutil.which("redis-server") or "redis-server",
+                                           "--port", str(redis_port), "--bind", "127.0.0.1",
+                                           "--save", "", "--appendonly", "no",
+                                           "--dir", str(self.workdir)],
+                                 cpus=self.pinning.client)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", redis_port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if redis.poll() is not None or time.monotonic() > deadline:
+                raise Skip("redis-server did not start")
+            time.sleep(0.05)
+        db = self.workdir / "bench-ratelimit.sqlite3"
+        env = {**base, "DATABASE_URL": f"sqlite:///{db}",
+               "CHISTONE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+        for argv in ([PYTHON, "manage.py", "migrate", "--noinput"],
+                     [PYTHON, str(BENCH / "seed.py"), "--backend-url", self.ensure_backend(),
+                      "--domain", DOMAIN, "--routes", str(ROUTES), "--rate-limit"]):
+            done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                                  timeout=300)
+            if done.returncode != 0:
+                raise Skip(f"`{argv[1]}` failed for scenario 13: "
+                           f"{(done.stdout + done.stderr).strip()[-300:]}")
+        self.ratelimit_env = env
+        return env
+
     def start_chistone(self, key: str, port: int) -> Server:
-        env = self.prepare_chistone()
+        env = self.prepare_ratelimit() if key == "chistone_ratelimit" else \
+            self.prepare_chistone()
         control = free_port()
         argv = [PYTHON, "manage.py", "serve", "--host", "127.0.0.1", "--data-port", str(port),
                 "--control-port", str(control)]

@@ -92,3 +92,41 @@ def check_setting_names(app_configs, **kwargs):
         id="chistone.E007",
     )] if unknown else []
 
+
+
+@register(deploy=True)
+def check_shared_state(app_configs, **kwargs):
+    """Scripts that count across requests (shared.*, limit.allow, middleware.rate_limit) are
+    only right across workers when the state is in Redis: without CHISTONE_REDIS_URL each
+    worker keeps its own, and a limit of N lets N per worker through."""
+    from django.db import DatabaseError
+
+    from luascripts.engine.analysis import uses_shared_state
+
+    try:
+        gateway = gateway_conf.get_conf()
+        workers = site_conf.get_conf().workers
+    except SettingError:
+        return []  # reported by the checks above
+    if gateway.redis_url or workers <= 1:
+        return []
+    try:
+        from tenants.models import Tenant
+
+        users = sorted(t.slug for t in Tenant.objects.filter(active_version__isnull=False)
+                       .select_related("active_version")
+                       if uses_shared_state(t.active_version.source))
+    except (DatabaseError, RuntimeError):
+        # No database yet (a fresh install: nothing is active), or none allowed here.
+        return []
+    if not users:
+        return []
+    return [Warning(
+        f"{workers} workers would serve tenants whose active scripts use shared state "
+        f"({', '.join(users[:10])}{', ...' if len(users) > 10 else ''}), and "
+        "CHISTONE_REDIS_URL is unset: each worker keeps its own counters, so a limit of N "
+        f"lets up to {workers} x N requests through.",
+        hint="Set CHISTONE_REDIS_URL (e.g. redis://127.0.0.1:6379/0) so every worker of every "
+             "node shares the state (docs/operations.md, Shared state), or run one worker.",
+        id="chistone.W003",
+    )]

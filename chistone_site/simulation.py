@@ -76,7 +76,16 @@ from routing.request import ClientRequest, parse_scope
 from routing.resolve import Claim, Resolver
 from routing.script_run import run_script
 from routing.snapshot import BackendEntry, TenantEntry, load_tenant_script, script_limits
-from routing.stubs import NoStub, Stub, StubEffects, StubError, parse_stubs, run_sync
+from routing.stubs import (
+    NoStub,
+    Stub,
+    StubEffects,
+    StubError,
+    parse_shared_seed,
+    parse_stubs,
+    run_sync,
+    seeded_state,
+)
 from tenants import backend_defaults
 
 __all__ = ["SimulationResult", "TenantSpec", "simulate", "run_script_tests", "spec_for"]
@@ -253,6 +262,7 @@ class _Runner:
         try:
             upstream = parse_stubs(request.get("upstream"), "upstream")
             calls = parse_stubs(request.get("calls"), "calls")
+            shared = parse_shared_seed(request.get("shared"), "shared")
         except StubError as exc:
             from tenants.errors import InvalidInput
 
@@ -277,7 +287,8 @@ class _Runner:
         effects = StubEffects(
             tenant=self.entry, request=client, router_path=match.path, limits=self.limits,
             body=body.encode("utf-8") if isinstance(body, str) else bytes(body),
-            upstream=upstream, calls=calls, healthy=healthy)
+            upstream=upstream, calls=calls, healthy=healthy,
+            state=seeded_state(self.entry.slug, shared))
         outcome: Outcome | None = None
         if self.entry.script is not None:
             sreq = script_request(self.entry, client, match.path, healthy)

@@ -107,6 +107,21 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting("JWKS_MIN_REFRESH_S", 30.0, number,
             "at most one JWKS fetch per this interval and JWKS, whatever unknown `kid`s "
             "or failures ask"),
+    Setting("REDIS_URL", "", text,
+            "Redis that holds the scripts' shared state (`shared.*`, `limit.allow`, "
+            "`middleware.rate_limit`) for every worker of every node, e.g. "
+            "`redis://127.0.0.1:6379/0`; unset: each worker process keeps its own "
+            "(check `chistone.W003`)"),
+    Setting("REDIS_TIMEOUT_MS", 50, integer,
+            "bound of one shared-state operation on Redis; slower or unreachable: "
+            "`shared.*` answer `nil, \"unavailable\"`, `limit.allow` lets the request "
+            "through (or refuses it with `fail = \"closed\"`)"),
+    Setting("REDIS_PREFIX", "chistone", text,
+            "first part of every shared-state key in Redis (`<prefix>:{tenant}:...`); "
+            "gateways that must not share state can share one Redis with different prefixes"),
+    Setting("SHARED_MAX_KEYS", 10_000, integer, "`shared` keys one tenant may hold"),
+    Setting("SHARED_MAX_BYTES", 16 * 1024 * 1024, integer,
+            "bytes of `shared` keys and values one tenant may hold"),
     Setting("METRICS_DIR", "", text,
             "where the workers of one `serve` run write their counters for `/metrics`",
             shown_default="a new temporary directory per `serve` run", internal=True),
@@ -146,6 +161,11 @@ class GatewayConf:
     websocket_idle_timeout_s: float = 300.0
     jwks_refresh_s: float = 300.0
     jwks_min_refresh_s: float = 30.0
+    redis_url: str = ""  # routing.shared_state
+    redis_timeout_ms: int = 50
+    redis_prefix: str = "chistone"
+    shared_max_keys: int = 10_000
+    shared_max_bytes: int = 16 * 1024 * 1024
 
     def lua_limit_overrides(self) -> dict[str, Any]:
         """Keyword arguments for `luascripts.engine.Limits`: only what is configured."""
@@ -209,6 +229,11 @@ def build_conf(overrides: dict[str, Any], var_dir: Path | None = None) -> Gatewa
         websocket_idle_timeout_s=float(values["WEBSOCKET_IDLE_TIMEOUT_S"]),
         jwks_refresh_s=float(values["JWKS_REFRESH_S"]),
         jwks_min_refresh_s=float(values["JWKS_MIN_REFRESH_S"]),
+        redis_url=str(values["REDIS_URL"]),
+        redis_timeout_ms=int(values["REDIS_TIMEOUT_MS"]),
+        redis_prefix=str(values["REDIS_PREFIX"]),
+        shared_max_keys=int(values["SHARED_MAX_KEYS"]),
+        shared_max_bytes=int(values["SHARED_MAX_BYTES"]),
     )
 
 

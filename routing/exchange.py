@@ -26,10 +26,14 @@ from luascripts.engine.effects import (
     CallAnswer,
     Head,
     JwtAnswer,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
     VerifyJwt,
 )
 from routing.conf import GatewayConf
@@ -302,7 +306,8 @@ class LiveEffects:
 
     def __init__(self, *, upstream: Upstream, tenant: TenantEntry, request: ClientRequest,
                  router_path: str, body: RequestBody, ex: Any, conf: GatewayConf,
-                 limits: Any, balancer: Any, stats: Any, span: Any = None) -> None:
+                 limits: Any, balancer: Any, stats: Any, span: Any = None,
+                 state: Any = None) -> None:
         self.upstream = upstream
         self.tenant = tenant
         self.request = request
@@ -315,6 +320,7 @@ class LiveEffects:
         self.stats = stats
         self.span = span  # the script's trace span: calls and exchanges go under it
         self.opened: dict[int, Opened] = {}
+        self.state = state  # the worker's shared-state store (routing.shared_state)
 
     async def read_body(self) -> BodyAnswer:
         return await self.body.read_all(self.limits.max_request_body_bytes)
@@ -468,6 +474,12 @@ class LiveEffects:
             return answer.body, max_age(cache_control)
 
         return fetch
+
+    async def shared(self, effect: SharedOp) -> SharedAnswer:
+        return await self.state.shared(self.tenant.slug, effect)
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer:
+        return await self.state.limit(self.tenant.slug, effect)
 
     def take(self, exchange: int) -> Opened:
         """The exchange the script's final answer names; the others are closed by close()."""

@@ -50,6 +50,7 @@ from routing.request import ClientRequest, parse_scope
 from routing.request_id import new_request_id
 from routing.script_run import ScriptGuard, drive
 from routing.shadow import ShadowRunner
+from routing.shared_state import Store, store_from_conf
 from routing.snapshot import BackendEntry, SnapshotHolder, TenantEntry
 from routing.stats import Stats, access_line, log_access
 from routing.tracing import Tracing, apply_script_entries
@@ -104,6 +105,7 @@ class Gateway:
         conf: GatewayConf | None = None,
         script_guard: ScriptGuard | None = None,
         tracing: Tracing | None = None,
+        shared_state: Store | None = None,
     ) -> None:
         self.holder = holder
         self.transport = transport
@@ -116,6 +118,10 @@ class Gateway:
         self.script_guard = script_guard
         self.tracing = tracing
         self.shadow = ShadowRunner(healthy=self.health.is_healthy, guard=script_guard)
+        # The worker's one shared-state store (Redis, or this process's memory); its Redis
+        # client connects on first use, in the worker's event loop.
+        self.shared_state = shared_state or store_from_conf(
+            self.conf, self.stats.shared_state_unavailable)
 
     @property
     def budget(self) -> Any:  # the retry budget (tests drain it)
@@ -270,7 +276,8 @@ class Gateway:
                 live = effects(
                     upstream=self.upstream, tenant=tenant, request=request, router_path=path,
                     body=body, ex=ex, conf=self.conf, limits=script.limits,
-                    balancer=self.balancer, stats=self.stats, span=span, **effect_args)
+                    balancer=self.balancer, stats=self.stats, span=span,
+                    state=self.shared_state, **effect_args)
                 waited.append(live)
                 step = await drive(step, live, guard=guard, tenant=tenant.slug,
                                    version=version_id)

@@ -132,6 +132,7 @@ class ReportCollector(Collector):
         ws_connections: dict[tuple, int] = defaultdict(int)
         ws_messages: dict[tuple, int] = defaultdict(int)
         ws_closes: dict[tuple, int] = defaultdict(int)
+        shared_unavailable: dict[tuple, int] = defaultdict(int)
         retries = 0
         generation = GaugeMetricFamily("chistone_config_generation",
                                        "Configuration generation each worker serves.",
@@ -170,6 +171,8 @@ class ReportCollector(Collector):
                 ws_messages[(row["tenant"], row["backend"], row["direction"])] += row["count"]
             for row in stats.get("websocket_closes", []):
                 ws_closes[(row["tenant"], row["backend"], row["code"])] += row["count"]
+            for row in stats.get("shared_unavailable", []):
+                shared_unavailable[(row["tenant"], row["op"])] += row["count"]
             for tenant, backends in report.get("health", {}).items():
                 for name, state in backends.items():
                     backend_requests[(tenant, name)] += state.get("requests", 0)
@@ -239,6 +242,10 @@ class ReportCollector(Collector):
         yield _family(CounterMetricFamily, "chistone_websocket_closes",
                       "WebSocket connections ended, by close code.",
                       ["tenant", "backend", "code"], ws_closes)
+        yield _family(CounterMetricFamily, "chistone_shared_state_unavailable",
+                      "Shared-state operations (shared.*, limit.allow) answered without Redis: "
+                      "unreachable, slower than CHISTONE_REDIS_TIMEOUT_MS, or in the back-off "
+                      "after a failure.", ["tenant", "op"], shared_unavailable)
         yield generation
         yield reload_seconds
         yield reloads

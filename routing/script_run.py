@@ -26,11 +26,15 @@ from luascripts.engine.effects import (
     Effect,
     Head,
     JwtAnswer,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadBody,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
     VerifyJwt,
 )
 from luascripts.engine.script import ScriptRun
@@ -54,6 +58,10 @@ class Effects(Protocol):
 
     async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer: ...
 
+    async def shared(self, effect: SharedOp) -> SharedAnswer: ...
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer: ...
+
 
 async def answer(effects: Effects, effect: Effect | None) -> Answer:
     if isinstance(effect, ReadBody):
@@ -68,6 +76,10 @@ async def answer(effects: Effects, effect: Effect | None) -> Answer:
         return await effects.render(effect)
     if isinstance(effect, VerifyJwt):
         return await effects.verify_jwt(effect)
+    if isinstance(effect, SharedOp):
+        return await effects.shared(effect)
+    if isinstance(effect, LimitCheck):
+        return await effects.limit(effect)
     raise TypeError(f"unknown effect {effect!r}")
 
 

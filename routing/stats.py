@@ -69,6 +69,9 @@ class Stats:
     window: TrafficWindow = field(default_factory=TrafficWindow)  # the console's last hour
     recent: RecentRequests = field(default_factory=RecentRequests)  # the request lookup
     guards: GuardCounter = field(default_factory=GuardCounter)  # guarded rollouts' counts
+    # Shared-state operations answered without Redis, by (tenant, op: get|set|incr|delete|
+    # limit) (routing.shared_state)
+    shared_unavailable: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def observe(self, ex: Any, total: float, scope: Any, request: Any) -> None:
         """Count one finished exchange (the gateway's one call per request): the counters,
@@ -122,6 +125,10 @@ class Stats:
         if len(self.websocket_closes) < 10_000 or closed in self.websocket_closes:
             self.websocket_closes[closed] = self.websocket_closes.get(closed, 0) + 1
 
+    def shared_state_unavailable(self, tenant: str, op: str) -> None:
+        key = (tenant, op)
+        self.shared_unavailable[key] = self.shared_unavailable.get(key, 0) + 1
+
     def lua_error(self, tenant: str, kind: str) -> None:
         key = (tenant, kind)
         self.lua_errors[key] = self.lua_errors.get(key, 0) + 1
@@ -147,6 +154,8 @@ class Stats:
                                    for (t, b, d), n in self.websocket_messages.items()],
             "websocket_closes": [{"tenant": t, "backend": b, "code": c, "count": n}
                                  for (t, b, c), n in self.websocket_closes.items()],
+            "shared_unavailable": [{"tenant": t, "op": o, "count": n}
+                                   for (t, o), n in self.shared_unavailable.items()],
         }
 
 

@@ -30,10 +30,14 @@ from luascripts.engine.effects import (
     CallAnswer,
     Head,
     JwtAnswer,
+    LimitAnswer,
+    LimitCheck,
     OpenUpstream,
     ReadResponseBody,
     Render,
     RenderAnswer,
+    SharedAnswer,
+    SharedOp,
     VerifyJwt,
 )
 from luascripts.engine.types import Limits, Outcome
@@ -48,6 +52,7 @@ from routing.exchange import render_error_for
 from routing.jwt_verify import parse_jwks, verify_effect
 from routing.plan import Healthy, UpstreamPlan, call_plan, decide
 from routing.request import ClientRequest
+from routing.shared_state import LocalStore
 from routing.snapshot import TenantEntry
 
 STUB_ERRORS = ("refused", "timeout", "broken")
@@ -107,6 +112,44 @@ def parse_stubs(value: Any, where: str) -> dict[str, Stub]:
     return {str(name): Stub.parse(stub, f"{where}.{name}") for name, stub in value.items()}
 
 
+MAX_SHARED_SEED = 1000  # keys a dry run may seed
+
+
+def parse_shared_seed(value: Any, where: str) -> dict[str, str | int | float]:
+    """`{"key": value}` a dry run or script test starts its private shared state with:
+    keys of 1 to 512 bytes, values strings up to 64 KiB or finite numbers (what
+    shared.set accepts). Keys and strings as Lua sees them: their UTF-8 bytes."""
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, Mapping):
+        raise StubError(f"{where} must be an object of key -> value")
+    if len(value) > MAX_SHARED_SEED:
+        raise StubError(f"{where} has more than {MAX_SHARED_SEED} keys")
+    seed: dict[str, str | int | float] = {}
+    for key, item in value.items():
+        raw = str(key).encode("utf-8")
+        if not 1 <= len(raw) <= 512:
+            raise StubError(f"{where}: a key must be 1 to 512 bytes")
+        if isinstance(item, str):
+            data = item.encode("utf-8")
+            if len(data) > 64 * 1024:
+                raise StubError(f"{where}.{key}: a value is at most 65536 bytes")
+            item = data.decode("latin-1")
+        elif isinstance(item, bool) or not isinstance(item, int | float) \
+                or item != item or item in (float("inf"), float("-inf")):
+            raise StubError(f"{where}.{key} must be a string or a finite number")
+        seed[raw.decode("latin-1")] = item
+    return seed
+
+
+def seeded_state(tenant: str, seed: Mapping[str, str | int | float]) -> LocalStore:
+    """A private store holding `seed` (no expiry) for one dry run or script test."""
+    state = LocalStore()
+    for key, item in seed.items():
+        run_sync(state.shared(tenant, SharedOp("set", key, item)))
+    return state
+
+
 class NoStub(Exception):
     """A middleware waited for a proxied response and no stub says what the backend answers:
     the dry run stops at the upstream plan."""
@@ -139,6 +182,9 @@ class StubEffects:
     made_calls: list[dict[str, Any]] = field(default_factory=list)
     exchanges: list[dict[str, Any]] = field(default_factory=list)
     body_read: bool = False
+    # shared.* and limit.allow: a store private to this run (a dry run, a script test or a
+    # shadow never reads or writes the live shared state)
+    state: LocalStore = field(default_factory=LocalStore)
 
     async def read_body(self) -> BodyAnswer:
         self.body_read = True
@@ -234,6 +280,12 @@ class StubEffects:
                 except ValueError:
                     record["error"] = "broken"
         return verify_effect(effect, jwks)
+
+    async def shared(self, effect: SharedOp) -> SharedAnswer:
+        return await self.state.shared(self.tenant.slug, effect)
+
+    async def limit(self, effect: LimitCheck) -> LimitAnswer:
+        return await self.state.limit(self.tenant.slug, effect)
 
 
 def _always(_backend: Any) -> bool:

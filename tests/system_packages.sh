@@ -3,6 +3,8 @@
 #   chromium  required: the browser test drives Debian's /usr/bin/chromium
 #   nginx     required: the differential suite (tests/adversarial/test_g9_*) compares
 #             chistone with nginx proxy_pass
+#   redis-server  required: shared state and rate limits run against a real Redis
+#             (tests/redis_server.py starts private ones; CI's runs at 127.0.0.1:6379)
 #   wrk, libnginx-mod-http-lua  optional: tests/bench measures a real one-second run with wrk
 #             (and checks the harness's "wrk not installed" report without it); the benchmark
 #             (`make bench`) uses nginx's Lua module
@@ -15,6 +17,7 @@ chromium=${CHISTONE_CHROMIUM:-/usr/bin/chromium}
 lua_module=/usr/lib/nginx/modules/ngx_http_lua_module.so
 have_chromium() { [ -x "$chromium" ] || command -v "$chromium" >/dev/null 2>&1; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
+have_redis() { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; }
 have_wrk() { command -v wrk >/dev/null 2>&1; }
 have_lua() { [ -f "$lua_module" ]; }
 
@@ -22,6 +25,7 @@ required() {
     out=""
     have_chromium || out="$out chromium"
     have_nginx || out="$out nginx"
+    have_redis || out="$out redis-server"
     echo "$out"
 }
 optional() {
@@ -54,8 +58,9 @@ fi
 
 still="$(required)"
 if [ -n "$still" ]; then
-    echo "make test needs$still for the browser test (tests/browser) and the nginx"
-    echo "differential suite (tests/adversarial), and found them missing. Install with:"
+    echo "make test needs$still for the browser test (tests/browser), the nginx"
+    echo "differential suite (tests/adversarial) and the shared-state tests (redis-server),"
+    echo "and found them missing. Install with:"
     echo
     echo "    sudo apt-get install -y$still"
     echo

@@ -94,15 +94,23 @@ class SimRequestSerializer(serializers.Serializer):
         child=serializers.JSONField(), required=False,
         help_text="Stubs: backend name -> {status, headers, body} (or {error}), what "
                   "http.request gets. Without one it returns nil, \"no_stub\".")
+    shared = serializers.DictField(
+        child=serializers.JSONField(), required=False,
+        help_text="Shared state the run starts with: key -> string or number (shared.get "
+                  "reads them). Private to the run; empty by default.")
 
     def validate(self, attrs):
-        from routing.stubs import StubError, parse_stubs
+        from routing.stubs import StubError, parse_shared_seed, parse_stubs
 
         for key in ("upstream", "calls"):
             try:
                 parse_stubs(attrs.get(key), key)
             except StubError as exc:
                 raise serializers.ValidationError({key: [str(exc)]}) from None
+        try:
+            parse_shared_seed(attrs.get("shared"), "shared")
+        except StubError as exc:
+            raise serializers.ValidationError({"shared": [str(exc)]}) from None
         return attrs
 
 

@@ -137,6 +137,11 @@ def install() -> None:
         return number
 
     http.HTTPChannel._respondToBadRequestAndDisconnect = respond_bad_request
+    # Reason phrases Twisted lacks ("429 Unknown Status" otherwise: rate limits answer 429).
+    from http import HTTPStatus
+
+    for known in HTTPStatus:
+        http.RESPONSES.setdefault(known.value, known.phrase.encode("ascii"))
     WebRequest.basic_error = basic_error
     http.HTTPChannel.dataReceived = strict_data_received
     http.HTTPChannel.lineReceived = strict_line_received

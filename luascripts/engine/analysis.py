@@ -202,3 +202,25 @@ def unknown_backends(source: str, backend_names: Collection[str]) -> list[Diagno
                                       f"{call}(): unknown backend {name.text!r} (this tenant "
                                       f"has: {have})"))
     return out
+
+
+# The globals whose use makes a script depend on shared state (state.lua).
+_STATE_CALLS = {("shared", None), ("limit", "allow"), ("middleware", "rate_limit")}
+
+
+def uses_shared_state(source: str) -> bool:
+    """Whether the script names `shared.*`, `limit.allow` or `middleware.rate_limit` (as a
+    global, not a field: `x.shared.get` does not count). A text scan: a local variable that
+    shadows one of these names counts too, which errs on the side of a warning."""
+    toks = list(tokens(source))
+    for i, tok in enumerate(toks):
+        if tok.kind != "name" or tok.text not in ("shared", "limit", "middleware"):
+            continue
+        if i > 0 and toks[i - 1].kind == "op" and toks[i - 1].text in (".", ":"):
+            continue
+        if i + 1 >= len(toks) or toks[i + 1].text not in (".", "["):
+            continue
+        field = toks[i + 2].text if i + 2 < len(toks) else None
+        if (tok.text, None) in _STATE_CALLS or (tok.text, field) in _STATE_CALLS:
+            return True
+    return False

@@ -17,7 +17,8 @@ A header block handed *to* Lua for lookups is a "headers" blob: "\\nname\\0value
         "fail": why the request failed
     actions: proxy, respond, reject, router (the router's own 404/405), mount (a backend
         mount's proxy, filled in by the host), exchange (an upstream exchange already made)
-    effects (what a waiting script asks for): body, upstream, response_body, call, render, jwt
+    effects (what a waiting script asks for): body, upstream, response_body, call, render,
+        jwt (jwt.verify), shared (shared.*), limit (limit.allow), jwt
     answers (host -> Lua, K.resume's arguments after the token), one per effect
 """
 
@@ -155,9 +156,12 @@ CALL = Record("call", "op", "backend", "method", "path", "query", "headers", "bo
 RENDER = Record("render", "op", "status", "message")  # headers and body of a gateway answer
 JWT = Record("jwt", "op", "token", "keys", "jwks_backend", "jwks_path", "algorithms", "issuer",
              "audience", "leeway_s")  # jwt.verify(); keys, algorithms, audience: names blobs
+# shared.get/set/incr/delete (action: "get" | "set" | "incr" | "delete"); value a string or
+# a number, ttl_s and delta numbers or nil (state.lua, routing.shared_state)
+SHARED = Record("shared", "op", "action", "key", "value", "ttl_s", "delta")
+LIMIT = Record("limit", "op", "key", "rate", "window_s", "fail_closed")  # limit.allow()
 EFFECTS = {"body": BODY, "upstream": UPSTREAM, "response_body": RESPONSE_BODY, "call": CALL,
-           "render": RENDER}
-EFFECTS["jwt"] = JWT
+           "render": RENDER, "jwt": JWT, "shared": SHARED, "limit": LIMIT}
 
 # -- answers: host -> Lua, K.resume's arguments after the token ----------------------------
 HEAD_ANSWER = Record("head", "status", "headers", "backend")  # headers blob for lookups
@@ -165,11 +169,13 @@ BODY_ANSWER = Record("body_answer", "body", "error")  # error: "too_large" | "br
 CALL_ANSWER = Record("call_answer", "status", "headers", "body", "error")
 RENDER_ANSWER = Record("render_answer", "status", "headers", "body")
 JWT_ANSWER = Record("jwt_answer", "claims", "error")  # claims: a JSON object; error: a reason
+SHARED_ANSWER = Record("shared_answer", "value", "error")  # error: "quota" | "unavailable" ...
+LIMIT_ANSWER = Record("limit_answer", "allowed", "limit", "remaining", "reset_s", "degraded",
+                      "error")  # error: "unavailable" (refused with fail = "closed")
 
 RECORDS = (REQUEST, RESULT, WAIT, FAIL, *ACTIONS.values(), PATCH, *EFFECTS.values(),
-           HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER, ROUTE_RECORD, MOUNT_RECORD,
-           HANDLER_RECORD, MUX_RECORD, LABEL_RECORD)
-RECORDS += (JWT_ANSWER,)
+           HEAD_ANSWER, BODY_ANSWER, CALL_ANSWER, RENDER_ANSWER, JWT_ANSWER, SHARED_ANSWER,
+           LIMIT_ANSWER, ROUTE_RECORD, MOUNT_RECORD, HANDLER_RECORD, MUX_RECORD, LABEL_RECORD)
 
 
 def lua_layout() -> dict[str, Any]:

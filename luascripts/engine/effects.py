@@ -75,7 +75,32 @@ class VerifyJwt:
     leeway_s: float
 
 
-Effect = ReadBody | OpenUpstream | ReadResponseBody | Call | Render | VerifyJwt
+@dataclass(frozen=True, slots=True)
+class SharedOp:
+    """`shared.get/set/incr/delete(key, ...)` on the tenant's shared state (the host adds the
+    tenant: a script names keys inside its own namespace only). `value` is a str (bytes as
+    latin-1 text) or a number; `ttl_s` None means no expiry."""
+
+    action: str  # "get" | "set" | "incr" | "delete"
+    key: str
+    value: str | int | float | None = None
+    ttl_s: float | None = None
+    delta: int | float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """`limit.allow(key, rate, window_s [, {fail = "closed"}])`: may one more request go
+    through `key`'s limit of `rate` per sliding `window_s` seconds? Counts it when it may."""
+
+    key: str
+    rate: int
+    window_s: int
+    fail_closed: bool = False
+
+
+Effect = (ReadBody | OpenUpstream | ReadResponseBody | Call | Render | VerifyJwt | SharedOp
+          | LimitCheck)
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -126,4 +151,28 @@ class JwtAnswer:
     error: str | None = None
 
 
-Answer = Head | BodyAnswer | CallAnswer | RenderAnswer | JwtAnswer
+@dataclass(frozen=True, slots=True)
+class SharedAnswer:
+    """The value `shared.*` returns (get: the value or None; set/delete: True; incr: the new
+    number), or `error`: "quota", "unavailable", "not_a_number"."""
+
+    value: str | int | float | bool | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitAnswer:
+    """`limit.allow`'s verdict and `info`; `degraded`: the shared store could not be asked and
+    the request was let through (fail open); `error` "unavailable": refused for that reason
+    (fail closed)."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: float
+    degraded: bool = False
+    error: str | None = None
+
+
+Answer = (Head | BodyAnswer | CallAnswer | RenderAnswer | JwtAnswer | SharedAnswer
+          | LimitAnswer)

@@ -21,10 +21,12 @@ from luascripts.engine.build import fast_constructor
 from luascripts.engine.effects import (
     Call,
     Effect,
+    LimitCheck,
     OpenUpstream,
     ReadBody,
     ReadResponseBody,
     Render,
+    SharedOp,
     VerifyJwt,
 )
 from luascripts.engine.errors import ScriptMemoryError, ScriptRuntimeError, ScriptTimeoutError
@@ -42,7 +44,7 @@ from luascripts.engine.types import (
 NOT_FOUND_MESSAGE = "No route matches this path."
 _TRACE_MARK = "\nstack traceback:\n"
 _TRUSTED_FRAMES = ("sandbox:", "caps:", "helpers:", "router:", "actions:", "request:",
-                   "response:", "calls:", "identity:", "dispatch:", "[C]: in ?",
+                   "response:", "calls:", "identity:", "state:", "dispatch:", "[C]: in ?",
                    "[C]: in function 'xpcall'")
 EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -157,6 +159,10 @@ def log_lines(blob: str | None) -> tuple[tuple[str, str], ...]:
     return tuple((level, lua_text(msg)) for level, msg in pairs(blob))
 
 
+_new_limit_check = fast_constructor(LimitCheck)  # per rate-limited request; Lua checked the
+# fields (integers, a boolean)
+
+
 def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
                   allow: tuple[str, ...]) -> tuple[int, Effect]:
     """(token, effect) of a "wait" result."""
@@ -193,6 +199,14 @@ def decode_effect(f: tuple[Any, ...], backend: str, rest: str,
             issuer=_text_or_none(f[_EFFECT + j.issuer]),
             audience=tuple(lua_text(a) for a in _blobs(f[_EFFECT + j.audience])),
             leeway_s=float(f[_EFFECT + j.leeway_s] or 0))
+    if op == "shared":
+        s = B.SHARED
+        return token, SharedOp(f[_EFFECT + s.action], f[_EFFECT + s.key], f[_EFFECT + s.value],
+                               f[_EFFECT + s.ttl_s], f[_EFFECT + s.delta])
+    if op == "limit":
+        lim = B.LIMIT
+        return token, _new_limit_check(f[_EFFECT + lim.key], f[_EFFECT + lim.rate],
+                                       f[_EFFECT + lim.window_s], f[_EFFECT + lim.fail_closed])
     raise ScriptRuntimeError(f"the script asked the gateway for an unknown effect {op!r}")
 
 

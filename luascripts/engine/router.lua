@@ -260,6 +260,9 @@ end
 -- the script (Lua knows no other name for a function value once registration has run),
 -- else "line N", the line it was defined on. The admin, which has the source, names a
 -- local function from that line (luascripts.middleware_names).
+-- The standard middleware label their functions themselves (K.function_labels, helpers.lua):
+-- "middleware.jwt", "middleware.rate_limit (line N)", N the script line that built it.
+
 local function labels(globals)
   local names = {}
   for k, v in next, globals do

@@ -30,7 +30,9 @@ from luascripts.engine.effects import (
     Effect,
     Head,
     JwtAnswer,
+    LimitAnswer,
     RenderAnswer,
+    SharedAnswer,
 )
 from luascripts.engine.errors import (
     BodyTooLarge,
@@ -432,7 +434,23 @@ def _answer_args(answer: Answer) -> tuple[tuple[Any, ...], int]:
     if isinstance(answer, JwtAnswer):
         claims = answer.claims_json
         return B.JWT_ANSWER.pack(claims=claims, error=answer.error), len(claims or "") + 64
+    if isinstance(answer, SharedAnswer):
+        value = answer.value
+        return B.SHARED_ANSWER.pack(value=value, error=answer.error), \
+            (len(value) if isinstance(value, str) else 0) + 64
+    if isinstance(answer, LimitAnswer):  # (per rate-limited request: no Record.pack)
+        return _limit_args(answer), 128
     raise TypeError(f"not an answer: {answer!r}")
+
+
+_LA = B.LIMIT_ANSWER
+_LIMIT_ORDER = tuple(sorted(("allowed", "limit", "remaining", "reset_s", "degraded", "error"),
+                            key=lambda field: getattr(_LA, field)))
+assert _LIMIT_ORDER == _LA.fields, "LIMIT_ANSWER's fields changed: update _limit_args"
+
+
+def _limit_args(a: LimitAnswer) -> tuple[Any, ...]:
+    return (a.allowed, a.limit, a.remaining, a.reset_s, a.degraded, a.error)
 
 
 def _without_payload(answer: Answer) -> Answer:
@@ -445,6 +463,10 @@ def _without_payload(answer: Answer) -> Answer:
         return RenderAnswer(answer.status, (), b"")
     if isinstance(answer, JwtAnswer):
         return JwtAnswer(error="memory")
+    if isinstance(answer, SharedAnswer):
+        return SharedAnswer(error="memory")
+    if isinstance(answer, LimitAnswer):
+        return answer
     return Head(answer.status, (), getattr(answer, "backend", None))
 
 

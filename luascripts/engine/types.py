@@ -30,6 +30,7 @@ class Limits:
     max_response_body_bytes: int = 1024 * 1024  # res.body() and http.request() bodies
     max_calls: int = 10  # http.request() calls per request
     call_timeout_ms: int = 1000  # http.request() without timeout_ms
+    max_state_calls: int = 50  # shared.* and limit.allow() calls per request
 
     def to_lua(self) -> dict[str, int | float]:
         """Every limit by name: the one table the Lua modules are configured from."""

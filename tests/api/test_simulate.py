@@ -222,3 +222,39 @@ def test_script_tests_expect_the_final_answer(acme):
     assert "response_status: expected 200, got 201" in results[2]["detail"]
     assert "response header x-from: expected 'nope', got 'users-v1'" in results[2]["detail"]
     assert "no final answer" in results[3]["detail"]
+
+
+STATEFUL = """\
+chi.get("/plan", function(req)
+  local plan = shared.get("plan:" .. req.headers["x-user"]) or "free"
+  local n = shared.incr("views", 1)
+  local ok, info = limit.allow("k", 1, 60)
+  return respond(200, plan .. " " .. n .. " " .. tostring(ok))
+end)
+"""
+
+
+def test_simulate_starts_from_the_seeded_shared_state_private_to_the_run(acme, api):
+    seeded = {"source": STATEFUL, "path": "/plan", "headers": {"X-User": "ann"},
+              "shared": {"plan:ann": "pro", "views": 41}}
+    for _ in range(2):  # each run has its own state: the same answer twice
+        body = api.post(URL, seeded, format="json").json()
+        assert body["action"]["kind"] == "respond", body
+        assert body["response"]["body"] == "pro 42 true"
+    unseeded = api.post(URL, {"source": STATEFUL, "path": "/plan",
+                              "headers": {"X-User": "ann"}}, format="json").json()
+    assert unseeded["response"]["body"] == "free 1 true"
+
+
+@pytest.mark.parametrize("shared,message", [
+    (["plan"], "Expected a dictionary"),
+    ({"plan": {"tier": 1}}, "shared.plan must be a string or a finite number"),
+    ({"plan": True}, "shared.plan must be a string or a finite number"),
+    ({"k" * 513: "v"}, "a key must be 1 to 512 bytes"),
+    ({"big": "x" * 65537}, "a value is at most 65536 bytes"),
+])
+def test_simulate_refuses_a_malformed_shared_seed_with_400(acme, api, shared, message):
+    response = api.post(URL, {"source": STATEFUL, "path": "/plan", "shared": shared},
+                        format="json")
+    body = assert_error(response, 400)
+    assert message in str(body), body

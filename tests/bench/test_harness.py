@@ -196,7 +196,7 @@ def test_chistone_workers_are_found_by_their_command_line():
 
 def test_select_accepts_numbers_and_keys_and_refuses_unknown():
     assert [s.id for s in bench_run.select("chistone,1,4,1")] == [1, 4, 6]
-    assert len(bench_run.select(None)) == 12
+    assert len(bench_run.select(None)) == 13
     with pytest.raises(SystemExit, match="unknown scenario"):
         bench_run.select("haproxy")
 
@@ -216,7 +216,7 @@ def test_missing_tools_skip_every_scenario_with_a_reason(tmp_path):
     harness = bench_run.Harness(tools=tools, pinning=bench_run.Pinning(), workdir=tmp_path,
                             duration=1, warmup=0, connections=10)
     results = harness.run(bench_run.SCENARIOS)
-    assert [r.id for r in results] == list(range(1, 13))
+    assert [r.id for r in results] == list(range(1, 14))
     assert all(r.status == "skipped" and "wrk not installed" in r.reason for r in results)
     assert harness.backend_kind == "python"
     with_wrk = bench_run.Tools(wrk="/usr/bin/wrk", nginx=None, lua=False, taskset=None)

@@ -83,3 +83,28 @@ def test_an_unknown_chistone_key_is_an_error(settings):
     [error] = checks.check_setting_names(None)
     assert error.id == "chistone.E007" and "LUA_LIMITS" in error.msg
 
+
+
+@pytest.mark.django_db
+def test_shared_state_without_redis_on_several_workers_is_a_warning(settings, tenant_factory,
+                                                                   actor):
+    from chistone_site import actions
+
+    settings.CHISTONE = {**settings.CHISTONE, "WORKERS": 4}
+    plain = tenant_factory("plain")
+    limited = tenant_factory("limited")
+    for tenant, source in (
+            (plain, 'chi.get("/", function(req) local shared = {} return respond(200, "") end)'),
+            (limited, 'chi.use(middleware.rate_limit{rate = 5, per = 60})\n'
+                      'chi.get("/", function(req) return respond(200, "") end)')):
+        published = actions.do_publish_script(actor=actor, tenant=tenant, source=source,
+                                              allow_draft=True)
+        actions.do_activate_version(actor=actor, tenant=tenant, version=published.version)
+    messages = checks.check_shared_state(None)
+    assert ids(messages) == ["chistone.W003"]
+    assert "(limited)" in messages[0].msg and "4 x N" in messages[0].msg
+    settings.CHISTONE = {**settings.CHISTONE, "WORKERS": 1}
+    assert checks.check_shared_state(None) == []
+    settings.CHISTONE = {**settings.CHISTONE, "WORKERS": 4,
+                         "REDIS_URL": "redis://127.0.0.1:6379/0"}
+    assert checks.check_shared_state(None) == []

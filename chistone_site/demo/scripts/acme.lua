@@ -1,4 +1,4 @@
--- acme: version-based routing, an auth check on writes, and a legacy mount.
+-- acme: version-based routing, an auth check on writes, a legacy mount, and a rate limit.
 -- Backends: users-v1, users-v2, legacy.
 
 local function require_token(req, next)
@@ -34,4 +34,10 @@ chi.with(middleware.jwt{ keys = { DEMO_JWT_KEY }, algorithms = { "HS256" },
   issuer = "chistone-demo", strip = true }).get("/me", function(req)
   req.headers["x-user"] = req.claims.sub
   return proxy("users-v2", { path = "/me" })
+end)
+
+-- A rate limit the README tour can hit: 5 requests a minute per client address, then 429
+-- with Retry-After (shared by every worker through Redis when CHISTONE_REDIS_URL is set).
+chi.with(middleware.rate_limit{rate = 5, per = 60, key = "ip"}).get("/status", function(req)
+  return respond(200, json.encode({status = "ok"}), {["content-type"] = "application/json"})
 end)

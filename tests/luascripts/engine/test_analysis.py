@@ -101,3 +101,15 @@ def test_tokenising_never_fails_on_any_text(source: str) -> None:
     for token in tokens(source):
         assert token.line >= 1
     unknown_backends(source, BACKENDS)
+
+
+def test_uses_shared_state() -> None:
+    from luascripts.engine.analysis import uses_shared_state
+
+    assert uses_shared_state('chi.get("/", function(req) local v = shared.get("k") end)')
+    assert uses_shared_state('local ok = limit.allow("k", 1, 60)')
+    assert uses_shared_state('chi.use(middleware.rate_limit{rate = 1})')
+    assert uses_shared_state('local s = shared["get"]')
+    assert not uses_shared_state('-- shared.get("k") in a comment\nlocal s = "limit.allow"')
+    assert not uses_shared_state('local t = cfg.shared.get local limit = 5')
+    assert not uses_shared_state('chi.use(middleware.cors{origins = {"*"}})')

@@ -23,7 +23,8 @@ def test_every_example_is_valid() -> None:
     names = sorted(p.name for p in EXAMPLES.glob("*.lua"))
     assert names == ["ab_test.lua", "auth_middleware.lua", "canary.lua", "cors.lua",
                      "fallback.lua", "forward_auth.lua", "json_rpc.lua", "jwt_auth.lua",
-                     "legacy_selector.lua", "version_routing.lua", "webhook_signature.lua"]
+                     "legacy_selector.lua", "rate_limit.lua", "version_routing.lua",
+                     "webhook_signature.lua"]
     for name in names:
         result = validate(example(name), backend_names=BACKENDS)
         assert result.valid, (name, result.errors)
@@ -184,3 +185,36 @@ def test_jwt_auth_verifies_with_the_idp_keys() -> None:
     assert sent.request_headers["x-hook-sender"] == "billing"
     refused = through("/webhooks/paid", {"x-hook-token": _idp_token(key)}, "POST")
     assert refused.action == RejectAction(403, "webhook token refused (algorithm_not_allowed)")
+def _with_store(script, req, store):
+    """Run `req` to its Outcome, answering shared.* and limit.allow from `store`."""
+    from luascripts.engine.effects import LimitCheck
+    from luascripts.engine.script import ScriptRun
+    from routing.stubs import run_sync
+
+    step = script.start(req)
+    while isinstance(step, ScriptRun):
+        ask = store.limit if isinstance(step.effect, LimitCheck) else store.shared
+        step = step.resume(run_sync(ask("acme", step.effect)))
+    return step
+
+
+def test_rate_limit() -> None:
+    from luascripts.engine.effects import SharedOp
+    from routing.shared_state import LocalStore
+    from routing.stubs import run_sync
+
+    script = load(example("rate_limit.lua"), backends=["api"])
+    store = LocalStore()
+    logins = [_with_store(script, request("/login", "POST", headers={"x-api-key": "k1"}),
+                          store) for _ in range(6)]
+    assert [type(o.action).__name__ for o in logins] == ["ProxyAction"] * 5 + ["RejectAction"]
+    assert logins[-1].action.status == 429
+    assert dict(logins[-1].patch.headers)["retry-after"] == "60"
+    # another key has its own login limit; the address-wide limit counted all six
+    other = _with_store(script, request("/login", "POST", headers={"x-api-key": "k2"}), store)
+    assert dict(other.patch.headers)["ratelimit-remaining"] == "4"
+    report = _with_store(script, request("/reports/7", headers={"x-user": "ann"}), store)
+    assert report.action.set_headers == (("x-quota-remaining", "999"),)
+    assert dict(report.patch.headers)["ratelimit-remaining"] == "92"
+    day = int(time.time() // 86400)
+    assert run_sync(store.shared("acme", SharedOp("get", f"reports-served:{day}"))).value == 1

@@ -98,11 +98,11 @@ def test_hole_4_string_metatable_is_protected() -> None:
 
 def test_hole_4_each_script_has_its_own_runtime() -> None:
     # Whatever one tenant does to its state, another tenant's runtime never sees it.
-    writer = load("shared = 'from-a'\n"
+    writer = load("leaked = 'from-a'\n"
                   "local count = 0\n"
                   "chi.get('/', function() count = count + 1 return respond(200, count) end)",
                   tenant="a")
-    reader = load("chi.get('/', function() return respond(200, tostring(shared)) end)",
+    reader = load("chi.get('/', function() return respond(200, tostring(leaked)) end)",
                   tenant="b")
     for _ in range(3):
         writer.handle(request("/"))

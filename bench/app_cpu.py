@@ -134,7 +134,7 @@ from bench.seed import RATE_LIMIT as RATE_LIMIT_MIDDLEWARE  # noqa: E402 - after
 
 def start_redis(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
     """A redis-server without persistence on a free loopback port (pinned with the backend)."""
-    from bench.run import free_port
+    from bench.run import free_port, redis_answers
 
     redis = shutil.which("redis-server")
     if redis is None:
@@ -145,20 +145,9 @@ def start_redis(workdir: Path, cpu: int | None) -> tuple[subprocess.Popen, str]:
     if cpu is not None and shutil.which("taskset"):
         argv = ["taskset", "-c", str(cpu), *argv]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    import socket
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("redis-server did not start")
-        time.sleep(0.05)
+    if not redis_answers(port, proc):
+        proc.kill()
+        raise SystemExit("redis-server did not start")
     return proc, f"redis://127.0.0.1:{port}/0"
 
 

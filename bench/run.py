@@ -342,6 +342,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def redis_answers(port: int, proc: subprocess.Popen, seconds: float = 10.0) -> bool:
+    """Whether the redis-server `proc` on `port` answers PING before `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def process_tree(roots: Iterable[int]) -> set[int]:
     """The given pids and all their live descendants, from /proc."""
     children: dict[int, list[int]] = {}
@@ -742,18 +757,8 @@ class Harness:
                                            "--save", "", "--appendonly", "no",
                                            "--dir", str(self.workdir)],
                                  cpus=self.pinning.client)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", redis_port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if redis.poll() is not None or time.monotonic() > deadline:
-                raise Skip("redis-server did not start")
-            time.sleep(0.05)
+        if not redis_answers(redis_port, redis):
+            raise Skip("redis-server did not start")
         db = self.workdir / "bench-ratelimit.sqlite3"
         env = {**base, "DATABASE_URL": f"sqlite:///{db}",
                "CHISTONE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}

@@ -70,7 +70,7 @@ from routing.conf import get_conf
 from routing.errors import GatewayError, error_response, reject_error
 from routing.gateway import body_error, response_error
 from routing.headers import downstream_headers
-from routing.patch import patch_headers, patch_status
+from routing.patch import frame_answer
 from routing.plan import DirectResponse, UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.resolve import Claim, Resolver
@@ -400,18 +400,11 @@ def _timeouts(backend: Mapping[str, Any]) -> dict[str, int]:
 
 def _answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
             client: ClientRequest, patch: ResponsePatch | None) -> dict[str, Any]:
-    """What routing.gateway sends for a complete answer: the patch applied, framing ours."""
-    out = [(n, v) for n, v in headers if n not in (b"content-length", b"x-request-id")]
-    if patch is not None:
-        status = patch_status(status, patch)
-        if patch.body is not None:
-            body = patch.body
-        out = patch_headers(out, patch)
-    if status in (204, 304) or client.method == "HEAD":
+    """What routing.gateway sends for a complete answer: the patch applied, framing ours
+    (routing.patch.frame_answer); a HEAD request's answer keeps its length, not its body."""
+    status, out, body = frame_answer(status, headers, body, client.request_id, patch)
+    if client.method == "HEAD":
         body = b""
-    else:
-        out.append((b"content-length", str(len(body)).encode()))
-    out.append((b"x-request-id", client.request_id.encode("latin-1")))
     return {"status": status,
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in out],
             "body": body.decode("utf-8", "replace")}

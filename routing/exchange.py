@@ -325,15 +325,20 @@ class LiveEffects:
     async def read_body(self) -> BodyAnswer:
         return await self.body.read_all(self.limits.max_request_body_bytes)
 
+    def plan(self, effect: OpenUpstream) -> UpstreamPlan:
+        """The upstream plan of the proxy a middleware looked at (raises GatewayError)."""
+        plan = decide(self.tenant, self.request, self.router_path, _outcome(effect),
+                      healthy=self.upstream.health.is_healthy, balancer=self.balancer,
+                      total_timeout_s=self.conf.upstream_total_timeout_s)
+        assert isinstance(plan, UpstreamPlan)
+        return plan
+
     async def open_upstream(self, effect: OpenUpstream) -> Head:
         opened = Opened()
         self.opened[effect.exchange] = opened
         started = time.perf_counter()
         try:
-            plan = decide(self.tenant, self.request, self.router_path, _outcome(effect),
-                          healthy=self.upstream.health.is_healthy, balancer=self.balancer,
-                          total_timeout_s=self.conf.upstream_total_timeout_s)
-            assert isinstance(plan, UpstreamPlan)
+            plan = self.plan(effect)
             payload = effect.action.body
             if payload is None and self.body.complete:
                 payload = self.body.prefix

@@ -44,7 +44,7 @@ from routing.guard import NEW, OLD
 from routing.headers import downstream_headers
 from routing.health import HealthRegistry
 from routing.logs import current_request
-from routing.patch import patch_headers, patch_status
+from routing.patch import frame_answer, patch_headers, patch_status
 from routing.plan import UpstreamPlan, decide, script_request
 from routing.request import ClientRequest, parse_scope
 from routing.request_id import new_request_id
@@ -386,18 +386,7 @@ class Gateway:
                            request: ClientRequest, send: Send, ex: Exchange,
                            patch: ResponsePatch | None) -> None:
         """A complete answer, with the patch applied; framing and the request id are ours."""
-        out = [(name, value) for name, value in headers
-               if name not in (b"content-length", b"x-request-id")]
-        if patch is not None:
-            status = patch_status(status, patch)
-            if patch.body is not None:
-                body = patch.body
-            out = patch_headers(out, patch)
-        if status in (204, 304):
-            body = b""
-        else:
-            out.append((b"content-length", str(len(body)).encode()))
-        out.append((b"x-request-id", request.request_id.encode("latin-1")))
+        status, out, body = frame_answer(status, headers, body, request.request_id, patch)
         if ex.config is not None:
             out.append(ex.config)
         ex.status = status

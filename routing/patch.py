@@ -43,3 +43,22 @@ def patch_headers(headers: RawHeaders, patch: ResponsePatch | None, *,
     out = [(name, value) for name, value in headers if name not in changed]
     out.extend((name, value) for name, value in changed.items() if value is not None)
     return out
+
+
+def frame_answer(status: int, headers: RawHeaders, body: bytes, request_id: str,
+                 patch: ResponsePatch | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """A complete answer the gateway gives itself (a respond(), a reject, an error), with the
+    patch applied: its framing (Content-Length, none for 204/304) and X-Request-Id are ours."""
+    out = [(name, value) for name, value in headers
+           if name not in (b"content-length", b"x-request-id")]
+    if patch is not None:
+        status = patch_status(status, patch)
+        if patch.body is not None:
+            body = patch.body
+        out = patch_headers(out, patch)
+    if status in (204, 304):
+        body = b""
+    else:
+        out.append((b"content-length", str(len(body)).encode()))
+    out.append((b"x-request-id", request_id.encode("latin-1")))
+    return status, out, body

@@ -70,7 +70,7 @@ from routing.errors import (
 )
 from routing.exchange import LiveEffects, RequestBody
 from routing.logs import current_request
-from routing.patch import patch_headers, patch_status
+from routing.patch import frame_answer, patch_headers
 from routing.plan import UpstreamPlan, decide
 from routing.request import ClientRequest, parse_scope
 from routing.request_id import new_request_id
@@ -309,14 +309,11 @@ class WebSocketEffects(LiveEffects):
         self.errors: dict[int, GatewayError] = {}
 
     async def open_upstream(self, effect: OpenUpstream) -> Head:
-        from routing.exchange import _outcome, _text_pairs
+        from routing.exchange import _text_pairs
 
         started = time.perf_counter()
         try:
-            plan = decide(self.tenant, self.request, self.router_path, _outcome(effect),
-                          healthy=self.upstream.health.is_healthy, balancer=self.balancer,
-                          total_timeout_s=self.conf.upstream_total_timeout_s)
-            assert isinstance(plan, UpstreamPlan)
+            plan = self.plan(effect)
             socket, backend = await self.connector.connect(plan, self.ex)
         except GatewayError as error:
             self.errors[effect.exchange] = error
@@ -534,19 +531,7 @@ class WebSocketGateway:
     def _answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
                 request: ClientRequest, patch: ResponsePatch | None
                 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        out = [(name, value) for name, value in headers
-               if name not in (b"content-length", b"x-request-id")]
-        if patch is not None:
-            status = patch_status(status, patch)
-            if patch.body is not None:
-                body = patch.body
-            out = patch_headers(out, patch)
-        if status in (204, 304):
-            body = b""
-        else:
-            out.append((b"content-length", str(len(body)).encode()))
-        out.append((b"x-request-id", request.request_id.encode("latin-1")))
-        return status, out, body
+        return frame_answer(status, headers, body, request.request_id, patch)
 
     async def _deny_error(self, scope: Scope, send: Send, error: GatewayError, ex: Any,
                           patch: ResponsePatch | None) -> None:

@@ -10,6 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,32 @@ from tests.e2e.backends import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
+
+
+# The PostgreSQL the suite runs against (.ci/run; trust auth on loopback).
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
+
+
+def pg_url(name: str, port: int = 5432) -> str:
+    return f"postgres://postgres@127.0.0.1:{port}/{name}"
+
+
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL database for gateway nodes to share; its name, dropped afterwards
+    (the nodes' connections are closed first)."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def server_env(database_url: str, var_dir: Path, **extra: str) -> dict[str, str]:

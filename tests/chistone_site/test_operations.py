@@ -7,23 +7,22 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import httpx
-import psycopg
 import pytest
 
 from tests.e2e.backends import BackendFarm
 from tests.serving import (
     TcpForwarder,
     create_api_key,
+    pg_url,
     prepare_database,
     server_env,
     start_serve,
+    throwaway_database,
 )
 
 pytestmark = pytest.mark.e2e
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 
 
 def version_script(tag: str) -> str:
@@ -44,14 +43,8 @@ def farm():
 @pytest.fixture
 def pg_database():
     """A fresh PostgreSQL database for gateway nodes to share (dropped afterwards)."""
-    name = f"chistone_ops_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield name
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with throwaway_database("chistone_ops") as name:
+        yield name
 
 
 def seed(env, tmp, tags=("v1",)):
@@ -96,7 +89,7 @@ def wait_for_body(base, expected, timeout=10.0):
 
 
 def test_activation_on_node_a_is_served_by_node_b_within_a_second(pg_database, tmp_path):
-    url = f"postgres://postgres@127.0.0.1:5432/{pg_database}"
+    url = pg_url(pg_database)
     env_a = server_env(url, tmp_path / "a")
     env_b = server_env(url, tmp_path / "b")
     seed(env_a, tmp_path)
@@ -202,9 +195,9 @@ def test_activations_under_load_lose_no_request_and_never_mix_versions(tmp_path)
 def test_database_outage_keeps_traffic_flowing_and_cold_start_uses_the_disk_snapshot(
     pg_database, tmp_path
 ):
-    direct = f"postgres://postgres@127.0.0.1:5432/{pg_database}"
+    direct = pg_url(pg_database)
     forwarder = TcpForwarder(5432)
-    via_forwarder = f"postgres://postgres@127.0.0.1:{forwarder.port}/{pg_database}"
+    via_forwarder = pg_url(pg_database, forwarder.port)
     var = tmp_path / "var"
     env = server_env(via_forwarder, var)
     seed(server_env(direct, var), tmp_path)

@@ -16,7 +16,6 @@ import json
 import re
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,10 +24,17 @@ import psycopg
 import pytest
 
 from tests.e2e.backends import BackendFarm
-from tests.serving import create_api_key, prepare_database, server_env, start_serve
+from tests.serving import (
+    PG,
+    create_api_key,
+    pg_url,
+    prepare_database,
+    server_env,
+    start_serve,
+    throwaway_database,
+)
 
 pytestmark = pytest.mark.e2e
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 WORKERS = 2
 
 
@@ -63,10 +69,12 @@ def farm():
 @pytest.fixture(scope="module")
 def cluster(farm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("publish-flow")
-    name = f"chistone_flow_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgres://postgres@127.0.0.1:5432/{name}"
+    with throwaway_database("chistone_flow") as name:
+        yield from _cluster(farm, tmp, name)
+
+
+def _cluster(farm, tmp, name):
+    url = pg_url(name)
     # The client's address is the key of a rollout: trust loopback's X-Forwarded-For, so
     # each request can come "from" its own address.
     extra = {"CHISTONE_TRUSTED_PROXIES": "127.0.0.1/32", "CHISTONE_ACCESS_LOG": "0"}
@@ -89,10 +97,6 @@ def cluster(farm, tmp_path_factory):
     finally:
         for node in nodes:
             node.stop()
-        with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                         "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
 
 
 def api(cluster) -> httpx.Client:

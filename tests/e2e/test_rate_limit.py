@@ -18,15 +18,19 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.e2e.backends import BackendFarm
 from tests.redis_server import RedisServer, delete_prefix, unique_prefix
-from tests.serving import prepare_database, server_env, start_serve
+from tests.serving import (
+    pg_url,
+    prepare_database,
+    server_env,
+    start_serve,
+    throwaway_database,
+)
 
 pytestmark = pytest.mark.e2e
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 LIMIT = 10
 
 SCRIPT = r"""
@@ -77,14 +81,8 @@ def farm():
 
 @pytest.fixture(scope="module")
 def pg_database():
-    name = f"chistone_rl_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = %s AND pid <> pg_backend_pid()", [name])
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    with throwaway_database("chistone_rl") as name:
+        yield pg_url(name)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ never taken from a patch, and a replaced body gets its own Content-Length.
 
 from __future__ import annotations
 
+from luascripts.engine.results import raw_changes
 from luascripts.engine.types import ResponsePatch
 from routing.headers import HOP_BY_HOP
 from routing.types import RawHeaders
@@ -29,12 +30,12 @@ def patch_headers(headers: RawHeaders, patch: ResponsePatch | None, *,
     `body_length` sets Content-Length (and Transfer-Encoding goes)."""
     if patch is None:
         return headers
-    changed: dict[bytes, bytes | None] = {}
-    for name, value in patch.headers:
-        key = name.lower().encode("latin-1")
-        if key in _GATEWAY_OWNED:
-            continue
-        changed[key] = None if value is None else value.encode("latin-1")
+    raw = patch.raw
+    if raw is None:
+        raw = raw_changes(patch.headers)
+    if body_length is None and not raw:
+        return headers
+    changed = {key: value for key, value in raw.items() if key not in _GATEWAY_OWNED}
     if body_length is not None:
         changed[b"content-length"] = str(body_length).encode()
         changed[b"transfer-encoding"] = None

@@ -92,9 +92,19 @@ local function index(t, k)
   return index_state(st, k)
 end
 
+-- name as written by the script -> its lower-case form, for names that passed
+-- check_header_name (scripts write the same few names on every request).
+local VALID, nvalid = {}, 0
+
 function newindex_state(st, k, v, level)
-  local name, err = check_header_name(k)
-  if not name then error(st.what .. ": " .. err, level + 1) end
+  local name = VALID[k]
+  if name == nil then
+    local err
+    name, err = check_header_name(k)
+    if not name then error(st.what .. ": " .. err, level + 1) end
+    if nvalid >= 512 then VALID, nvalid = {}, 0 end
+    VALID[k], nvalid = name, nvalid + 1
+  end
   if v ~= nil then
     v, err = check_header_value(name, v)
     if not v then error(st.what .. ": " .. err, level + 1) end
@@ -124,11 +134,13 @@ local function pairs_of(t)
   return next, materialize(st), nil
 end
 
--- A header table over `blob`; `what` names it in errors ("req.headers", "res.headers").
-function K.header_table(blob, what, before_read)
+-- A header table over `blob`; `what` names it in errors ("req.headers", "res.headers");
+-- `response`: the state of the response it belongs to, for `before_read`.
+function K.header_table(blob, what, before_read, response)
   return setmetatable({}, {
     __index = index, __newindex = newindex, __pairs = pairs_of, __metatable = false,
     blob = blob, what = what, before_read = before_read, overlay = nil, noverlay = 0,
+    response = response,
   })
 end
 local header_table = K.header_table
@@ -142,17 +154,31 @@ function K.header_state(t)
 end
 local header_state = K.header_state
 
--- Only the changes: (set pairs blob or nil, removed names blob or nil).
+-- Only the changes: (set pairs blob or nil, removed names blob or nil), each sorted by
+-- name (results are deterministic). The overlay holds names and values newindex_state
+-- checked at the assignment: they are not checked again.
+local sort, concat = table.sort, table.concat
 function K.header_changes(st)
   local overlay = st.overlay
   if overlay == nil then return nil, nil end
-  local set, removed = {}, {}
-  for k, v in next, overlay do
-    if v == ABSENT then removed[#removed + 1] = k else set[k] = v end
+  local name, v = next(overlay)
+  if next(overlay, name) == nil then -- one change: the usual middleware
+    if v == ABSENT then return nil, name end
+    return name .. "\0" .. v, nil
   end
-  local blob = header_blob(set, st.what, 10000)
-  table.sort(removed)
-  return blob, #removed > 0 and table.concat(removed, "\0") or nil
+  local set, removed, ns, nr = {}, {}, 0, 0
+  for k in next, overlay do
+    if overlay[k] == ABSENT then nr = nr + 1; removed[nr] = k else ns = ns + 1; set[ns] = k end
+  end
+  local blob = nil
+  if ns > 0 then
+    sort(set)
+    local out = {}
+    for i = 1, ns do out[2 * i - 1], out[2 * i] = set[i], overlay[set[i]] end
+    blob = concat(out, "\0")
+  end
+  sort(removed)
+  return blob, nr > 0 and concat(removed, "\0") or nil
 end
 
 -- The running request's headers: the same functions over module state instead of a

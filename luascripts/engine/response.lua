@@ -182,6 +182,15 @@ function body_handle(st, res)
   })
 end
 
+-- A response's header table reads the head first (one function for all: no closure per
+-- response); its state knows the response's.
+local function head_first(hst)
+  local st = hst.response
+  ensure_head(st)
+  hst.blob = st.hblob
+  hst.before_read = nil
+end
+
 local function headers_of(res, st)
   local h = st.headers
   if h == nil then
@@ -189,11 +198,7 @@ local function headers_of(res, st)
     if kind == "R" then
       h = header_table(lookup_blob(st.flat[LR.headers]), "res.headers", nil)
     else
-      h = header_table("", "res.headers", function(hst)
-        ensure_head(st)
-        hst.blob = st.hblob
-        hst.before_read = nil
-      end)
+      h = header_table("", "res.headers", head_first, st)
     end
     st.headers = h
   end

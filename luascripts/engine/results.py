@@ -132,14 +132,39 @@ _PS, _PH, _PR, _PB = (_PATCH + B.PATCH.status, _PATCH + B.PATCH.headers,
                       _PATCH + B.PATCH.removed, _PATCH + B.PATCH.body)
 
 
+_PATCH_CACHE: dict[tuple[Any, ...], ResponsePatch] = {}
+_PATCH_CACHE_SIZE = 1024
+_new_patch = fast_constructor(ResponsePatch)
+
+
 def decode_patch(f: tuple[Any, ...]) -> ResponsePatch | None:
+    """The patch of a "done" result. Patches are immutable and a middleware usually makes
+    the same one on every request (a header or two): equal ones without a body share one
+    instance, decoded once (like proxy actions in decode_action)."""
     status, headers, removed, body = f[_PS], f[_PH], f[_PR], f[_PB]
-    if status is None and headers is None and removed is None and body is None:
-        return None
+    if body is None:
+        if status is None and headers is None and removed is None:
+            return None
+        key = (status, headers, removed)
+        patch = _PATCH_CACHE.get(key)
+        if patch is not None:
+            return patch
     changes: list[tuple[str, str | None]] = list(pairs(headers))
     if removed:
         changes.extend((name, None) for name in removed.split("\0"))
-    return ResponsePatch(status, tuple(changes), _bytes(body))
+    patch = _new_patch(status, tuple(changes), _bytes(body), raw_changes(changes))
+    if body is None:
+        if len(_PATCH_CACHE) >= _PATCH_CACHE_SIZE:
+            _PATCH_CACHE.clear()
+        _PATCH_CACHE[key] = patch
+    return patch
+
+
+def raw_changes(changes: Any) -> dict[bytes, bytes | None]:
+    """A patch's header changes as the relay applies them: lower-case byte names to byte
+    values (None: removed)."""
+    return {name.lower().encode("latin-1"): None if value is None else value.encode("latin-1")
+            for name, value in changes}
 
 
 def padded(res: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -150,6 +150,9 @@ class ResponsePatch:
     status: int | None = None
     headers: tuple[tuple[str, str | None], ...] = ()
     body: bytes | None = None
+    # `headers` as the data plane applies them (lower-case byte names, byte values, None:
+    # removed), encoded once when the patch is decoded; None: encode from `headers`.
+    raw: Mapping[bytes, bytes | None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -152,6 +152,43 @@ def test_a_middleware_that_only_writes_never_waits() -> None:
                                              ("server", None)), b"replaced")
 
 
+def test_header_changes_arrive_sorted_lower_case_and_equal_patches_are_shared() -> None:
+    script = load("""
+    chi.use(function(req, next)
+      local res = next(req)
+      res.headers["X-Zed"] = "z"
+      res.headers["x-alpha"] = 1
+      res.headers["Server"] = nil
+      res.headers["x-gone"] = "set, then removed"
+      res.headers["x-gone"] = nil
+      res.headers["X-Alpha"] = "a"   -- the same header: the last write wins
+      return res
+    end)
+    chi.get("/", function(req) return proxy("a") end)
+    """)
+    first, second = script.start(request("/")), script.start(request("/"))
+    assert first.patch == ResponsePatch(headers=(("x-alpha", "a"), ("x-zed", "z"),
+                                                 ("server", None), ("x-gone", None)))
+    assert first.patch.raw == {b"x-alpha": b"a", b"x-zed": b"z", b"server": None,
+                               b"x-gone": None}
+    assert second.patch is first.patch  # decoded once, shared (patches are immutable)
+
+
+def test_a_bad_header_name_fails_at_its_line_even_after_good_names_were_remembered() -> None:
+    script = load("""
+    chi.use(function(req, next)
+      local res = next(req)
+      res.headers["x-ok"] = "1"
+      if req.headers["x-bad"] then res.headers[req.headers["x-bad"]] = "2" end
+      return res
+    end)
+    chi.get("/", function(req) return proxy("a") end)
+    """)
+    assert script.start(request("/")).patch == ResponsePatch(headers=(("x-ok", "1"),))
+    with pytest.raises(ScriptRuntimeError, match=r"script:5: .*is not a valid HTTP token"):
+        script.start(request("/", headers={"x-bad": "no spaces allowed"}))
+
+
 def test_a_middleware_that_never_looks_leaves_the_action_alone() -> None:
     script = load('chi.use(function(req, next) return next(req) end)\n'
                   'chi.get("/", function(req) return proxy("a") end)')

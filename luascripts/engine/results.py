@@ -149,10 +149,21 @@ def decode_patch(f: tuple[Any, ...]) -> ResponsePatch | None:
         patch = _PATCH_CACHE.get(key)
         if patch is not None:
             return patch
-    changes: list[tuple[str, str | None]] = list(pairs(headers))
+    # Names arrive lower-case (request.lua checked them at the assignment): the byte form
+    # is the text's encoding, split the same way.
+    changes: list[tuple[str, str | None]]
+    raw: dict[bytes, bytes | None]
+    if headers:
+        parts = iter(headers.split("\0"))  # name, value, name, value...: zip pairs them
+        changes = list(zip(parts, parts, strict=True))
+        raw_parts = iter(headers.encode("latin-1").split(b"\0"))
+        raw = dict(zip(raw_parts, raw_parts, strict=True))
+    else:
+        changes, raw = [], {}
     if removed:
         changes.extend((name, None) for name in removed.split("\0"))
-    patch = _new_patch(status, tuple(changes), _bytes(body), raw_changes(changes))
+        raw.update(dict.fromkeys(removed.encode("latin-1").split(b"\0")))
+    patch = _new_patch(status, tuple(changes), _bytes(body), raw)
     if body is None:
         if len(_PATCH_CACHE) >= _PATCH_CACHE_SIZE:
             _PATCH_CACHE.clear()

@@ -118,6 +118,11 @@ class Runtime:
             loader(_SOURCES[name], name, k)
         lua.execute(_CLEANUP)
         k.sethook(k.hook, "", k.HOOK_COUNT)
+        # Almost everything a request allocates (its context, request and response tables,
+        # closures, strings) dies with the request, while the script's registered tables live
+        # as long as the state: what Lua 5.4's generational collector is made for. Measured
+        # in bench/RESULTS.md: about 1.5 us less per request that waits once.
+        k.collect("generational")
         self.lua = lua
         self.k = k
         # The per-request entry points, called as xpcall(fn, on_error, deadline, ...).

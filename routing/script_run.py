@@ -14,8 +14,8 @@ waiting for a slow backend is not a stuck worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from luascripts.engine import LoadedScript, Outcome, ScriptRequest
 from luascripts.engine.effects import (
@@ -63,24 +63,24 @@ class Effects(Protocol):
     async def limit(self, effect: LimitCheck) -> LimitAnswer: ...
 
 
+# Which Effects method answers an effect, by the effect's type: one lookup per wait.
+_ANSWERERS: dict[type, Callable[[Effects, Any], Awaitable[Answer]]] = {
+    ReadBody: lambda effects, _effect: effects.read_body(),
+    OpenUpstream: lambda effects, effect: effects.open_upstream(effect),
+    ReadResponseBody: lambda effects, effect: effects.read_response_body(effect),
+    Call: lambda effects, effect: effects.call(effect),
+    Render: lambda effects, effect: effects.render(effect),
+    VerifyJwt: lambda effects, effect: effects.verify_jwt(effect),
+    SharedOp: lambda effects, effect: effects.shared(effect),
+    LimitCheck: lambda effects, effect: effects.limit(effect),
+}
+
+
 async def answer(effects: Effects, effect: Effect | None) -> Answer:
-    if isinstance(effect, ReadBody):
-        return await effects.read_body()
-    if isinstance(effect, OpenUpstream):
-        return await effects.open_upstream(effect)
-    if isinstance(effect, ReadResponseBody):
-        return await effects.read_response_body(effect)
-    if isinstance(effect, Call):
-        return await effects.call(effect)
-    if isinstance(effect, Render):
-        return await effects.render(effect)
-    if isinstance(effect, VerifyJwt):
-        return await effects.verify_jwt(effect)
-    if isinstance(effect, SharedOp):
-        return await effects.shared(effect)
-    if isinstance(effect, LimitCheck):
-        return await effects.limit(effect)
-    raise TypeError(f"unknown effect {effect!r}")
+    answerer = _ANSWERERS.get(type(effect))
+    if answerer is None:
+        raise TypeError(f"unknown effect {effect!r}")
+    return await answerer(effects, effect)
 
 
 async def run_script(script: LoadedScript, request: ScriptRequest,

@@ -500,8 +500,8 @@ class WebSocketGateway:
                     raise
                 return self._error_answer(error, request, ex, patch)
             if type(decision) is not UpstreamPlan:
-                return self._answer(decision.status, list(decision.headers), decision.body,
-                                    request, patch)
+                return frame_answer(decision.status, list(decision.headers), decision.body,
+                                    request.request_id, patch)
             started = time.perf_counter()
             try:
                 socket, backend = await self.connector.connect(decision, ex)
@@ -525,12 +525,6 @@ class WebSocketGateway:
             log.warning("%s %s: %s (request %s)", error.status, error.code, error.detail,
                         request.request_id)
         ex.error = error.code
-        return self._answer(status, headers, body, request, patch)
-
-    @staticmethod
-    def _answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes,
-                request: ClientRequest, patch: ResponsePatch | None
-                ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         return frame_answer(status, headers, body, request.request_id, patch)
 
     async def _deny_error(self, scope: Scope, send: Send, error: GatewayError, ex: Any,

@@ -73,13 +73,6 @@ def spec(farm: BackendFarm) -> dict:
 
 
 @pytest.fixture(scope="module")
-def farm():
-    farm = BackendFarm()
-    yield farm
-    farm.close()
-
-
-@pytest.fixture(scope="module")
 def pg_database():
     with throwaway_database("chistone_rl") as name:
         yield pg_url(name)

@@ -239,7 +239,6 @@ class JwksServer:
     def __init__(self) -> None:
         self.keys: list = []
         self.hits = 0
-        self.up = True
         self.cache_control = "max-age=600"
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -248,10 +247,11 @@ class JwksServer:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self.server.sockets[0].getsockname()[1]
 
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
+    async def stop(self) -> None:  # (again after a test stopped it: nothing to do)
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
 
     async def _serve(self, reader, writer) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -285,124 +285,112 @@ class Clock:
 WHERE = ("acme", "idp", "/jwks")
 
 
+@pytest.fixture
+async def idp():
+    """A running JWKS server (no keys yet); stopped after the test."""
+    server = JwksServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def rs256(key, kid: str = "k1", **claims) -> str:
+    """An RS256 token for `key` under `kid`, valid for a minute."""
+    return jwt.encode({"alg": "RS256", "kid": kid}, {"exp": time.time() + 60, **claims}, key)
+
+
 async def verify_via(cache: JwksCache, server: JwksServer, token: str) -> JwtAnswer:
     kid = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "==")).get("kid")
     keys = await cache.keys(WHERE, server.fetch(), kid)
     return verify_effect(effect(token, (), "idp", "/jwks"), keys)
 
 
-async def test_key_rotation_is_picked_up_by_one_refresh() -> None:
+async def test_key_rotation_is_picked_up_by_one_refresh(idp) -> None:
     old, new = RSAKey.generate_key(2048), RSAKey.generate_key(2048)
-    server = JwksServer()
-    server.keys = [("k1", old)]
-    await server.start()
+    idp.keys = [("k1", old)]
     clock = Clock()
     cache = JwksCache(refresh_s=300, min_refresh_s=30, clock=clock)
-    try:
-        now_token = lambda key, kid: jwt.encode(  # noqa: E731
-            {"alg": "RS256", "kid": kid}, {"sub": kid, "exp": time.time() + 60}, key)
-        assert (await verify_via(cache, server, now_token(old, "k1"))).error is None
-        assert server.hits == 1
-        for _ in range(5):  # cached: no more fetches
-            assert (await verify_via(cache, server, now_token(old, "k1"))).error is None
-        assert server.hits == 1
-        server.keys = [("k1", old), ("k2", new)]  # the IdP rotates
-        clock.now += 31
-        answer = await verify_via(cache, server, now_token(new, "k2"))
-        assert answer.error is None and json.loads(answer.claims_json)["sub"] == "k2"
-        assert server.hits == 2  # exactly one refresh
-        # An unknown kid asks again, but at most once per min_refresh_s.
-        for _ in range(10):
-            bad = await verify_via(cache, server, now_token(RSAKey.generate_key(2048), "k9"))
-            assert bad.error == "unknown_key"
-        assert server.hits == 2  # refreshed 0 s ago: none of those ten fetched
-        clock.now += 31
-        assert (await verify_via(cache, server, now_token(new, "k9x"))).error == "unknown_key"
-        assert server.hits == 3
-    finally:
-        await server.stop()
+    assert (await verify_via(cache, idp, rs256(old, "k1", sub="k1"))).error is None
+    assert idp.hits == 1
+    for _ in range(5):  # cached: no more fetches
+        assert (await verify_via(cache, idp, rs256(old, "k1", sub="k1"))).error is None
+    assert idp.hits == 1
+    idp.keys = [("k1", old), ("k2", new)]  # the IdP rotates
+    clock.now += 31
+    answer = await verify_via(cache, idp, rs256(new, "k2", sub="k2"))
+    assert answer.error is None and json.loads(answer.claims_json)["sub"] == "k2"
+    assert idp.hits == 2  # exactly one refresh
+    # An unknown kid asks again, but at most once per min_refresh_s.
+    for _ in range(10):
+        bad = await verify_via(cache, idp, rs256(RSAKey.generate_key(2048), "k9"))
+        assert bad.error == "unknown_key"
+    assert idp.hits == 2  # refreshed 0 s ago: none of those ten fetched
+    clock.now += 31
+    assert (await verify_via(cache, idp, rs256(new, "k9x"))).error == "unknown_key"
+    assert idp.hits == 3
 
 
-async def test_a_due_refresh_runs_in_the_background() -> None:
+async def test_a_due_refresh_runs_in_the_background(idp) -> None:
     key = RSAKey.generate_key(2048)
-    server = JwksServer()
-    server.keys = [("k1", key)]
-    server.cache_control = "max-age=60"  # shorter than refresh_s: it wins
-    await server.start()
+    idp.keys = [("k1", key)]
+    idp.cache_control = "max-age=60"  # shorter than refresh_s: it wins
     clock = Clock()
     cache = JwksCache(refresh_s=300, min_refresh_s=30, clock=clock)
-    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"exp": time.time() + 60}, key)
-    try:
-        assert (await verify_via(cache, server, token)).error is None
-        clock.now += 61
-        server.up = False
-        assert (await verify_via(cache, server, token)).error is None  # answered from cache
-        assert cache.fetches == 2  # ... and a refresh started, not awaited
-        for _ in range(50):
-            if server.hits == 2:
-                break
-            await asyncio.sleep(0.02)
-        assert server.hits == 2
-    finally:
-        await server.stop()
+    token = rs256(key)
+    assert (await verify_via(cache, idp, token)).error is None
+    clock.now += 61
+    assert (await verify_via(cache, idp, token)).error is None  # answered from cache
+    assert cache.fetches == 2  # ... and a refresh started, not awaited
+    for _ in range(50):
+        if idp.hits == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert idp.hits == 2
 
 
-async def test_when_the_jwks_backend_is_down_cached_keys_keep_working() -> None:
+async def test_when_the_jwks_backend_is_down_cached_keys_keep_working(idp) -> None:
     key = RSAKey.generate_key(2048)
-    server = JwksServer()
-    server.keys = [("k1", key)]
-    await server.start()
+    idp.keys = [("k1", key)]
     clock = Clock()
     cache = JwksCache(refresh_s=60, min_refresh_s=30, clock=clock)
-    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"exp": time.time() + 60}, key)
-    assert (await verify_via(cache, server, token)).error is None
-    await server.stop()  # the IdP goes down
-    try:
-        clock.now += 61  # a refresh is due, and fails
-        for _ in range(3):
-            assert (await verify_via(cache, server, token)).error is None
-            await asyncio.sleep(0.05)
-        assert cache.fetches == 2 and cache.failures == 1
-        # A fresh unknown kid: one more try once the interval has passed, then nothing.
-        clock.now += 31
-        other = RSAKey.generate_key(2048)
-        fresh = jwt.encode({"alg": "RS256", "kid": "k2"}, {"exp": time.time() + 60}, other)
-        for _ in range(5):
-            assert (await verify_via(cache, server, fresh)).error == "unknown_key"
-        assert cache.fetches == 3 and cache.failures == 2
-        assert (await verify_via(cache, server, token)).error is None  # still fine
-    finally:
-        pass
+    token = rs256(key)
+    assert (await verify_via(cache, idp, token)).error is None
+    await idp.stop()  # the IdP goes down
+    clock.now += 61  # a refresh is due, and fails
+    for _ in range(3):
+        assert (await verify_via(cache, idp, token)).error is None
+        await asyncio.sleep(0.05)
+    assert cache.fetches == 2 and cache.failures == 1
+    # A fresh unknown kid: one more try once the interval has passed, then nothing.
+    clock.now += 31
+    fresh = rs256(RSAKey.generate_key(2048), "k2")
+    for _ in range(5):
+        assert (await verify_via(cache, idp, fresh)).error == "unknown_key"
+    assert cache.fetches == 3 and cache.failures == 2
+    assert (await verify_via(cache, idp, token)).error is None  # still fine
 
 
-async def test_no_keys_ever_fetched_is_keys_unavailable_and_rate_limited() -> None:
-    server = JwksServer()
-    await server.start()
-    await server.stop()  # never up
+async def test_no_keys_ever_fetched_is_keys_unavailable_and_rate_limited(idp) -> None:
+    await idp.stop()  # never up
     clock = Clock()
     cache = JwksCache(refresh_s=60, min_refresh_s=30, clock=clock)
     token = mint(KEYS["RS256"], "RS256", kid="k1")
     for _ in range(5):
-        assert (await verify_via(cache, server, token)).error == "keys_unavailable"
+        assert (await verify_via(cache, idp, token)).error == "keys_unavailable"
     assert cache.fetches == 1
     clock.now += 31
-    assert (await verify_via(cache, server, token)).error == "keys_unavailable"
+    assert (await verify_via(cache, idp, token)).error == "keys_unavailable"
     assert cache.fetches == 2
 
 
-async def test_concurrent_first_requests_share_one_fetch() -> None:
+async def test_concurrent_first_requests_share_one_fetch(idp) -> None:
     key = RSAKey.generate_key(2048)
-    server = JwksServer()
-    server.keys = [("k1", key)]
-    await server.start()
+    idp.keys = [("k1", key)]
     cache = JwksCache(clock=Clock())
-    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"exp": time.time() + 60}, key)
-    try:
-        answers = await asyncio.gather(*(verify_via(cache, server, token) for _ in range(20)))
-        assert all(a.error is None for a in answers)
-        assert server.hits == 1
-    finally:
-        await server.stop()
+    token = rs256(key)
+    answers = await asyncio.gather(*(verify_via(cache, idp, token) for _ in range(20)))
+    assert all(a.error is None for a in answers)
+    assert idp.hits == 1
 
 
 def test_a_verified_token_is_reused_only_with_the_same_keys_and_rechecked_in_time() -> None:
@@ -423,24 +411,19 @@ def test_a_verified_token_is_reused_only_with_the_same_keys_and_rechecked_in_tim
                                                                   "unknown_key")
 
 
-async def test_a_jwks_answer_that_is_not_a_jwks_keeps_the_cached_keys() -> None:
+async def test_a_jwks_answer_that_is_not_a_jwks_keeps_the_cached_keys(idp) -> None:
     key = RSAKey.generate_key(2048)
-    server = JwksServer()
-    server.keys = [("k1", key)]
-    await server.start()
+    idp.keys = [("k1", key)]
     clock = Clock()
     cache = JwksCache(refresh_s=60, min_refresh_s=30, clock=clock)
-    token = jwt.encode({"alg": "RS256", "kid": "k1"}, {"exp": time.time() + 60}, key)
-    try:
-        assert (await verify_via(cache, server, token)).error is None
+    token = rs256(key)
+    assert (await verify_via(cache, idp, token)).error is None
 
-        async def garbage():
-            return b"<html>maintenance</html>", None
+    async def garbage():
+        return b"<html>maintenance</html>", None
 
-        clock.now += 61
-        assert await cache.keys(WHERE, garbage, "k1") is not None  # due: background refresh
-        await asyncio.sleep(0.05)
-        assert cache.failures == 1
-        assert (await verify_via(cache, server, token)).error is None
-    finally:
-        await server.stop()
+    clock.now += 61
+    assert await cache.keys(WHERE, garbage, "k1") is not None  # due: background refresh
+    await asyncio.sleep(0.05)
+    assert cache.failures == 1
+    assert (await verify_via(cache, idp, token)).error is None

@@ -93,7 +93,6 @@ def check_setting_names(app_configs, **kwargs):
     )] if unknown else []
 
 
-
 @register(deploy=True)
 def check_shared_state(app_configs, **kwargs):
     """Scripts that count across requests (shared.*, limit.allow, middleware.rate_limit) are

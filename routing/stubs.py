@@ -263,7 +263,6 @@ class StubEffects:
         return RenderAnswer(status, tuple((k.decode("latin-1"), v.decode("latin-1"))
                                           for k, v in headers), body)
 
-
     async def verify_jwt(self, effect: VerifyJwt) -> JwtAnswer:
         jwks = None
         if effect.jwks_backend is not None:

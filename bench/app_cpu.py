@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import io
 import os
 import shutil
@@ -337,6 +336,8 @@ def main() -> None:
         results: dict[str, list[float]] = {name: [] for name in apps}
         failed = 0
 
+        from chistone_site.planes import settle_heap
+
         async def run() -> None:
             nonlocal failed
             handler = stats.install_buffered_access_log()
@@ -344,8 +345,7 @@ def main() -> None:
                 handler.stream = _Discard()
             for name, app in apps.items():  # warm up: pools, caches, first allocations
                 await drive(app, 8000, 2000, args.concurrency, app_headers.get(name, HEADERS))
-            gc.collect()
-            gc.freeze()  # as the data plane does once it has started (chistone_site.planes)
+            settle_heap()  # as the data plane does once it has started
             for n in range(args.rounds):
                 for name, app in apps.items():
                     cpu, wall, errors = await drive(app, 8000, args.requests, args.concurrency,

@@ -1,8 +1,9 @@
 """The plane router in-process: ports, health endpoints, websocket refusal, lifespan."""
 
 import asyncio
+import gc
 
-from chistone_site.planes import DataPlane, PlaneRouter
+from chistone_site.planes import YOUNG_GC_THRESHOLD, DataPlane, PlaneRouter, settle_heap
 from luascripts.engine.types import Outcome, RespondAction
 from routing.snapshot import SnapshotHolder
 from tests.routing.asgi import call, http_scope
@@ -135,3 +136,14 @@ async def test_a_data_plane_that_fails_before_the_gateway_answers_json_500(caplo
     assert body["request_id"] == result.header("x-request-id") and len(body["request_id"]) == 32
     assert "snapshot" not in result.body.decode()
     assert any(body["request_id"] in r.getMessage() for r in caplog.records)
+
+
+def test_a_started_data_plane_freezes_what_is_loaded_and_collects_young_objects_seldom():
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        settle_heap()
+        assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, 10, 10)
+        assert gc.get_freeze_count() > 0  # loaded before the start: out of every scan
+    finally:
+        gc.set_threshold(*before)

@@ -25,6 +25,7 @@ from luascripts.engine.types import ExchangeAction, ResponsePatch
 from routing import respond
 from routing.balancer import Balancer
 from routing.conf import GatewayConf, get_conf
+from routing.disconnects import DisconnectWatch
 from routing.errors import (
     BackendBroke,
     ConfigNotLoaded,
@@ -59,8 +60,6 @@ from routing.upstream import Transport, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("chistone.gateway")
 script_log = logging.getLogger("chistone.script")
-
-WATCH_AFTER_S = 0.05
 
 __all__ = ["Exchange", "Gateway", "ScriptGuard", "one_line"]
 
@@ -112,6 +111,7 @@ class Gateway:
         self.conf = conf or get_conf()
         self.health = health or HealthRegistry.from_conf(self.conf)
         self.stats = stats or Stats()
+        self.disconnects = DisconnectWatch()
         self.balancer = Balancer()
         self.upstream = Upstream(transport=transport, health=self.health, conf=self.conf,
                                  on_retry=self._count_retry, tracing=tracing)
@@ -401,28 +401,10 @@ class Gateway:
             await body.read_ahead()
             if body.disconnected:
                 raise _ClientGone()
+        # While the backend answers, a client that leaves cancels the exchange (499).
         task = asyncio.current_task()
         assert task is not None
-        loop = asyncio.get_running_loop()
-        watcher: asyncio.Task[None] | None = None
-        disconnected = False
-
-        async def watch() -> None:
-            nonlocal disconnected
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    disconnected = True
-                    task.cancel()
-                    return
-
-        def start_watching() -> None:
-            nonlocal watcher
-            watcher = loop.create_task(watch())
-
-        # Most exchanges end within milliseconds: a task listening for the client's disconnect
-        # is only started once this one has taken longer than WATCH_AFTER_S (a cheap timer).
-        timer = None if body.more else loop.call_later(WATCH_AFTER_S, start_watching)
+        watched = None if body.more else self.disconnects.watch(task, receive)
         response: UpstreamResponse | None = None
         upstream_started = time.perf_counter()
         try:
@@ -432,7 +414,7 @@ class Gateway:
             await self._relay(response, backend, request, send, ex, patch)
             response = None
         except asyncio.CancelledError:
-            if not disconnected:
+            if watched is None or not watched.disconnected:
                 raise
             task.uncancel()
             ex.status, ex.error = 499, "client_disconnected"
@@ -443,10 +425,8 @@ class Gateway:
                 raise
             await self._send_error(error, request, send, ex, patch)
         finally:
-            if timer is not None:
-                timer.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            if watched is not None:
+                self.disconnects.done(watched)
             if response is not None:
                 response.close()
 

@@ -51,6 +51,24 @@ class ClientRequest:
     headers: tuple[tuple[str, str], ...] = field(default=())  # lower-case, hop-by-hop removed
 
 
+# Header names as the server hands them over -> the lower-case text the gateway works with,
+# for names already found valid: one lookup per header instead of a decode, a lower() and a
+# token check. Bounded, like routing.headers' memo of valid names.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 4096
+
+
+def _header_name(raw: bytes) -> str:
+    """A request header's name, lower-case (ASGI servers send lower-case names; not all do);
+    400 when it is not a token."""
+    name = raw.decode("latin-1").lower()
+    if not is_field_name(name):
+        raise BadRequest("A request header name is not a valid HTTP token.")
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[raw] = name
+    return name
+
+
 # Built for every request: the same frozen object, without the dataclass __init__'s cost.
 _new_request = fast_constructor(ClientRequest)
 
@@ -153,15 +171,13 @@ def parse_scope(scope: Scope, conf: GatewayConf) -> ClientRequest:
     size = 0
     connection: list[str] | None = None
     for name_b, value_b in scope.get("headers", ()):
-        name = name_b.decode("latin-1")
-        if not name.islower() and name.lower() != name:  # ASGI servers send lower-case names
-            name = name.lower()
-        value = value_b.decode("latin-1")
         # Whatever the server let through, a name that is not a token or a value with a
         # control character (`X: a\x01b`) stops here with a 400: the upstream client would
         # raise on it (a 500) or pass it on to the backend (a desync or an injection).
-        if not is_field_name(name):
-            raise BadRequest("A request header name is not a valid HTTP token.")
+        name = _NAMES.get(name_b)
+        if name is None:
+            name = _header_name(name_b)
+        value = value_b.decode("latin-1")
         if not value.isprintable() and not is_field_value(value):
             raise BadRequest(f"The request header {name!r} contains a control character.")
         if not value.isascii() and not _utf8(value_b):

@@ -171,6 +171,18 @@ def test_header_name_that_is_not_a_token_is_400(name):
     assert "token" in info.value.detail
 
 
+def test_header_names_come_out_lower_case_and_a_bad_name_is_refused_every_time():
+    # Valid names are remembered (routing.request._NAMES): the second request takes the
+    # remembered form, and a refused name is never remembered.
+    for _ in range(2):
+        scope = http_scope("/")
+        scope["headers"].append((b"X-Mixed-Case", b"v"))
+        assert ("x-mixed-case", "v") in parse_scope(scope, get_conf()).headers
+        scope["headers"].append((b"X Bad", b"v"))
+        with pytest.raises(BadRequest):
+            parse_scope(scope, get_conf())
+
+
 @pytest.mark.parametrize("path", ["/a\x01b", "/a b", "/a\tb", "/a\x7f", "/a\x1b", "/a#frag"])
 def test_path_with_a_space_or_control_character_is_400(path):
     with pytest.raises(BadRequest):

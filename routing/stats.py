@@ -168,7 +168,14 @@ def _opt(value: str | None) -> str:
 
 
 def _ms(seconds: float | None) -> str:
-    return "null" if seconds is None else repr(round(seconds * 1000, 3))
+    """Milliseconds as `json.dumps(round(seconds * 1000, 3))` writes them. One correctly
+    rounded formatting with its trailing zeros stripped is the same text for every duration
+    (below 10^12 ms) at a third of the cost: round() formats, parses back, and repr() formats
+    again."""
+    if seconds is None:
+        return "null"
+    text = ("%.3f" % (seconds * 1000)).rstrip("0")
+    return text + "0" if text[-1] == "." else text
 
 
 def access_line(*, request_id: str, tenant: str, route: str, method: str | None,

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import logging
+import random
 
 import pytest
 
@@ -47,6 +48,16 @@ def test_the_access_line_is_the_json_of_its_fields(changes):
     assert parsed == reference(**fields)
     # byte-for-byte what json.dumps gives, so log shippers see one format
     assert line == json.dumps({"ts": timestamp, **parsed}, separators=(",", ":"))
+
+
+def test_milliseconds_are_written_as_json_writes_the_rounded_number():
+    rng = random.Random(18)
+    samples = [0.0, -0.0, 1e-9, 4e-7, 5e-7, 6e-7, 0.0000625, 0.0010005, 0.0020001, 0.1, 1.0,
+               59.9999995, 86400.0, 1e6]
+    samples += [rng.uniform(0, 10 ** rng.randint(-7, 6)) for _ in range(20000)]
+    for seconds in samples:
+        assert stats._ms(seconds) == json.dumps(round(seconds * 1000, 3)), seconds
+    assert stats._ms(None) == "null"
 
 
 class Writes(io.StringIO):

@@ -26,18 +26,22 @@ _CYCLE_MODULES = ("uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.ht
 
 
 class UvicornConnection:
-    """`routing.respond.ServerConnection` for one uvicorn request."""
+    """`routing.respond.ServerConnection` for one uvicorn request.
 
-    __slots__ = ("_cycle",)
+    It holds the transport, not uvicorn's request cycle: the cycle holds the scope, which
+    holds this object, and that loop would leave every request's scope, cycle and connection
+    to the cyclic garbage collector instead of freeing them when the request ends."""
 
-    def __init__(self, cycle: Any) -> None:
-        self._cycle = cycle
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
 
     async def writable(self) -> None:
         return None  # uvicorn's send already waited for the transport to drain
 
     async def abort(self) -> None:
-        self._cycle.transport.abort()
+        self._transport.abort()
         # The transport reports the loss on the next loop iteration, which marks the cycle
         # disconnected; let it, so uvicorn does not log an incomplete response as an error.
         await asyncio.sleep(0)
@@ -51,7 +55,7 @@ def connection_for(send: Any) -> UvicornConnection | None:
     transport = getattr(cycle, "transport", None)
     if not callable(getattr(transport, "abort", None)):
         return None
-    return UvicornConnection(cycle)
+    return UvicornConnection(transport)
 
 
 def serve(app: Any, fds: list[int], *, background: Callable[[], Awaitable[None]],

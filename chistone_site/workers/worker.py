@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Awaitable
 
 from chistone_site.conf import process_environment
 from chistone_site.workers import heartbeat
@@ -41,12 +42,14 @@ class InflightCounter:
             return
         self.inflight += 1
 
-        async def send_closing(message) -> None:
+        # A plain function that hands back the server's awaitable: one coroutine frame less
+        # on every send of every request.
+        def send_closing(message) -> Awaitable[None]:
             if self.draining and message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
-            await send(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_closing)

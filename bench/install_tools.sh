@@ -5,7 +5,8 @@
 # afterwards, 1 if something is still missing (bench/run.py then skips the scenarios needing it).
 #
 # `install_tools.sh --profiler` instead installs py-spy (bench/profile_gateway.py) into the
-# project's venv with pip (PYTHON overrides which interpreter's environment), and nothing else.
+# project's venv with pip (PYTHON overrides which interpreter's environment) and valgrind
+# (bench/instructions.py) with apt-get when root, and nothing else.
 set -u
 
 LUA_MODULE=/usr/lib/nginx/modules/ngx_http_lua_module.so
@@ -14,13 +15,24 @@ PY_SPY=py-spy==0.4.3
 if [ "${1:-}" = "--profiler" ]; then
     here=$(cd "$(dirname "$0")" && pwd)
     py=${PYTHON:-$here/../.venv/bin/python}
+    status=0
+    if ! command -v valgrind >/dev/null 2>&1; then  # bench/instructions.py
+        if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+            timeout 300 apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq valgrind \
+                >/dev/null || { echo "install_tools: could not install valgrind"; status=1; }
+        else
+            echo "install_tools: valgrind is missing: sudo apt-get install -y valgrind"
+            status=1
+        fi
+    fi
     if [ -x "$(dirname "$py")/py-spy" ]; then
         echo "install_tools: py-spy is present."
-        exit 0
+        exit $status
     fi
     echo "install_tools: installing $PY_SPY with $py -m pip"
     if timeout 300 "$py" -m pip install -q "$PY_SPY"; then
-        exit 0
+        exit $status
     fi
     echo "install_tools: could not install $PY_SPY"
     exit 1

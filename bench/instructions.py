@@ -7,10 +7,10 @@ not move with the machine's load.
 CPU time per request moves by 10% to 15% between runs on a shared two-core machine, more than
 most single changes to the per-request path are worth. The number of instructions the
 process executes per request does not: the same code gives the same count within about 0.1%
-(in-process) or 1% (under uvicorn for 20 s or more, where the loop's batching follows the load). Compare two
-commits by running this from each tree; a change that removes work removes instructions.
-Instructions are not time (a cache miss costs more than an add), so quote CPU time from
-bench/run.py for the targets, and this for what a change removed.
+in-process, and within about 1% under uvicorn measured for 20 s or more (the loop's batching
+follows the load). Compare two commits by running this from each tree; a change that removes
+work removes instructions. Instructions are not time (a cache miss costs more than an add),
+so quote CPU time from bench/run.py for the targets, and this for what a change removed.
 
 What runs: the nginx backend of bench/app_cpu.py, the same gateway and 50-route script (or
 chistone's passthrough on the same client, `--app passthrough`), warmed up, then collection

@@ -7,8 +7,8 @@ registers (a dict entry: no timer, no task) and one sweep, every `after` seconds
 registered, starts a listener for each that has been registered that long. An exchange that
 lasts gets its listener between `after` and twice `after` after it started.
 
-A timer per request did the same, at about 1.7 us per request on uvloop (creating and
-cancelling it) and more on the stock loop: bench/RESULTS.md.
+A timer per request did the same, at about 1.7 us per request on uvloop to create and cancel
+it (2.8 us on the stock loop), for the few requests that ever needed it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class Watched:
 
 
 class DisconnectWatch:
+    """The exchanges of one gateway that may need a disconnect listener, and the one sweep
+    that starts them."""
+
     def __init__(self, after: float = WATCH_AFTER_S) -> None:
         self.after = after
         self._waiting: dict[Watched, None] = {}  # in registration order, so oldest first
@@ -51,6 +54,7 @@ class DisconnectWatch:
         return watched
 
     def done(self, watched: Watched) -> None:
+        """The exchange ended: forget it, or stop its listener if one was started."""
         if self._waiting.pop(watched, False) is False and watched.listener is not None:
             watched.listener.cancel()
 

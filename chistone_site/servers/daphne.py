@@ -378,11 +378,11 @@ def _reap_finished_applications(server: Any) -> None:
     scope) in `Server.connections` until `application_checker` runs, once a second: at a
     few thousand requests a second that is a thousand or more dead requests, about 55
     objects each, that Python's cyclic garbage collector walks again and again, and promotes
-    to older generations, at a cost of about 20 us per request (measured in
-    bench/RESULTS.md). The application's own `done` callback does what the checker would
-    do for an instance that returned: drop it, and the connection's entry too when the
-    request is finished. An instance that raised or was cancelled is left to the checker,
-    which logs it and answers the client."""
+    to older generations: about 15 us per request in the benchmark (bench/RESULTS.md). The
+    application's own `done` callback does what the checker would do for an instance that
+    returned: drop it, and the connection's entry too when the request is finished. An
+    instance that raised or was cancelled is left to the checker, which logs it and answers
+    the client."""
     create = server.create_application  # Server.run() makes `connections`: look it up late
 
     def reap(protocol: Any, task: asyncio.Future) -> None:

@@ -138,7 +138,7 @@ async def test_a_data_plane_that_fails_before_the_gateway_answers_json_500(caplo
     assert any(body["request_id"] in r.getMessage() for r in caplog.records)
 
 
-def test_a_started_data_plane_freezes_what_is_loaded_and_collects_young_objects_seldom():
+def test_settle_heap_freezes_what_is_loaded_and_collects_young_objects_seldom():
     before = gc.get_threshold()
     try:
         gc.set_threshold(700, 10, 10)

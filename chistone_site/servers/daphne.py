@@ -380,9 +380,10 @@ def _reap_finished_applications(server: Any) -> None:
     objects each, that Python's cyclic garbage collector walks again and again, and promotes
     to older generations: about 15 us per request in the benchmark (bench/RESULTS.md). The
     application's own `done` callback does what the checker would do for an instance that
-    returned: drop it, and the connection's entry too when the request is finished. An
-    instance that raised or was cancelled is left to the checker, which logs it and answers
-    the client."""
+    returned once its request is finished (the response sent, or the client gone): drop the
+    request's entry. Anything else is left to the checker: an instance that raised or was
+    cancelled (the checker logs it and answers the client), or one that returned before its
+    request finished."""
     create = server.create_application  # Server.run() makes `connections`: look it up late
 
     def reap(protocol: Any, task: asyncio.Future) -> None:
@@ -390,10 +391,10 @@ def _reap_finished_applications(server: Any) -> None:
             return
         connections = server.connections
         details = connections.get(protocol)
-        if details is None or details.get("application_instance") is not task:
-            return
-        del details["application_instance"]
-        if details.get("disconnected"):
+        # Only a finished request goes: an entry must keep its instance while it stays, since
+        # daphne's shutdown (`kill_all_applications`) reads it from every entry.
+        if details is not None and details.get("disconnected") \
+                and details.get("application_instance") is task:
             del connections[protocol]
 
     def create_application(protocol: Any, scope: dict[str, Any]) -> Any:

@@ -26,6 +26,10 @@ PROBE = textwrap.dedent("""
         await receive()
         if scope["path"] == "/raise":
             raise RuntimeError("the application failed")
+        if scope["path"] == "/unfinished":  # returns with its response still open
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"o", "more_body": True})
+            return
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
@@ -50,8 +54,8 @@ PROBE = textwrap.dedent("""
             conn.request("GET", "/")
             response = conn.getresponse()
             statuses.add((response.status, response.read().decode()))
-        if sys.argv[2] == "raise":
-            conn.request("GET", "/raise")  # no answer comes without daphne's sweep
+        if sys.argv[2] != "ok":
+            conn.request("GET", "/" + sys.argv[2])  # no complete answer comes
             time.sleep(0.1)
         conn.close()
         result["statuses"] = sorted(statuses)
@@ -91,6 +95,15 @@ def test_an_application_that_raised_is_left_to_daphnes_sweep() -> None:
     # daphne's checker logs the exception and answers the client: the reaping must not take
     # that instance away from it.
     result = run_probe(3, "raise")
+    assert result["statuses"] == [[200, "ok"]]
+    assert result["instances"] == ["done"]
+    assert result["entries"] == 1
+
+
+def test_an_application_that_returned_before_its_response_ended_is_left_to_daphnes_sweep():
+    # Its entry keeps its instance until daphne's checker (daphne's shutdown reads the
+    # instance of every entry).
+    result = run_probe(3, "unfinished")
     assert result["statuses"] == [[200, "ok"]]
     assert result["instances"] == ["done"]
     assert result["entries"] == 1

@@ -23,12 +23,17 @@ async def exchange(seconds):
     return "answered"
 
 
+async def registered(watch, seconds):
+    """An exchange lasting `seconds`, running and registered with `watch`, and its client."""
+    client = Client()
+    task = asyncio.ensure_future(exchange(seconds))
+    await asyncio.sleep(0)
+    return client, task, watch.watch(task, client.receive)
+
+
 async def test_a_quick_exchange_never_reads_from_the_client():
     watch = DisconnectWatch(after=0.05)
-    client = Client()
-    task = asyncio.ensure_future(exchange(0.001))
-    await asyncio.sleep(0)
-    watched = watch.watch(task, client.receive)
+    client, task, watched = await registered(watch, 0.001)
     assert await task == "answered"
     watch.done(watched)
     await asyncio.sleep(0.12)  # two sweeps' time
@@ -40,10 +45,7 @@ async def test_a_quick_exchange_never_reads_from_the_client():
 
 async def test_a_client_leaving_a_long_exchange_cancels_it():
     watch = DisconnectWatch(after=0.05)
-    client = Client()
-    task = asyncio.ensure_future(exchange(10))
-    await asyncio.sleep(0)
-    watched = watch.watch(task, client.receive)
+    client, task, watched = await registered(watch, 10)
     await asyncio.sleep(0.12)  # past the first sweep after `after`: the listener reads
     assert client.calls == 1
     assert not task.done()
@@ -56,10 +58,7 @@ async def test_a_client_leaving_a_long_exchange_cancels_it():
 
 async def test_the_listener_is_cancelled_when_the_exchange_ends():
     watch = DisconnectWatch(after=0.02)
-    client = Client()
-    task = asyncio.ensure_future(exchange(0.06))
-    await asyncio.sleep(0)
-    watched = watch.watch(task, client.receive)
+    client, task, watched = await registered(watch, 0.06)
     assert await task == "answered"
     assert watched.listener is not None and client.calls == 1
     watch.done(watched)
@@ -70,13 +69,9 @@ async def test_the_listener_is_cancelled_when_the_exchange_ends():
 
 async def test_a_sweep_starts_listeners_only_for_exchanges_registered_long_enough():
     watch = DisconnectWatch(after=0.05)
-    old_client, young_client = Client(), Client()
-    old = asyncio.ensure_future(exchange(10))
-    young = asyncio.ensure_future(exchange(10))
-    await asyncio.sleep(0)
-    old_watched = watch.watch(old, old_client.receive)
+    _, old, old_watched = await registered(watch, 10)
     await asyncio.sleep(0.03)
-    young_watched = watch.watch(young, young_client.receive)
+    _, young, young_watched = await registered(watch, 10)
     await asyncio.sleep(0.03)  # the first sweep (at 0.05 s) found only the old one due
     assert old_watched.listener is not None
     assert young_watched.listener is None

@@ -28,7 +28,7 @@ def adv_farm():
 def live(adv_farm, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adversarial")
     db = tmp / "adv.sqlite3"
-    dead_proxy = f"http://127.0.0.1:{livemod.free_port()}"
+    dead_proxy = livemod.dead_url()
     env = server_env(
         f"sqlite:///{db}", tmp,
         CHISTONE_UPSTREAM_TOTAL_TIMEOUT_MS="3000",

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tests.adversarial.differential.recorder import Recorder
-from tests.e2e.backends import Backend, BackendFarm, free_port
+from tests.e2e.backends import Backend, BackendFarm, dead_url
 from tests.serving import MANAGE, ROOT, Served
 
 # -- backends ---------------------------------------------------------------------------------
@@ -89,10 +89,6 @@ def add_backend(farm: BackendFarm, name: str, cls: type[Backend] = Backend) -> B
     farm.run(backend.start())
     farm.backends[name] = backend
     return backend
-
-
-def dead_url() -> str:
-    return f"http://127.0.0.1:{free_port()}"
 
 
 # -- the tenants ------------------------------------------------------------------------------

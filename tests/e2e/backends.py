@@ -33,6 +33,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Sockets bound and never listening, kept for the whole test process: connecting to their
+# ports is refused, and no server started later can take a port (a port that was merely free
+# once was, and a "refused" backend then answered 200).
+_DEAD: list[socket.socket] = []
+
+
+def dead_url() -> str:
+    """The URL of a backend that refuses every connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _DEAD.append(sock)
+    return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 @dataclass
 class Seen:
     method: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.backends import BackendFarm, free_port
+from tests.e2e.backends import BackendFarm, dead_url
 from tests.e2e.identity_scenario import identity_tenants
 
 ROUTES_SCRIPT = r"""
@@ -88,10 +88,6 @@ end)
 
 def example(name: str) -> str:
     return (EXAMPLES / name).read_text("utf-8")
-
-
-def dead_url() -> str:
-    return f"http://127.0.0.1:{free_port()}"
 
 
 def spec(farm: BackendFarm) -> dict:
